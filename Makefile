@@ -1,0 +1,25 @@
+# Every target that runs something first makes sure .venv exists and holds the
+# project; scripts/setup.sh does nothing when that is already the case.
+VENV := .venv
+PY := $(VENV)/bin/python
+CONFIG ?= config.ini
+
+.PHONY: setup test lint run demo bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check actors ivr storage fakeswitch tests
+
+run: setup
+	$(VENV)/bin/icall run --config $(CONFIG)
+
+demo: setup
+	$(VENV)/bin/icall demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

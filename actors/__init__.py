@@ -1,0 +1,1 @@
+"""Everything that owns a thread: the ESL link, supervisor, call actors, CRM, DB, CDR."""

@@ -1,0 +1,1 @@
+"""Telephony logic, free of threads: events, flows, command builders, time routing."""

@@ -1,0 +1,414 @@
+"""The configuration schema and its loader.
+
+One ini file, declared here key by key: type, default, range, whether it is a
+secret. `load_config` reads the file, applies `ICALL_<SECTION>_<KEY>` environment
+overrides and validates everything at once; every problem is reported together as
+`section/key: message` in one `ConfigError`, so an operator fixes the file in one go.
+
+Thread-free: the result is an immutable `Config` the actors share.
+"""
+
+from __future__ import annotations
+
+import configparser
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+REQUIRED = object()
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, one `section/key: message` each."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# --- value types: each takes the raw string and returns the value or raises ValueError
+
+
+def string(raw: str) -> str:
+    return raw
+
+
+def integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        _check_range(value, low, high)
+        return value
+
+    return parse
+
+
+def number(low: float | None = None, high: float | None = None) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+        _check_range(value, low, high)
+        return value
+
+    return parse
+
+
+def _check_range(value: float, low: float | None, high: float | None) -> None:
+    if low is not None and value < low:
+        raise ValueError(f"must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"must be <= {high}, got {value}")
+
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+def boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def choice(*values: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        lowered = raw.strip().lower()
+        if lowered not in values:
+            raise ValueError(f"must be one of {', '.join(values)}; got {raw!r}")
+        return lowered
+
+    return parse
+
+
+def regex(raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return raw
+
+
+def url(*schemes: str, optional: bool = False) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        raw = raw.strip()
+        if not raw and optional:
+            return ""
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}; got {raw!r}")
+        if parts.scheme != "sqlite" and not parts.hostname:
+            raise ValueError(f"URL has no host: {raw!r}")
+        return raw
+
+    return parse
+
+
+def host_port(optional: bool = False) -> Callable[[str], tuple[str, int] | None]:
+    def parse(raw: str) -> tuple[str, int] | None:
+        raw = raw.strip()
+        if not raw and optional:
+            return None
+        host, sep, port = raw.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {raw!r}")
+        return host.strip("[]"), int(port)
+
+    return parse
+
+
+def clock_range(raw: str) -> tuple[int, int] | None:
+    """'HH:MM-HH:MM' as minutes since midnight, end exclusive; 'closed' for none."""
+    raw = raw.strip()
+    if raw.lower() in ("", "closed", "none"):
+        return None
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", raw)
+    if not match:
+        raise ValueError(f"expected HH:MM-HH:MM or 'closed', got {raw!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if h1 > 23 or m1 > 59 or m2 > 59 or not (h2 < 24 or (h2 == 24 and m2 == 0)):
+        raise ValueError(f"not a time of day: {raw!r}")
+    if end <= start:
+        raise ValueError(f"range ends before it starts: {raw!r} (a range cannot cross midnight)")
+    return start, end
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def weekdays(raw: str) -> frozenset[int]:
+    """'sat,sun' as ISO weekday numbers (Monday is 1)."""
+    days = set()
+    for word in filter(None, (w.strip().lower()[:3] for w in raw.split(","))):
+        if word not in _DAYS:
+            raise ValueError(f"unknown day {word!r}; use mon,tue,wed,thu,fri,sat,sun")
+        days.add(_DAYS.index(word) + 1)
+    return frozenset(days)
+
+
+def timezone(raw: str) -> str:
+    raw = raw.strip()
+    if raw.lower() == "local":
+        return "local"
+    try:
+        ZoneInfo(raw)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {raw!r} (use an IANA name such as Europe/Berlin, or local)") from None
+    return raw
+
+
+def transfer_target(raw: str) -> str:
+    """'<extension> XML <context>' as the transfer app takes it."""
+    words = raw.split()
+    if len(words) != 3 or words[1] != "XML":
+        raise ValueError(f"expected '<extension> XML <context>', got {raw!r}")
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    parse: Callable[[str], Any]
+    default: Any = REQUIRED
+    secret: bool = False
+
+
+def _keys(*keys: Key) -> dict[str, Key]:
+    return {key.name: key for key in keys}
+
+
+# The schema. config.ini documents each key for operators; tests/test_config.py checks
+# that the file and this table name the same keys.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "freeswitch": _keys(
+        Key("host", string, "127.0.0.1"),
+        Key("port", integer(1, 65535), "8021"),
+        Key("password", string, REQUIRED, secret=True),
+        Key("connect_timeout_s", number(0.1, 60), "5"),
+        Key("command_timeout_s", number(0.1, 300), "10"),
+        Key("reconnect_min_s", number(0.05, 60), "0.5"),
+        Key("reconnect_max_s", number(0.1, 600), "30"),
+    ),
+    "database": _keys(
+        Key("url", url("sqlite", "mysql", "postgresql", "postgres", optional=True), ""),
+        Key("batch_size", integer(1, 10000), "200"),
+        Key("backlog_max", integer(100, 10_000_000), "100000"),
+        Key("retry_max_s", number(0.1, 600), "30"),
+    ),
+    "crm": _keys(
+        Key("enabled", boolean, "true"),
+        Key("base_url", url("http", "https"), "http://127.0.0.1:8090"),
+        Key("path", string, "/voip/cdrs"),
+        Key("caller_id_param", string, "caller_id"),
+        Key("response_format", choice("text", "json"), "text"),
+        Key("json_field", string, "extension"),
+        Key("max_body_bytes", integer(16, 1_048_576), "4096"),
+        Key("connect_timeout_s", number(0.05, 60), "1"),
+        Key("read_timeout_s", number(0.05, 120), "3"),
+        Key("attempts", integer(1, 20), "3"),
+        Key("deadline_s", number(0.1, 600), "8"),
+        Key("backoff_initial_s", number(0.0, 60), "0.2"),
+        Key("backoff_max_s", number(0.0, 600), "2"),
+        Key("max_concurrent", integer(1, 1000), "32"),
+        Key("breaker_failures", integer(1, 1000), "5"),
+        Key("breaker_cooldown_s", number(0.1, 3600), "30"),
+        Key("cache_ttl_s", number(0, 86400), "60"),
+    ),
+    "cdr": _keys(
+        Key("url", url("http", "https", optional=True), ""),
+        Key("timeout_s", number(0.1, 300), "5"),
+        Key("retry_min_s", number(0.05, 3600), "1"),
+        Key("retry_max_s", number(0.1, 86400), "300"),
+        Key("batch_size", integer(1, 1000), "50"),
+    ),
+    "ivr": _keys(
+        Key("flow", choice("icall"), "icall"),
+        Key("flow_variable", string, "ivr_app"),
+        Key("sound_prefix", string, "new_sales/"),
+        Key("context", string, "new_sales"),
+        Key("sound_welcome", string, "1000.wav"),
+        Key("sound_main_menu", string, "1001.wav"),
+        Key("sound_transferring", string, "1002.wav"),
+        Key("sound_extension_prompt", string, "2002.wav"),
+        Key("sound_invalid_choice", string, "9003.wav"),
+        Key("sound_invalid_entry", string, "9004.wav"),
+        Key("sound_cc_menu", string, "8{extension}.wav"),
+        Key("queue_sales", string, "fifo_sales"),
+        Key("queue_hst", string, "fifo_hst"),
+        Key("queue_cellphone", string, "fifo_cellphone"),
+        Key("dest_playcell", string, "Playcell_{extension}"),
+        Key("dest_voicemail", string, "VM_{extension}"),
+        Key("dest_quit", string, "Quit"),
+        Key("menu_pattern", regex, "[1-5]"),
+        Key("extension_pattern", regex, r"[68]\d\d"),
+        Key("cc_menu_pattern", regex, "[12]"),
+        Key("menu_tries", integer(1, 10), "3"),
+        Key("extension_tries", integer(1, 10), "3"),
+        Key("cc_menu_tries", integer(1, 10), "2"),
+        Key("prompt_timeout_ms", integer(500, 60000), "5000"),
+        Key("ringback", string, "${us-ring}"),
+        Key("crm_grace_ms", integer(0, 60000), "0"),
+        Key("command_timeout_s", number(1, 3600), "120"),
+        Key("time_condition", string, "sales_icall"),
+        Key("max_concurrent_calls", integer(1, 100000), "3000"),
+        Key("overflow_destination", transfer_target, "fifo_sales XML new_sales"),
+        Key("safe_destination", transfer_target, "fifo_sales XML new_sales"),
+        Key("hangup_linger_s", number(0, 600), "5"),
+    ),
+    "schedule": _keys(
+        Key("timezone", timezone, "local"),
+        Key("weekend_days", weekdays, "sat,sun"),
+        Key("weekday_open", clock_range, "09:00-20:30"),
+        Key("weekend_open", clock_range, "10:00-20:30"),
+        Key("evening", clock_range, "20:30-23:00"),
+    ),
+    "logging": _keys(
+        Key("level", choice("debug", "info", "warning", "error"), "info"),
+    ),
+    "metrics": _keys(
+        Key("listen", host_port(optional=True), ""),
+    ),
+}
+
+
+class Config:
+    """The validated configuration: `config.crm.read_timeout_s` and so on."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], source: str):
+        self.source = source
+        self._values = values
+        for section, keys in values.items():
+            setattr(self, section, SimpleNamespace(**keys))
+
+    def items(self) -> list[tuple[str, str, Any]]:
+        return [(s, k, v) for s, keys in self._values.items() for k, v in keys.items()]
+
+    def render(self) -> str:
+        """The effective configuration as ini text, secrets masked."""
+        lines = [f"# effective configuration (from {self.source})"]
+        for section, keys in self._values.items():
+            lines.append(f"\n[{section}]")
+            for name, value in keys.items():
+                shown = "********" if SCHEMA[section][name].secret and value else _show(value)
+                lines.append(f"{name} = {shown}")
+        return "\n".join(lines) + "\n"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, frozenset):
+        return ",".join(_DAYS[d - 1] for d in sorted(value))
+    if isinstance(value, tuple) and len(value) == 2:
+        a, b = value
+        if isinstance(a, str):
+            return f"{a}:{b}"
+        return f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}"
+    return str(value)
+
+
+def default_state_dir(environ: Mapping[str, str]) -> Path:
+    """Where the embedded database lives: systemd's StateDirectory, else ./state."""
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else Path("state").resolve()
+
+
+def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate; raise ConfigError listing all problems."""
+    environ = os.environ if environ is None else environ
+    errors: list[str] = []
+    raw: dict[str, dict[str, str]] = {}
+    source = str(path) if path else "defaults"
+    if path is not None:
+        parser = configparser.ConfigParser(interpolation=None, default_section="__none__")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except configparser.Error as exc:
+            raise ConfigError([f"{path}: not an ini file: {_first_line(exc)}"]) from None
+        for section in parser.sections():
+            if section not in SCHEMA:
+                errors.append(f"{section}: unknown section{_did_you_mean(section, SCHEMA)}")
+                continue
+            for key, value in parser.items(section):
+                if key not in SCHEMA[section]:
+                    errors.append(f"{section}/{key}: unknown key{_did_you_mean(key, SCHEMA[section])}")
+                    continue
+                raw.setdefault(section, {})[key] = value
+    for name, value in environ.items():
+        if not name.startswith("ICALL_"):
+            continue
+        section, key = _env_target(name)
+        if section is None:
+            errors.append(f"{name}: environment variable names no known section/key")
+            continue
+        raw.setdefault(section, {})[key] = value
+
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        values[section] = {}
+        for name, key in keys.items():
+            text = raw.get(section, {}).get(name)
+            if text is None:
+                if key.default is REQUIRED:
+                    errors.append(f"{section}/{name}: required, but not set")
+                    continue
+                text = key.default
+            try:
+                values[section][name] = key.parse(text)
+            except ValueError as exc:
+                errors.append(f"{section}/{name}: {exc}")
+    if not errors:
+        _cross_check(values, errors)
+    if errors:
+        raise ConfigError(errors)
+    if not values["database"]["url"]:
+        values["database"]["url"] = f"sqlite:///{default_state_dir(environ) / 'icall.sqlite3'}"
+    return Config(values, source)
+
+
+def _cross_check(values: dict[str, dict[str, Any]], errors: list[str]) -> None:
+    fs, crm, cdr = values["freeswitch"], values["crm"], values["cdr"]
+    if fs["reconnect_max_s"] < fs["reconnect_min_s"]:
+        errors.append("freeswitch/reconnect_max_s: must be >= reconnect_min_s")
+    if crm["backoff_max_s"] < crm["backoff_initial_s"]:
+        errors.append("crm/backoff_max_s: must be >= backoff_initial_s")
+    if cdr["retry_max_s"] < cdr["retry_min_s"]:
+        errors.append("cdr/retry_max_s: must be >= retry_min_s")
+    if not crm["path"].startswith("/"):
+        errors.append(f"crm/path: must start with '/', got {crm['path']!r}")
+
+
+def _env_target(name: str) -> tuple[str | None, str]:
+    rest = name[len("ICALL_"):].lower()
+    for section in SCHEMA:
+        if rest.startswith(section + "_") and rest[len(section) + 1:] in SCHEMA[section]:
+            return section, rest[len(section) + 1:]
+    return None, ""
+
+
+def _did_you_mean(word: str, options: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0]

@@ -1,0 +1,77 @@
+"""What a flow asks the world to do. Flows return lists of these; the CallActor
+carries them out (ESL commands, CRM lookups, database writes, timers).
+
+Keeping them as plain values is what lets a flow be tested without threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Execute:
+    """`sendmsg <uuid>` call-command execute; FreeSWITCH echoes `event_uuid` as
+    `Application-UUID` on CHANNEL_EXECUTE / CHANNEL_EXECUTE_COMPLETE."""
+
+    app: str
+    arg: str
+    event_uuid: str
+    lock: bool = False
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """`sendmsg <uuid>` call-command hangup."""
+
+    cause: str = "NORMAL_CLEARING"
+
+
+@dataclass(frozen=True)
+class LookupCaller:
+    """Ask the CrmFetcher for this caller's extension; the answer comes back later as
+    a `CrmAnswer` message through the flow's `on_info`."""
+
+    caller_id: str
+
+
+# Kinds of Record, with the fields each carries (all JSON-serialisable):
+#   call    uuid, caller_id, caller_name, destination, started_at (epoch s), flow
+#   step    uuid, step, value, at                     (the seed's db_pbx:log)
+#   fifo    uuid, action, fifo_name, at, headers      (the seed's db_pbx:process)
+#   cdr     uuid, caller_id, caller_name, destination, started_at, answered_at, ended_at,
+#           duration_s, billsec_s, hangup_cause, final_state, crm_extension, path (list of states)
+#   failure uuid, state, error, at                    (an actor crash, recorded by the supervisor)
+RECORD_KINDS = ("call", "step", "fifo", "cdr", "failure")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A row for the DbWriter. The CallActor numbers each one (`seq`) and keeps it
+    until the writer acknowledges the commit, so repeats are harmless (idempotent key:
+    call uuid + seq)."""
+
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """Call `on_timer(name, generation)` after `delay_s`; a timer whose generation is no
+    longer current when it fires is dropped by the flow."""
+
+    name: str
+    delay_s: float
+    generation: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The call is over for this flow (hung up); the actor may stop after its writes
+    are acknowledged."""
+
+    reason: str = "hangup"
+
+
+Effect = Execute | Hangup | LookupCaller | Record | StartTimer | Finished

@@ -1,0 +1,1 @@
+"""peewee models and database set-up."""
