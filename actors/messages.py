@@ -2,6 +2,8 @@
 
 Who sends what:
   Supervisor  -> CallActor   EslEvent
+  CallActor   -> CrmFetcher  CrmLookup
+  CallActor   -> DbWriter    DbWrite
   CrmFetcher  -> CallActor   CrmAnswer        (reply to CrmFetcher.lookup)
   DbWriter    -> CallActor   DbAck            (reply to DbWriter.write, after commit)
   Commander   -> CallActor   CommandFailed    (a sendmsg the switch refused or could not take)
@@ -33,12 +35,26 @@ class CrmAnswer:
 
 @dataclass(frozen=True)
 class DbWrite:
-    """One idempotent write: (call_uuid, seq) identifies it across resends."""
+    """One idempotent write: (call_uuid, seq) identifies it across resends.
+    `kind` and `fields` are those of `ivr.effects.Record`. After the commit the writer
+    tells `reply_to` (an ActorRef, or None) a DbAck."""
 
     call_uuid: str
     seq: int
     kind: str
     fields: dict[str, Any] = field(default_factory=dict)
+    reply_to: Any = None
+
+
+@dataclass(frozen=True)
+class CrmLookup:
+    """Ask the CrmFetcher for a caller's extension; it tells `reply_to` (an ActorRef)
+    a CrmAnswer whenever it knows, within `deadline_s` at the latest."""
+
+    call_uuid: str
+    caller_id: str
+    reply_to: Any = None
+    deadline_s: float | None = None
 
 
 @dataclass(frozen=True)
