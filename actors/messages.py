@@ -74,3 +74,54 @@ class CommandFailed:
 class TimerFired:
     name: str
     generation: int
+
+
+# --- supervision (CallActor / supervised services -> Supervisor, Service -> Supervisor)
+
+
+@dataclass(frozen=True)
+class CallFailed:
+    """A CallActor died of an exception (its on_failure): the call must not be left
+    in silence."""
+
+    call_uuid: str
+    state: str
+    error: str
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class CallFinished:
+    """The call hung up; its actor lingers a moment for late events and acks."""
+
+    call_uuid: str
+
+
+@dataclass(frozen=True)
+class CallStopped:
+    """A CallActor stopped (normally after its call ended, or from outside)."""
+
+    call_uuid: str
+    finished: bool
+
+
+@dataclass(frozen=True)
+class ServiceDied:
+    """A supervised service actor (DbWriter, CrmFetcher, CdrPoster, Commander) died."""
+
+    name: str
+    error: str
+
+
+@dataclass(frozen=True)
+class WriterReplaced:
+    """The DbWriter was replaced: resend every write it did not acknowledge."""
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    """The event connection went up (after a (re)subscribe) or down."""
+
+    up: bool
+    reason: str = ""

@@ -1,0 +1,194 @@
+"""CallActor: one pykka actor per call, hosting that call's Flow.
+
+The flow (ivr/) decides; this actor carries its effects out: commands to the
+Commander, lookups to the CrmFetcher, rows to the DbWriter, timers to the shared
+TimerService. It never blocks on anything but its own mailbox.
+
+Writes are numbered per call and kept until the DbWriter acknowledges their commit:
+pykka drops the queued tells of an actor that dies, so a write is only done when the
+ack says so. When the supervisor replaces the writer it tells every call
+`WriterReplaced`, and the call sends what is still unacknowledged again (the writer's
+idempotent keys make repeats harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.logsetup import set_call_uuid
+from actors.messages import (
+    CallFailed,
+    CallFinished,
+    CallStopped,
+    CommandFailed,
+    CrmAnswer,
+    CrmLookup,
+    DbAck,
+    DbWrite,
+    EslEvent,
+    TimerFired,
+    WriterReplaced,
+)
+from actors.timers import TimerService
+from ivr.config import Config
+from ivr.effects import Execute, Finished, Hangup, LookupCaller, Record, StartTimer
+from ivr.event import Event
+from ivr.flow import Flow
+
+logger = logging.getLogger(__name__)
+
+_LINGER = "__linger__"
+# A finished call waits for its writes to be acknowledged at most this many lingers.
+_MAX_LINGERS = 12
+
+
+@dataclass
+class CallServices:
+    """The refs a call talks to. Shared by all calls; the supervisor swaps `db_writer`
+    or `crm` when it replaces one (a plain attribute store, atomic under the GIL)."""
+
+    config: Config
+    supervisor: Any
+    commander: Any
+    db_writer: Any
+    crm: Any
+    timers: TimerService
+    observer: Any = None  # optional callable(uuid, history) when a call ends (the demo)
+
+
+class CallActor(pykka.ThreadingActor):
+    """Runs in its own thread, named call-<uuid prefix>; every method below runs there."""
+
+    def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None):
+        super().__init__()
+        self.uuid = uuid
+        self.flow = flow
+        self.services = services
+        self._first_event = first_event
+        self._seq = 0
+        self._unacked: dict[int, DbWrite] = {}
+        self._lingers = 0
+
+    # --- pykka hooks
+
+    def on_start(self) -> None:
+        threading.current_thread().name = f"call-{self.uuid[:8]}"
+        set_call_uuid(self.uuid)
+        if self._first_event is not None:  # None: a replacement resuming a call
+            self._apply(self.flow.start(self._first_event))
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, EslEvent):
+            self._apply(self.flow.on_event(message.event))
+        elif isinstance(message, DbAck):
+            self._unacked.pop(message.seq, None)
+        elif isinstance(message, TimerFired):
+            if message.name == _LINGER:
+                self._linger_over()
+            else:
+                self._apply(self.flow.on_timer(message.name, message.generation))
+        elif isinstance(message, CommandFailed):
+            logger.warning("command %s refused: %s", message.event_uuid, message.reply)
+            self._apply(self.flow.on_command_failed(message.event_uuid, message.reply))
+        elif isinstance(message, WriterReplaced):
+            self._resend_unacked()
+        elif isinstance(message, CrmAnswer):
+            self._apply(self.flow.on_info(message))
+        else:
+            self._apply(self.flow.on_info(message))
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        logger.error("call handler failed in state %s: %r", self.flow.state, exception_value)
+        self._tell_supervisor(CallFailed(
+            call_uuid=self.uuid, state=self.flow.state, error=repr(exception_value),
+            checkpoint=self._safe_checkpoint(), finished=self.flow.finished,
+        ))
+
+    def on_stop(self) -> None:
+        if self._unacked:
+            logger.warning("stopping with %d unacknowledged writes", len(self._unacked))
+        self._tell_supervisor(CallStopped(call_uuid=self.uuid, finished=self.flow.finished))
+
+    # --- queries (asked by the supervisor and tests, with a timeout)
+
+    def unacked_writes(self) -> list[DbWrite]:
+        return list(self._unacked.values())
+
+    def state(self) -> str:
+        return self.flow.state
+
+    # --- carrying effects out
+
+    def _apply(self, effects: list[Any]) -> None:
+        for effect in effects:
+            if isinstance(effect, Execute):
+                self.services.commander.proxy().execute(
+                    self.uuid, effect.app, effect.arg, effect.event_uuid,
+                    lock=effect.lock, reply_to=self.actor_ref)
+            elif isinstance(effect, Hangup):
+                self.services.commander.proxy().hangup(self.uuid, effect.cause, reply_to=self.actor_ref)
+            elif isinstance(effect, LookupCaller):
+                self._tell(self.services.crm, CrmLookup(self.uuid, effect.caller_id, self.actor_ref))
+            elif isinstance(effect, Record):
+                self._record(effect)
+            elif isinstance(effect, StartTimer):
+                self.services.timers.schedule(effect.delay_s, self.actor_ref,
+                                              TimerFired(effect.name, effect.generation))
+            elif isinstance(effect, Finished):
+                self._start_linger()
+            else:
+                raise TypeError(f"unknown effect {effect!r}")
+
+    def _record(self, record: Record) -> None:
+        self._seq += 1
+        write = DbWrite(self.uuid, self._seq, record.kind, record.fields, reply_to=self.actor_ref)
+        self._unacked[self._seq] = write
+        self._tell(self.services.db_writer, write)
+
+    def _resend_unacked(self) -> None:
+        logger.info("writer replaced: resending %d unacknowledged writes", len(self._unacked))
+        for write in sorted(self._unacked.values(), key=lambda w: w.seq):
+            self._tell(self.services.db_writer, write)
+
+    def _start_linger(self) -> None:
+        self._tell_supervisor(CallFinished(self.uuid))
+        observer = self.services.observer
+        if observer is not None:
+            observer(self.uuid, list(self.flow.history))
+        self.services.timers.schedule(self.services.config.ivr.hangup_linger_s,
+                                      self.actor_ref, TimerFired(_LINGER, 0))
+
+    def _linger_over(self) -> None:
+        # Stay while writes are unacknowledged (the writer may be restarting), but not
+        # forever: the supervisor's resend covers a writer that comes back later.
+        self._lingers += 1
+        if self._unacked and self._lingers < _MAX_LINGERS:
+            self.services.timers.schedule(self.services.config.ivr.hangup_linger_s or 1.0,
+                                          self.actor_ref, TimerFired(_LINGER, 0))
+            return
+        self.actor_ref.stop(block=False)
+
+    def _safe_checkpoint(self) -> dict[str, Any]:
+        try:
+            return self.flow.checkpoint()
+        except Exception:  # the flow just failed; its checkpoint may fail too
+            logger.exception("checkpoint failed")
+            return {"state": self.flow.state}
+
+    def _tell(self, ref: Any, message: Any) -> None:
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            logger.warning("%s is not running; %s kept for resend", type(message).__name__,
+                           getattr(message, "seq", ""))
+
+    def _tell_supervisor(self, message: Any) -> None:
+        try:
+            self.services.supervisor.tell(message)
+        except pykka.ActorDeadError:
+            pass  # shutting down

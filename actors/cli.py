@@ -1,0 +1,91 @@
+"""The `icall` command: run, config, demo, db, timecond, cdr.
+
+Configuration is loaded and validated before anything starts; any problem is printed
+as `section/key: message` and the command exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ivr.config import Config, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def default_config_path() -> str:
+    """$ICALL_CONFIG, else /etc/icall/config.ini when it exists, else ./config.ini."""
+    if os.environ.get("ICALL_CONFIG"):
+        return os.environ["ICALL_CONFIG"]
+    if Path("/etc/icall/config.ini").exists():
+        return "/etc/icall/config.ini"
+    return "config.ini"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from actors import cli_cdr, cli_storage
+
+    parser = argparse.ArgumentParser(prog="icall", description="IVR call control for FreeSWITCH")
+    parser.add_argument("--config", help="path of the ini file (default: $ICALL_CONFIG, "
+                        "/etc/icall/config.ini, ./config.ini)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the service")
+    run.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    run.set_defaults(func=_cmd_run)
+
+    show = sub.add_parser("config", help="print the effective configuration, secrets masked")
+    show.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    show.set_defaults(func=_cmd_config)
+
+    demo = sub.add_parser("demo", help="run a dozen calls against the FreeSWITCH stand-in")
+    demo.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    demo.add_argument("--keep", action="store_true", help="keep the demo's database")
+    demo.set_defaults(func=_cmd_demo, needs_config=False)
+
+    cli_storage.add_commands(sub)
+    cli_cdr.add_commands(sub)
+    for name, action in sub.choices.items():
+        if name not in ("run", "config", "demo") and "--config" not in action._option_string_actions:
+            action.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = getattr(args, "config_sub", None) or args.config or default_config_path()
+    if getattr(args, "needs_config", True):
+        try:
+            args.config_obj = load_config(path)
+        except ConfigError as exc:
+            print(f"icall: {len(exc.errors)} problem(s) in the configuration {path}:", file=sys.stderr)
+            for error in exc.errors:
+                print(f"  {error}", file=sys.stderr)
+            return EXIT_CONFIG
+    args.config_path = path
+    return int(args.func(args) or 0)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    config: Config = args.config_obj
+    sys.stdout.write(config.render())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from actors.runner import run_service
+
+    return run_service(args.config_obj)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from actors.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The running service: starts every actor in dependency order, stops them in reverse.
+
+Order: timers, DbWriter, time-condition source, CrmFetcher, CdrPoster, Commander,
+Supervisor, EventReader (last: events only flow once someone can take them). Stop
+runs the same list backwards inside `finally`, then a last sweep logs any thread
+still alive as a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from typing import Any
+
+import pykka
+
+from actors.call_actor import CallServices
+from actors.cdr_poster import CdrPoster
+from actors.commander import Commander
+from actors.crm import CrmFetcher
+from actors.db_writer import DbWriter
+from actors.esl_reader import EventReader
+from actors.messages import EslEvent, LinkChanged, ServiceDied
+from actors.supervisor import Supervisor
+from actors.timeconditions import TimeConditionSource
+from actors.timers import TimerService
+from ivr.config import Config
+from ivr.flow import FlowContext, make_flow
+from ivr.schedule import local_now
+
+logger = logging.getLogger(__name__)
+
+_ASK_TIMEOUT_S = 5.0
+
+
+def supervised(actor_class: type, name: str, notify: Callable[[ServiceDied], None]) -> type:
+    """A subclass of `actor_class` whose death is reported at once (pykka has no links)."""
+
+    class Supervised(actor_class):  # type: ignore[valid-type,misc]
+        def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+            super().on_failure(exception_type, exception_value, traceback)
+            notify(ServiceDied(name, repr(exception_value)))
+
+    Supervised.__name__ = actor_class.__name__
+    Supervised.__qualname__ = actor_class.__qualname__
+    return Supervised
+
+
+class Service:
+    """Builds and owns the actors. `start()` and `stop()` run in the caller's thread."""
+
+    def __init__(self, config: Config, observer: Callable[[str, list[str]], None] | None = None):
+        self.config = config
+        self.observer = observer
+        self.timers = TimerService()
+        self.services: CallServices | None = None
+        self.supervisor: pykka.ActorRef | None = None
+        self.reader: EventReader | None = None
+        self.time_conditions: TimeConditionSource | None = None
+        self.cdr_poster: pykka.ActorRef | None = None
+        self._stop_list: list[tuple[str, Callable[[], None]]] = []
+
+    # --- start / stop
+
+    def start(self) -> None:
+        config = self.config
+        self.timers.start()
+        self._on_stop("timers", self.timers.stop)
+        db_writer = self._start_actor("db_writer", DbWriter)
+        self.time_conditions = TimeConditionSource(config)
+        self.time_conditions.start()
+        self._on_stop("time conditions", self.time_conditions.stop)
+        crm = self._start_actor("crm", CrmFetcher)
+        self.cdr_poster = self._start_actor("cdr_poster", CdrPoster)
+        commander = self._start_actor("commander", Commander)
+        self.services = CallServices(config=config, supervisor=None, commander=commander,
+                                     db_writer=db_writer, crm=crm, timers=self.timers,
+                                     observer=self.observer)
+        flow_ctx = FlowContext(
+            config=config,
+            now=lambda: local_now(config.schedule),
+            time_conditions=self.time_conditions.current,
+            new_id=lambda: str(uuidlib.uuid4()),
+        )
+        self.supervisor = Supervisor.start(self.services, lambda uuid: make_flow(config.ivr.flow, uuid, flow_ctx),
+                                           self._replace_service)
+        self._on_stop("supervisor", self._stop_supervisor)
+        supervisor = self.supervisor
+        self.reader = EventReader(config, on_event=lambda event: supervisor.tell(EslEvent(event)),
+                                  on_link=self._link_changed)
+        self.reader.start()
+        self._on_stop("event reader", self.reader.stop)
+
+    def stop(self) -> None:
+        """Stop everything in reverse start order; never raises."""
+        while self._stop_list:
+            name, stop = self._stop_list.pop()
+            try:
+                stop()
+            except Exception:
+                logger.exception("stopping %s failed", name)
+        self._sweep()
+
+    def _on_stop(self, name: str, stop: Callable[[], None]) -> None:
+        self._stop_list.append((name, stop))
+
+    def _start_actor(self, name: str, actor_class: type) -> pykka.ActorRef:
+        cls = supervised(actor_class, name, self._service_died)
+        ref = cls.start(self.config)
+        self._on_stop(name, lambda: self._stop_ref(name))
+        return ref
+
+    def _stop_ref(self, name: str) -> None:
+        ref = getattr(self.services, name, None) if name != "cdr_poster" else self.cdr_poster
+        if ref is not None:
+            ref.stop(block=True, timeout=_ASK_TIMEOUT_S)
+
+    def _stop_supervisor(self) -> None:
+        if self.supervisor is None:
+            return
+        try:
+            self.supervisor.proxy().begin_shutdown().get(timeout=_ASK_TIMEOUT_S)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            logger.warning("supervisor did not answer the shutdown request")
+        deadline = time.monotonic() + _ASK_TIMEOUT_S
+        for ref in pykka.ActorRegistry.get_by_class_name("CallActor"):
+            ref.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
+        self.supervisor.stop(block=True, timeout=_ASK_TIMEOUT_S)
+
+    def _sweep(self) -> None:
+        leftovers = [t for t in threading.enumerate()
+                     if t is not threading.current_thread() and t.is_alive() and not t.daemon]
+        for thread in leftovers:
+            logger.error("BUG: thread %s still alive after shutdown", thread.name)
+
+    # --- supervision of the service actors
+
+    def _service_died(self, message: ServiceDied) -> None:
+        if self.supervisor is not None:
+            try:
+                self.supervisor.tell(message)
+                return
+            except pykka.ActorDeadError:
+                pass
+        logger.error("%s died (%s) while nothing supervises it", message.name, message.error)
+
+    def _replace_service(self, name: str) -> None:
+        """Runs in the supervisor's thread."""
+        actor_class = {"db_writer": DbWriter, "crm": CrmFetcher, "commander": Commander,
+                       "cdr_poster": CdrPoster}[name]
+        ref = supervised(actor_class, name, self._service_died).start(self.config)
+        if name == "cdr_poster":
+            self.cdr_poster = ref
+        else:
+            setattr(self.services, name, ref)
+
+    def _link_changed(self, state: str, reason: str = "") -> None:
+        """Runs in the reader thread: state is "up" (subscribed) or "down"."""
+        if self.supervisor is not None:
+            try:
+                self.supervisor.tell(LinkChanged(state == "up", reason))
+            except pykka.ActorDeadError:
+                pass
+
+    # --- health, for the watchdog and the metrics endpoint
+
+    def health(self) -> tuple[bool, str]:
+        """Healthy when the supervisor answers promptly (not stuck)."""
+        if self.supervisor is None:
+            return False, "not started"
+        try:
+            self.supervisor.proxy().ping().get(timeout=_ASK_TIMEOUT_S)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            return False, "supervisor does not answer"
+        link = "up" if self.reader is not None and self.reader.connected else "down"
+        return True, f"supervisor ok, FreeSWITCH link {link}"
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {}
+        if self.supervisor is not None:
+            try:
+                stats.update(self.supervisor.proxy().stats().get(timeout=_ASK_TIMEOUT_S))
+            except (pykka.ActorDeadError, pykka.Timeout):
+                stats["supervisor_unresponsive"] = 1
+        stats["esl_connected"] = int(bool(self.reader and self.reader.connected))
+        stats["timers_pending"] = self.timers.pending()
+        return stats

@@ -1,0 +1,223 @@
+"""Supervisor: owns the calls. Every event from the reader comes here first.
+
+- A CHANNEL_PARK whose flow variable names our flow, for a UUID nobody owns, spawns a
+  CallActor (above max_concurrent_calls the call goes to the overflow destination).
+- Any other event is routed by Unique-ID to the call's actor.
+- A CallActor that dies (on_failure tells us at once: pykka has no links) leaves a
+  caller who must not sit in silence: the call is transferred to the safe destination,
+  the failure is recorded, and a fresh actor resumes the call in `final_loop` so its
+  CDR and queue events are still written.
+- A finished call's actor lingers a little (late events and acks still land), then
+  stops and is forgotten.
+- A supervised service (DbWriter, CrmFetcher) that dies is replaced at once; after a
+  new DbWriter every call resends its unacknowledged writes.
+- After the event link comes back, calls that were parked meanwhile are adopted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from actors.call_actor import CallActor, CallServices
+from actors.messages import (
+    CallFailed,
+    CallFinished,
+    CallStopped,
+    DbWrite,
+    EslEvent,
+    LinkChanged,
+    ServiceDied,
+    WriterReplaced,
+)
+from ivr.event import Event
+from ivr.flow import Flow
+
+logger = logging.getLogger(__name__)
+
+# Failures recorded by the supervisor use their own write numbers, far above a call's.
+_SUPERVISOR_SEQ_BASE = 1_000_000
+
+
+@dataclass
+class _Call:
+    ref: pykka.ActorRef
+    started_at: float
+    restarts: int = 0
+    finished: bool = False
+    failed: bool = False
+    extra_seq: int = field(default=_SUPERVISOR_SEQ_BASE)
+
+
+class Supervisor(pykka.ThreadingActor):
+    """Runs in its own thread; all state below is touched only there."""
+
+    def __init__(self, services: CallServices, make_flow: Callable[[str], Flow],
+                 replace_service: Callable[[str], Any] | None = None):
+        super().__init__()
+        self.services = services
+        self.config = services.config
+        self.make_flow = make_flow
+        self.replace_service = replace_service
+        self.calls: dict[str, _Call] = {}
+        self.counters = {"calls_started": 0, "calls_overflowed": 0, "calls_failed": 0,
+                         "events_routed": 0, "events_unowned": 0, "calls_adopted": 0,
+                         "services_replaced": 0}
+        self.last_event_at = time.monotonic()
+        self.stopping = False
+
+    def on_start(self) -> None:
+        self.services.supervisor = self.actor_ref
+
+    # --- messages
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, EslEvent):
+            self._route(message.event)
+        elif isinstance(message, CallFinished):
+            call = self.calls.get(message.call_uuid)
+            if call is not None:
+                call.finished = True
+        elif isinstance(message, CallStopped):
+            self._call_stopped(message)
+        elif isinstance(message, CallFailed):
+            self._call_failed(message)
+        elif isinstance(message, ServiceDied):
+            self._service_died(message)
+        elif isinstance(message, LinkChanged):
+            if message.up:
+                self._adopt_orphans()
+        else:
+            logger.warning("unexpected message %r", message)
+
+    def _route(self, event: Event) -> None:
+        self.last_event_at = time.monotonic()
+        uuid = event.uuid
+        call = self.calls.get(uuid)
+        if call is not None:
+            self.counters["events_routed"] += 1
+            try:
+                call.ref.tell(EslEvent(event))
+            except pykka.ActorDeadError:
+                logger.debug("event %s for %s after its actor stopped", event.name, uuid)
+            return
+        if event.name == "CHANNEL_PARK" and self._is_our_flow(event):
+            self._start_call(uuid, event)
+        elif uuid:
+            self.counters["events_unowned"] += 1
+
+    def _is_our_flow(self, event: Event) -> bool:
+        ivr = self.config.ivr
+        return event.variable(ivr.flow_variable) == ivr.flow
+
+    # --- calls
+
+    def _start_call(self, uuid: str, event: Event) -> None:
+        live = sum(1 for c in self.calls.values() if not c.finished)
+        if live >= self.config.ivr.max_concurrent_calls:
+            self.counters["calls_overflowed"] += 1
+            logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
+                           self.config.ivr.max_concurrent_calls, self.config.ivr.overflow_destination)
+            self._transfer(uuid, self.config.ivr.overflow_destination)
+            return
+        ref = CallActor.start(uuid, self.make_flow(uuid), self.services, event)
+        self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+        self.counters["calls_started"] += 1
+
+    def _call_stopped(self, message: CallStopped) -> None:
+        call = self.calls.get(message.call_uuid)
+        if call is None:
+            return
+        if call.ref.is_alive():
+            return  # a replacement actor is already running
+        del self.calls[message.call_uuid]
+
+    def _call_failed(self, message: CallFailed) -> None:
+        uuid = message.call_uuid
+        self.counters["calls_failed"] += 1
+        call = self.calls.get(uuid)
+        if call is None:
+            return
+        call.failed = True
+        logger.error("call %s handler died in %s (%s)", uuid, message.state, message.error)
+        self._record_failure(call, uuid, message.state, message.error)
+        if message.finished or self.stopping:
+            del self.calls[uuid]
+            return
+        self._transfer(uuid, self.config.ivr.safe_destination)
+        # A fresh actor keeps listening in final_loop, so hangup still writes the CDR.
+        flow = self.make_flow(uuid)
+        flow.resume_after_failure(message.checkpoint)
+        call.restarts += 1
+        call.ref = CallActor.start(uuid, flow, self.services, None)
+
+    def _record_failure(self, call: _Call, uuid: str, state: str, error: str) -> None:
+        call.extra_seq += 1
+        fields = {"uuid": uuid, "state": state, "error": error, "at": time.time()}
+        try:
+            self.services.db_writer.tell(DbWrite(uuid, call.extra_seq, "failure", fields))
+        except pykka.ActorDeadError:
+            logger.error("could not record the failure of %s: no DbWriter", uuid)
+
+    def _transfer(self, uuid: str, destination: str) -> None:
+        self.services.commander.proxy().execute(uuid, "transfer", destination, str(uuidlib.uuid4()))
+
+    # --- services
+
+    def _service_died(self, message: ServiceDied) -> None:
+        if self.stopping or self.replace_service is None:
+            return
+        logger.error("%s died (%s): starting a new one", message.name, message.error)
+        self.counters["services_replaced"] += 1
+        self.replace_service(message.name)
+        if message.name == "db_writer":
+            for call in self.calls.values():
+                try:
+                    call.ref.tell(WriterReplaced())
+                except pykka.ActorDeadError:
+                    pass
+
+    def _adopt_orphans(self) -> None:
+        """After a reconnect: calls parked meanwhile had no owner; adopt them."""
+        try:
+            live = self.services.commander.proxy().live_calls(
+                self.config.ivr.flow_variable, self.config.ivr.flow).get(
+                timeout=self.config.freeswitch.command_timeout_s)
+        except Exception as exc:  # the link may have dropped again; next LinkChanged retries
+            logger.warning("could not list live calls after reconnect: %s", exc)
+            return
+        for uuid in live:
+            if uuid not in self.calls:
+                logger.info("adopting call %s parked while the link was down", uuid)
+                self.counters["calls_adopted"] += 1
+                headers = {"Event-Name": "CHANNEL_PARK", "Unique-ID": uuid,
+                           f"variable_{self.config.ivr.flow_variable}": self.config.ivr.flow}
+                self._start_call(uuid, Event(headers))
+
+    # --- queries (asked with a timeout)
+
+    def stats(self) -> dict[str, Any]:
+        live = sum(1 for c in self.calls.values() if not c.finished)
+        return dict(self.counters, calls_live=live, calls_tracked=len(self.calls),
+                    seconds_since_event=round(time.monotonic() - self.last_event_at, 3))
+
+    def call_ref(self, uuid: str) -> pykka.ActorRef | None:
+        call = self.calls.get(uuid)
+        return call.ref if call else None
+
+    def ping(self) -> bool:
+        return True
+
+    def begin_shutdown(self) -> int:
+        """Stop the calls' actors (the calls themselves stay parked on the switch)."""
+        self.stopping = True
+        refs = [c.ref for c in self.calls.values()]
+        for ref in refs:
+            ref.stop(block=False)
+        return len(refs)
