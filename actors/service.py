@@ -13,6 +13,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pykka
@@ -28,7 +29,7 @@ from actors.supervisor import Supervisor
 from actors.timeconditions import TimeConditionSource
 from actors.timers import TimerService
 from ivr.config import Config
-from ivr.flow import FlowContext, make_flow
+from ivr.flow import Flow, FlowContext, make_flow
 from ivr.schedule import local_now
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,14 @@ def supervised(actor_class: type, name: str, notify: Callable[[ServiceDied], Non
 class Service:
     """Builds and owns the actors. `start()` and `stop()` run in the caller's thread."""
 
-    def __init__(self, config: Config, observer: Callable[[str, list[str]], None] | None = None):
+    def __init__(self, config: Config, observer: Callable[[str, list[str]], None] | None = None,
+                 clock: Callable[[str], datetime] | None = None):
+        """`observer(uuid, history)` hears each finished call (the demo prints it);
+        `clock(uuid)` replaces the office clock for one call (the demo and tests place
+        calls at chosen times of day)."""
         self.config = config
         self.observer = observer
+        self.clock = clock
         self.timers = TimerService()
         self.services: CallServices | None = None
         self.supervisor: pykka.ActorRef | None = None
@@ -79,20 +85,22 @@ class Service:
         self.services = CallServices(config=config, supervisor=None, commander=commander,
                                      db_writer=db_writer, crm=crm, timers=self.timers,
                                      observer=self.observer)
-        flow_ctx = FlowContext(
-            config=config,
-            now=lambda: local_now(config.schedule),
-            time_conditions=self.time_conditions.current,
-            new_id=lambda: str(uuidlib.uuid4()),
-        )
-        self.supervisor = Supervisor.start(self.services, lambda uuid: make_flow(config.ivr.flow, uuid, flow_ctx),
-                                           self._replace_service)
+        self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service)
         self._on_stop("supervisor", self._stop_supervisor)
         supervisor = self.supervisor
         self.reader = EventReader(config, on_event=lambda event: supervisor.tell(EslEvent(event)),
                                   on_link=self._link_changed)
         self.reader.start()
         self._on_stop("event reader", self.reader.stop)
+
+    def _make_flow(self, uuid: str) -> Flow:
+        """Runs in the supervisor's thread."""
+        clock = self.clock
+        now = (lambda: clock(uuid)) if clock else (lambda: local_now(self.config.schedule))
+        assert self.time_conditions is not None
+        ctx = FlowContext(config=self.config, now=now, time_conditions=self.time_conditions.current,
+                          new_id=lambda: str(uuidlib.uuid4()))
+        return make_flow(self.config.ivr.flow, uuid, ctx)
 
     def stop(self) -> None:
         """Stop everything in reverse start order; never raises."""

@@ -172,8 +172,8 @@ class LoopbackServer:
             else:
                 self._connections.discard(connection)
 
-    def pause(self, seconds: float) -> bool:
-        """Wait `seconds` or until the server stops; True if it is stopping."""
+    def pause(self, seconds: float | None) -> bool:
+        """Wait `seconds` (None: for ever) or until the server stops; True if stopping."""
         return self._stopping.wait(seconds)
 
     def answer(self, handler: _Handler, request: Request) -> None:
@@ -201,24 +201,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def _handle(self) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        request = Request(
-            method=self.command, path=parts.path, raw_query=parts.query,
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers={k: v for k, v in self.headers.items()}, body=body)
-        self.server_owner._record(request)
         try:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            request = Request(
+                method=self.command, path=parts.path, raw_query=parts.query,
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers=dict(self.headers.items()), body=body)
+            self.server_owner._record(request)
             self.server_owner.answer(self, request)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up on us; nothing to tell
+        except OSError:
+            # The client gave up on us (reset, broken pipe) or refuse() cut the line.
+            self.close_connection = True
 
     def send(self, reply: Reply, body: bytes) -> None:
         """Write `reply` with `body`, honouring the delay/hang/drop/stream knobs."""
         owner = self.server_owner
         if reply.hang:
-            owner.pause(float("inf"))
+            owner.pause(None)
             self.close_connection = True
             return
         if reply.delay_s and owner.pause(reply.delay_s):
@@ -248,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(piece)
             sent += len(piece)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         pass  # tests read `requests`, not stderr
 
 

@@ -1,0 +1,363 @@
+"""One ESL connection on python-ESL: the only module that imports `ESL`.
+
+Login is done here in Python, then the socket is handed to libesl. python-ESL's
+own `ESLconnection(host, port, password)` says only "not connected" whatever went
+wrong. So `EslSession.connect` opens the TCP socket itself with a timeout and tells
+apart a refused port, a timeout, a rude rejection (`text/rude-rejection`, the ACL)
+and a wrong password (`-ERR invalid`). Then it hands the socket to
+`ESLconnection(fd)`. libesl's `esl_attach_handle` marks the handle connected and
+sends `connect`. An inbound server answers that with `-ERR command not found`, a
+`command/reply`, and that reply is what makes the attach succeed. It only fails when
+no reply arrives at all.
+
+libesl facts that shape the rest (esl.c, as built into python-ESL 1.4.18):
+- `esl_send_recv` and a frame read half-way wait with no limit: `handle_recv`
+  polls 1 s and just loops on silence. A watchdog bounds every libesl call here. At
+  the deadline it shuts the socket down, the call returns failed, and we raise
+  `Disconnected`. A reply that never came means the link is not usable any more.
+- `esl_execute` formats `execute-app-arg` into a 4096-byte buffer. We never call it:
+  `sendmsg` builds the whole text (with `Event-UUID`) and sends it with `sendRecv`,
+  whose reply can be checked. An argument longer than `MAX_HEADER_ARG` or one that
+  holds a newline goes as a `text/plain` body. FreeSWITCH's `switch_ivr_parse_event`
+  takes the body as the argument when `execute-app-arg` is absent.
+- Not thread-safe (see DESIGN): one thread only uses an `EslSession`. Only the
+  watchdog's `shutdown()` crosses threads, and it is a plain syscall on a socket
+  that is still open.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import struct
+import threading
+import time
+
+import ESL
+
+from ivr.event import Event
+
+logger = logging.getLogger(__name__)
+
+# Longest execute-app-arg sent as a header line; longer ones go as a body (libesl's
+# esl_execute truncates at 4096 bytes including the header name).
+MAX_HEADER_ARG = 4000
+
+SUBSCRIBED_EVENTS = ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
+                     "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB", "HEARTBEAT")
+CUSTOM_SUBCLASSES = ("fifo::info",)
+
+
+class EslError(Exception):
+    """Base of the link's errors."""
+
+
+class ConnectFailed(EslError):
+    """The switch could not be reached: refused, unreachable or timed out."""
+
+
+class AuthFailed(EslError):
+    """The switch answered the password with `-ERR invalid`."""
+
+
+class Rejected(EslError):
+    """The switch refused us before login (`text/rude-rejection`, its ACL)."""
+
+
+class Disconnected(EslError):
+    """The connection dropped, or a reply did not come in time."""
+
+
+def subscription_commands(flow_variable: str, flow: str) -> list[str]:
+    """The `event` and `filter` lines the event connection sends, in order.
+
+    `CUSTOM fifo::info` comes last: every word after CUSTOM is a subclass name.
+    FreeSWITCH's filters (mod_event_socket.c, event_handler) work like this: once any
+    filter exists, an event passes if at least one filter header matches it. Header
+    and value are compared case-insensitively. Each filter is an alternative, and a
+    `-` value vetoes. So `variable_<flow_variable> <flow>` lets through the events of
+    our calls: they carry the channel variables, fifo::info included. The other calls
+    on the switch are left out. The two `Event-Name` filters add the events that
+    carry no channel variables: BACKGROUND_JOB (our bgapi answers) and HEARTBEAT
+    (liveness).
+    """
+    words = " ".join(SUBSCRIBED_EVENTS) + " CUSTOM " + " ".join(CUSTOM_SUBCLASSES)
+    return [
+        f"event plain {words}",
+        f"filter variable_{flow_variable} {flow}",
+        "filter Event-Name BACKGROUND_JOB",
+        "filter Event-Name HEARTBEAT",
+    ]
+
+
+class Backoff:
+    """Exponential delays with jitter between reconnect attempts (no thread)."""
+
+    def __init__(self, min_s: float, max_s: float):
+        self.min_s, self.max_s = min_s, max_s
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        nominal = min(self.max_s, self.min_s * 2 ** min(self.failures, 30))
+        self.failures += 1
+        return min(self.max_s, nominal * random.uniform(0.8, 1.2))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class _Watchdog:
+    """Shuts the socket down if a libesl call outlives its deadline. It owns one
+    thread, started by the session and stopped by `EslSession.close`."""
+
+    def __init__(self, fd: int, name: str):
+        self._fd = fd
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._closed = False
+        self.fired = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def arm(self, seconds: float) -> None:
+        with self._cond:
+            self._deadline = _now() + seconds
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        """Watchdog thread: waits for the armed deadline, then shuts the socket down."""
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - _now()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                # Still armed under the lock: the socket is still open.
+                self.fired = True
+                self._deadline = None
+                _shutdown_fd(self._fd)
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+def _shutdown_fd(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone: the call it guards fails on its own
+    finally:
+        sock.detach()
+
+
+class EslSession:
+    """One authenticated inbound connection. One thread uses it; see the module doc."""
+
+    def __init__(self, connection: ESL.ESLconnection, address: str, reply_timeout_s: float):
+        self._connection = connection
+        self.address = address
+        self.reply_timeout_s = reply_timeout_s
+        self._watchdog = _Watchdog(connection.socketDescriptor(), f"esl-watchdog {address}")
+        self._closed = False
+
+    @classmethod
+    def connect(cls, host: str, port: int, password: str, timeout_s: float,
+                reply_timeout_s: float | None = None) -> EslSession:
+        """Connect, log in and attach python-ESL; every step bounded by `timeout_s`.
+        `reply_timeout_s` (default `timeout_s`) bounds every later reply."""
+        sock = _login(host, port, password, timeout_s)
+        address = f"{host}:{port}"
+        sock.settimeout(None)  # libesl wants a blocking socket
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout_s))
+        fd = sock.detach()  # from here libesl owns (and closes) the descriptor
+        watchdog = _Watchdog(fd, f"esl-attach {address}")
+        watchdog.arm(timeout_s)
+        try:
+            connection = ESL.ESLconnection(fd)
+        finally:
+            watchdog.disarm()
+            watchdog.close()
+        if not connection.connected():
+            connection.disconnect()
+            raise ConnectFailed(f"no answer to 'connect' within {timeout_s:g} s after login")
+        return cls(connection, address, reply_timeout_s or timeout_s)
+
+    def command(self, text: str) -> str:
+        """Send one command (`event plain ...`, `filter ...`); return its Reply-Text."""
+        return self._send_recv(text).getHeader("Reply-Text") or ""
+
+    def api(self, command: str) -> str:
+        """`api <command>`: the api/response body (FreeSWITCH answers errors as `-ERR ...`)."""
+        reply = self._send_recv(f"api {command}")
+        if (reply.getHeader("Content-Type") or "") != "api/response":
+            return reply.getHeader("Reply-Text") or ""
+        return reply.getBody() or ""
+
+    def bgapi(self, command: str, job_uuid: str) -> str:
+        """`bgapi <command>` with our Job-UUID; returns the Reply-Text (`+OK Job-UUID: ...`)."""
+        return self.command(f"bgapi {command}\nJob-UUID: {job_uuid}")
+
+    def sendmsg(self, uuid: str, headers: list[tuple[str, str]], body: str | None = None) -> str:
+        """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text."""
+        lines = [f"sendmsg {uuid}"]
+        for name, value in headers:
+            _check_header_value(name, value)
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            if "\0" in body:
+                raise ValueError("a sendmsg body cannot hold a NUL byte")
+            lines.append("content-type: text/plain")
+            lines.append(f"content-length: {len(body.encode('utf-8'))}")
+            text = "\n".join(lines) + "\n\n" + body
+        else:
+            text = "\n".join(lines)
+        return self.command(text)
+
+    def recv_event(self, timeout_ms: int) -> Event | None:
+        """Wait up to `timeout_ms` for one event; None if none came. Raises Disconnected."""
+        if self._closed:
+            raise Disconnected("the session is closed")
+        self._watchdog.arm(timeout_ms / 1000 + self.reply_timeout_s)
+        try:
+            received = self._connection.recvEventTimed(timeout_ms)
+        finally:
+            self._watchdog.disarm()
+        if not self._connection.connected():
+            raise Disconnected(self._lost_reason())
+        if received is None:
+            return None
+        if received.getHeader("Event-Name") == "SOCKET_DATA":
+            # Not an event (a stray reply or notice): libesl hands the outer frame.
+            logger.debug("ESL %s: ignoring a %s frame", self.address,
+                         received.getHeader("Content-Type"))
+            return None
+        return to_event(received)
+
+    def close(self) -> None:
+        """Close the connection and stop the watchdog; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._watchdog.close()
+        self._connection.disconnect()
+
+    def _send_recv(self, text: str) -> ESL.ESLevent:
+        if self._closed:
+            raise Disconnected("the session is closed")
+        self._watchdog.arm(self.reply_timeout_s)
+        try:
+            reply = self._connection.sendRecv(text)
+        finally:
+            self._watchdog.disarm()
+        if reply is None or not self._connection.connected():
+            raise Disconnected(self._lost_reason())
+        return reply
+
+    def _lost_reason(self) -> str:
+        if self._watchdog.fired:
+            return f"no reply within {self.reply_timeout_s:g} s"
+        return "the switch closed the connection"
+
+
+def _login(host: str, port: int, password: str, timeout_s: float) -> socket.socket:
+    """Open the socket and answer auth/request; raise the precise EslError."""
+    where = f"{host}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+    except ConnectionRefusedError:
+        raise ConnectFailed("connection refused (is mod_event_socket listening there?)") from None
+    except TimeoutError:
+        raise ConnectFailed(f"no answer within {timeout_s:g} s") from None
+    except OSError as exc:
+        raise ConnectFailed(exc.strerror or str(exc)) from None
+    try:
+        greeting = _read_frame(sock, timeout_s)
+        kind = greeting[0].get("Content-Type", "")
+        if kind == "text/rude-rejection":
+            text = greeting[1].strip() or "no reason given"
+            raise Rejected(f"rejected by the switch before login: {text!r} (its ACL)")
+        if kind != "auth/request":
+            raise ConnectFailed(f"{where} does not speak ESL (first frame {kind!r})")
+        sock.sendall(f"auth {password}\n\n".encode())
+        reply = _read_frame(sock, timeout_s)[0].get("Reply-Text", "")
+        if reply.startswith("-ERR"):
+            raise AuthFailed("authentication refused (wrong password?)")
+        if not reply.startswith("+OK"):
+            raise ConnectFailed(f"unexpected answer to auth: {reply!r}")
+    except EslError:
+        sock.close()
+        raise
+    except TimeoutError:
+        sock.close()
+        raise ConnectFailed(f"no login answer within {timeout_s:g} s") from None
+    except OSError as exc:
+        sock.close()
+        raise ConnectFailed(f"connection lost during login: {exc.strerror or exc}") from None
+    return sock
+
+
+def _read_frame(sock: socket.socket, timeout_s: float) -> tuple[dict[str, str], str]:
+    """Read one frame byte by byte, so nothing meant for libesl is consumed."""
+    deadline = _now() + timeout_s
+    raw = bytearray()
+    while not raw.endswith(b"\n\n"):
+        sock.settimeout(max(0.001, deadline - _now()))
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectFailed("the switch closed the connection during login")
+        raw += chunk
+    headers = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip()] = value.strip()
+    body = b""
+    length = int(headers.get("Content-Length", "0") or 0)
+    while len(body) < length:
+        sock.settimeout(max(0.001, deadline - _now()))
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return headers, body.decode("utf-8", "replace")
+
+
+def to_event(received: ESL.ESLevent) -> Event:
+    """Copy a libesl event into an `ivr.event.Event`: first value wins, repeats kept."""
+    headers: dict[str, str] = {}
+    repeated: list[tuple[str, str]] = []
+    name = received.firstHeader()
+    while name is not None:
+        value = received.getHeader(name)
+        if name in headers:
+            repeated.append((name, value))
+        else:
+            headers[name] = value
+        name = received.nextHeader()
+    return Event(headers, received.getBody() or "", tuple(repeated))
+
+
+def _check_header_value(name: str, value: str) -> None:
+    if "\n" in value or "\r" in value or "\n" in name or ":" in name:
+        raise ValueError(f"header {name!r} would break the frame; send it as a body")
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))

@@ -1,0 +1,143 @@
+"""Databases by URL: `open_database(url)` turns `[database] url` into a peewee Database.
+
+    sqlite:///relative/path  sqlite:////absolute/path   (the embedded default)
+    mysql://user:pass@host:3306/name                     (MySQL / MariaDB via PyMySQL)
+    postgresql://user:pass@host:5432/name                (PostgreSQL via psycopg 3)
+
+A peewee Database keeps its connection per thread, so one object may be shared, but
+the rule here is simpler: every actor or thread that needs the database opens its own
+with `open_database` and closes it when it stops. The models (storage.models) are not
+bound to any database; code passes its database explicitly (`query.execute(db)`).
+
+Thread-free: nothing here starts a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from peewee import (
+    Database,
+    DatabaseError,
+    InterfaceError,
+    MySQLDatabase,
+    OperationalError,
+    PostgresqlDatabase,
+    SqliteDatabase,
+)
+
+
+class StorageError(Exception):
+    """Base of every storage problem the service reports to an operator."""
+
+
+class BadDatabaseUrl(StorageError):
+    """`[database] url` cannot be turned into a database."""
+
+
+# Connection problems worth retrying: the server is down, restarting or unreachable,
+# the connection dropped, or (SQLite) another connection holds the write lock.
+# Anything else (a bad value, a missing column) will fail the same way again.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# SQLite in WAL mode: readers never block the writer nor it them. synchronous=FULL
+# because an acknowledged write must survive a power cut: the DbWriter acks only after
+# COMMIT, and the call actor forgets a row once acked. NORMAL would be crash-safe for
+# the process but could lose the last commits on power loss. With batched commits the
+# extra fsync is paid once per batch, not per row.
+SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 1}
+
+# Network databases must fail rather than hang when the server or the path to it
+# goes away, so the writer can back off and retry.
+CONNECT_TIMEOUT_S = 5
+MYSQL_IO_TIMEOUT_S = 30
+PG_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15000,  # ms: unacknowledged sends fail after this
+}
+
+
+def open_database(url: str) -> Database:
+    """A new, not yet connected Database for `url`; raises BadDatabaseUrl."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    if scheme == "sqlite":
+        return _sqlite(url, options)
+    if scheme == "mysql":
+        return MySQLDatabase(
+            _database_name(parts.path, url),
+            # Microsecond timestamps and row payloads beyond 64 KiB, as on the others.
+            field_types={"DATETIME": "DATETIME(6)", "TEXT": "MEDIUMTEXT"},
+            connect_timeout=CONNECT_TIMEOUT_S,
+            read_timeout=MYSQL_IO_TIMEOUT_S,
+            write_timeout=MYSQL_IO_TIMEOUT_S,
+            sql_mode="STRICT_ALL_TABLES",
+            **_credentials(parts, default_port=3306),
+        )
+    if scheme in ("postgresql", "postgres"):
+        return PostgresqlDatabase(
+            _database_name(parts.path, url),
+            connect_timeout=CONNECT_TIMEOUT_S,
+            **PG_KEEPALIVE,
+            **_credentials(parts, default_port=5432),
+        )
+    raise BadDatabaseUrl(f"unsupported database URL {redact(url)!r}: use sqlite:///, mysql:// or postgresql://")
+
+
+def _sqlite(url: str, options: dict[str, str]) -> SqliteDatabase:
+    path = url.split("?", 1)[0][len("sqlite:///"):]
+    if not path or path == ":memory:":
+        # Every connection to :memory: is a different database: the writer and the
+        # readers would not see each other's rows.
+        raise BadDatabaseUrl(f"{url!r}: give SQLite a file path, e.g. sqlite:////var/lib/icall/icall.sqlite3")
+    busy_ms = int(options.get("busy_timeout_ms", SQLITE_BUSY_TIMEOUT_MS))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=busy_ms / 1000)
+
+
+def _database_name(path: str, url: str) -> str:
+    name = unquote(path.lstrip("/"))
+    if not name:
+        raise BadDatabaseUrl(f"{redact(url)!r} names no database (…/<name> at the end)")
+    return name
+
+
+def _credentials(parts, default_port: int) -> dict:
+    params = {"host": parts.hostname or "127.0.0.1", "port": parts.port or default_port}
+    if parts.username:
+        params["user"] = unquote(parts.username)
+    if parts.password:
+        params["password"] = unquote(parts.password)
+    return params
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, for logs and messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def write_transaction(db: Database):
+    """A transaction for writing. On SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE) so a busy database fails at the start, inside the busy timeout,
+    instead of half way through."""
+    if isinstance(db, SqliteDatabase):
+        return db.atomic("IMMEDIATE")
+    return db.atomic()
+
+
+def close_quietly(db: Database) -> None:
+    """Close this thread's connection, even a broken one; used after a failure."""
+    with contextlib.suppress(DatabaseError):
+        db.close()

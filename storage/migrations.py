@@ -1,0 +1,114 @@
+"""Schema versions and how to get from one to the next (`icall db upgrade`).
+
+    1  the first schema (storage.schema_v1)
+    2  calls.updated_at; index calls by caller_id; index the CDR outbox by
+       (delivered_at, next_attempt_at) for the poster's "undelivered and due" query
+
+Steps go through peewee's schema migrator, so no SQL is written per backend. Each
+step checks what is already there before changing it: MySQL commits DDL as it goes,
+so a step interrupted half way must be safe to run again.
+
+Thread-free: runs in whichever thread calls it, on that thread's connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from peewee import Database, DateTimeField, SchemaManager
+from playhouse.migrate import SchemaMigrator, migrate
+
+from storage import schema_v1
+from storage.db import StorageError
+from storage.models import SchemaVersion, utc_now
+
+logger = logging.getLogger(__name__)
+
+
+class SchemaError(StorageError):
+    """The database's schema is not the one this icall needs."""
+
+
+def _create_v1(db: Database) -> None:
+    for model in schema_v1.MODELS:
+        SchemaManager(model, db).create_all(safe=True)
+
+
+def _index_names(db: Database, table: str) -> set[str]:
+    return {index.name for index in db.get_indexes(table)}
+
+
+def _v2(db: Database) -> None:
+    migrator = SchemaMigrator.from_database(db)
+    operations = []
+    if "updated_at" not in {column.name for column in db.get_columns("calls")}:
+        operations.append(migrator.add_column("calls", "updated_at", DateTimeField(null=True)))
+    if "calls_caller_id" not in _index_names(db, "calls"):
+        operations.append(migrator.add_index("calls", ("caller_id",), False))
+    if "cdr_outbox_delivered_at_next_attempt_at" not in _index_names(db, "cdr_outbox"):
+        operations.append(migrator.add_index("cdr_outbox", ("delivered_at", "next_attempt_at"), False))
+    migrate(*operations)
+
+
+# Version reached -> the step that reaches it from the one before.
+STEPS: dict[int, Callable[[Database], None]] = {1: _create_v1, 2: _v2}
+LATEST = max(STEPS)
+
+
+def schema_version(db: Database) -> int:
+    """The version the database is at; 0 for a database without icall's tables."""
+    if not db.table_exists(SchemaVersion._meta.table_name):
+        return 0
+    row = SchemaVersion.select().where(SchemaVersion.id == 1).first(db)
+    return row.version if row else 0
+
+
+def upgrade(db: Database) -> list[int]:
+    """Create or migrate the schema to LATEST; returns the versions applied (none
+    when already there). Refuses a database newer than this icall knows."""
+    current = schema_version(db)
+    if current > LATEST:
+        raise SchemaError(_too_new(current))
+    applied = []
+    for version in range(current + 1, LATEST + 1):
+        logger.info("database schema: upgrading to version %d", version)
+        with db.atomic():  # transactional on PostgreSQL and SQLite; MySQL commits DDL anyway
+            STEPS[version](db)
+            _record_version(db, version)
+        applied.append(version)
+    return applied
+
+
+def _record_version(db: Database, version: int) -> None:
+    updated = (
+        SchemaVersion.update(version=version, upgraded_at=utc_now())
+        .where(SchemaVersion.id == 1)
+        .execute(db)
+    )
+    if not updated:
+        SchemaVersion.insert(id=1, version=version, upgraded_at=utc_now()).execute(db)
+
+
+def check_schema(db: Database) -> int:
+    """Raise SchemaError saying what to do unless the database is at LATEST."""
+    current = schema_version(db)
+    if current == LATEST:
+        return current
+    if current > LATEST:
+        raise SchemaError(_too_new(current))
+    if current == 0:
+        raise SchemaError(
+            "the database has no icall schema yet: run `icall db upgrade --config <your config.ini>`"
+        )
+    raise SchemaError(
+        f"the database schema is at version {current}, this icall needs version {LATEST}: "
+        "run `icall db upgrade --config <your config.ini>`"
+    )
+
+
+def _too_new(current: int) -> str:
+    return (
+        f"the database schema is at version {current}, newer than this icall knows "
+        f"(up to {LATEST}): upgrade icall, or point [database] url at another database"
+    )
