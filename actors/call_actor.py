@@ -14,8 +14,9 @@ idempotent keys make repeats harmless).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pykka
@@ -64,23 +65,43 @@ class CallServices:
 class CallActor(pykka.ThreadingActor):
     """Runs in its own thread, named call-<uuid prefix>; every method below runs there."""
 
-    def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None):
+    def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
+                 inherited_writes: tuple[DbWrite, ...] = ()):
+        """`first_event` starts the flow; None means the flow resumes a call whose
+        previous actor died, and `inherited_writes` are that actor's unacknowledged
+        writes, sent again from here."""
         super().__init__()
         self.uuid = uuid
         self.flow = flow
         self.services = services
         self._first_event = first_event
-        self._seq = 0
-        self._unacked: dict[int, DbWrite] = {}
+        self._unacked: dict[int, DbWrite] = {w.seq: w for w in inherited_writes}
+        self._seq = max(self._unacked, default=0)
         self._lingers = 0
+        self._failed = False
 
     # --- pykka hooks
 
     def on_start(self) -> None:
         threading.current_thread().name = f"call-{self.uuid[:8]}"
         set_call_uuid(self.uuid)
-        if self._first_event is not None:  # None: a replacement resuming a call
+        try:
+            self._begin()
+        except Exception:
+            # pykka calls neither on_failure nor on_stop for an exception here, so the
+            # supervisor would never hear of it: report it ourselves, then stop.
+            logger.exception("call handler failed to start")
+            self.on_failure(*sys.exc_info())
+            self.actor_ref.stop(block=False)
+
+    def _begin(self) -> None:
+        if self._first_event is not None:
             self._apply(self.flow.start(self._first_event))
+        else:  # a replacement resuming a call: its writes now answer to this actor
+            self._unacked = {seq: replace(w, reply_to=self.actor_ref) for seq, w in self._unacked.items()}
+            self._resend_unacked()
+            if self.flow.finished:
+                self._start_linger()
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, EslEvent):
@@ -103,16 +124,24 @@ class CallActor(pykka.ThreadingActor):
             self._apply(self.flow.on_info(message))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._failed = True
         logger.error("call handler failed in state %s: %r", self.flow.state, exception_value)
         self._tell_supervisor(CallFailed(
             call_uuid=self.uuid, state=self.flow.state, error=repr(exception_value),
             checkpoint=self._safe_checkpoint(), finished=self.flow.finished,
+            unacked=tuple(self._unacked.values()),
         ))
 
     def on_stop(self) -> None:
+        if self._failed:
+            return  # on_failure already told the supervisor
         if self._unacked:
             logger.warning("stopping with %d unacknowledged writes", len(self._unacked))
-        self._tell_supervisor(CallStopped(call_uuid=self.uuid, finished=self.flow.finished))
+        self._tell_supervisor(CallStopped(
+            call_uuid=self.uuid, finished=self.flow.finished, state=self.flow.state,
+            checkpoint=self._safe_checkpoint() if not self.flow.finished else {},
+            unacked=tuple(self._unacked.values()),
+        ))
 
     # --- queries (asked by the supervisor and tests, with a timeout)
 
@@ -151,7 +180,9 @@ class CallActor(pykka.ThreadingActor):
         self._tell(self.services.db_writer, write)
 
     def _resend_unacked(self) -> None:
-        logger.info("writer replaced: resending %d unacknowledged writes", len(self._unacked))
+        if not self._unacked:
+            return
+        logger.info("resending %d unacknowledged writes", len(self._unacked))
         for write in sorted(self._unacked.values(), key=lambda w: w.seq):
             self._tell(self.services.db_writer, write)
 

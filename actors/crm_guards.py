@@ -44,16 +44,17 @@ class CircuitBreaker:
         with self._lock:
             return self._state
 
-    def allow(self) -> bool:
-        """May a lookup go to the CRM now? In the open state after the cool-down this
-        says yes exactly once (the probe) until the probe reports its outcome."""
+    def admit(self) -> str | None:
+        """May a lookup go to the CRM now? "normal" while closed; in the open state
+        after the cool-down "probe" exactly once, until the probe reports its outcome;
+        None otherwise."""
         with self._lock:
             if self._state == self.CLOSED:
-                return True
+                return "normal"
             if self._state == self.OPEN and self._clock() - self._opened_at >= self.cooldown_s:
                 self._state = self.HALF_OPEN
-                return True
-            return False
+                return "probe"
+            return None
 
     def succeeded(self) -> None:
         with self._lock:

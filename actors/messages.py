@@ -89,6 +89,7 @@ class CallFailed:
     error: str
     checkpoint: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
+    unacked: tuple[DbWrite, ...] = ()  # handed to the replacement, which resends them
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,14 @@ class CallFinished:
 
 @dataclass(frozen=True)
 class CallStopped:
-    """A CallActor stopped (normally after its call ended, or from outside)."""
+    """A CallActor stopped: normally after its call ended (`finished`), or from
+    outside while the call was still going, which the supervisor treats as a death."""
 
     call_uuid: str
     finished: bool
+    state: str = ""
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    unacked: tuple[DbWrite, ...] = ()
 
 
 @dataclass(frozen=True)

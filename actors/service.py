@@ -38,12 +38,20 @@ _ASK_TIMEOUT_S = 5.0
 
 
 def supervised(actor_class: type, name: str, notify: Callable[[ServiceDied], None]) -> type:
-    """A subclass of `actor_class` whose death is reported at once (pykka has no links)."""
+    """A subclass of `actor_class` whose death (an exception, or a stop from outside)
+    is reported at once: pykka has no links. `notify` decides whether it matters (it
+    does not while the service itself is stopping)."""
 
     class Supervised(actor_class):  # type: ignore[valid-type,misc]
         def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+            self._icall_reported = True
             super().on_failure(exception_type, exception_value, traceback)
             notify(ServiceDied(name, repr(exception_value)))
+
+        def on_stop(self) -> None:
+            super().on_stop()
+            if not getattr(self, "_icall_reported", False):
+                notify(ServiceDied(name, "stopped"))
 
     Supervised.__name__ = actor_class.__name__
     Supervised.__qualname__ = actor_class.__qualname__
@@ -54,13 +62,15 @@ class Service:
     """Builds and owns the actors. `start()` and `stop()` run in the caller's thread."""
 
     def __init__(self, config: Config, observer: Callable[[str, list[str]], None] | None = None,
-                 clock: Callable[[str], datetime] | None = None):
+                 clock: Callable[[str], datetime] | None = None,
+                 on_call_gone: Callable[[str], None] | None = None):
         """`observer(uuid, history)` hears each finished call (the demo prints it);
         `clock(uuid)` replaces the office clock for one call (the demo and tests place
         calls at chosen times of day)."""
         self.config = config
         self.observer = observer
         self.clock = clock
+        self.on_call_gone = on_call_gone
         self.timers = TimerService()
         self.services: CallServices | None = None
         self.supervisor: pykka.ActorRef | None = None
@@ -68,6 +78,8 @@ class Service:
         self.time_conditions: TimeConditionSource | None = None
         self.cdr_poster: pykka.ActorRef | None = None
         self._stop_list: list[tuple[str, Callable[[], None]]] = []
+        self._stopping = False
+        self.link_up = threading.Event()  # set while the event link is subscribed
 
     # --- start / stop
 
@@ -85,7 +97,8 @@ class Service:
         self.services = CallServices(config=config, supervisor=None, commander=commander,
                                      db_writer=db_writer, crm=crm, timers=self.timers,
                                      observer=self.observer)
-        self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service)
+        self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
+                                           self.on_call_gone)
         self._on_stop("supervisor", self._stop_supervisor)
         supervisor = self.supervisor
         self.reader = EventReader(config, on_event=lambda event: supervisor.tell(EslEvent(event)),
@@ -104,6 +117,7 @@ class Service:
 
     def stop(self) -> None:
         """Stop everything in reverse start order; never raises."""
+        self._stopping = True
         while self._stop_list:
             name, stop = self._stop_list.pop()
             try:
@@ -147,6 +161,9 @@ class Service:
     # --- supervision of the service actors
 
     def _service_died(self, message: ServiceDied) -> None:
+        """Runs in the dying actor's thread."""
+        if self._stopping:
+            return
         if self.supervisor is not None:
             try:
                 self.supervisor.tell(message)
@@ -167,6 +184,10 @@ class Service:
 
     def _link_changed(self, state: str, reason: str = "") -> None:
         """Runs in the reader thread: state is "up" (subscribed) or "down"."""
+        if state == "up":
+            self.link_up.set()
+        else:
+            self.link_up.clear()
         if self.supervisor is not None:
             try:
                 self.supervisor.tell(LinkChanged(state == "up", reason))

@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 # Failures recorded by the supervisor use their own write numbers, far above a call's.
 _SUPERVISOR_SEQ_BASE = 1_000_000
+# A call whose actor keeps dying is given up (after a last transfer to safety).
+_MAX_RESTARTS = 3
 
 
 @dataclass
@@ -59,8 +61,13 @@ class Supervisor(pykka.ThreadingActor):
     """Runs in its own thread; all state below is touched only there."""
 
     def __init__(self, services: CallServices, make_flow: Callable[[str], Flow],
-                 replace_service: Callable[[str], Any] | None = None):
+                 replace_service: Callable[[str], Any] | None = None,
+                 on_call_gone: Callable[[str], None] | None = None):
+        """`on_call_gone(uuid)` is called (in this thread) when a call's actor has
+        stopped for good: its writes are acknowledged by then (tests and the demo
+        wait on it)."""
         super().__init__()
+        self.on_call_gone = on_call_gone
         self.services = services
         self.config = services.config
         self.make_flow = make_flow
@@ -132,30 +139,45 @@ class Supervisor(pykka.ThreadingActor):
 
     def _call_stopped(self, message: CallStopped) -> None:
         call = self.calls.get(message.call_uuid)
-        if call is None:
+        if call is None or call.ref.is_alive():
+            return  # unknown, or a replacement actor is already running
+        if not message.finished and not self.stopping:
+            self._recover(call, message.call_uuid, message.state, "stopped from outside",
+                          message.checkpoint, message.unacked, finished=False)
             return
-        if call.ref.is_alive():
-            return  # a replacement actor is already running
-        del self.calls[message.call_uuid]
+        self._forget(message.call_uuid)
 
     def _call_failed(self, message: CallFailed) -> None:
-        uuid = message.call_uuid
         self.counters["calls_failed"] += 1
-        call = self.calls.get(uuid)
+        call = self.calls.get(message.call_uuid)
         if call is None:
             return
+        self._recover(call, message.call_uuid, message.state, message.error,
+                      message.checkpoint, message.unacked, message.finished)
+
+    def _recover(self, call: _Call, uuid: str, state: str, error: str, checkpoint: dict[str, Any],
+                 unacked: tuple[DbWrite, ...], finished: bool) -> None:
+        """A call's actor is gone before its time: keep the caller moving and the
+        records whole."""
         call.failed = True
-        logger.error("call %s handler died in %s (%s)", uuid, message.state, message.error)
-        self._record_failure(call, uuid, message.state, message.error)
-        if message.finished or self.stopping:
-            del self.calls[uuid]
+        logger.error("call %s handler died in %s (%s)", uuid, state, error)
+        self._record_failure(call, uuid, state, error)
+        if not finished and not self.stopping:
+            self._transfer(uuid, self.config.ivr.safe_destination)
+        if self.stopping or call.restarts >= _MAX_RESTARTS:
+            self._forget(uuid)
             return
-        self._transfer(uuid, self.config.ivr.safe_destination)
-        # A fresh actor keeps listening in final_loop, so hangup still writes the CDR.
+        # A fresh actor keeps listening in final_loop, so hangup still writes the CDR,
+        # and it resends what the dead one had not got acknowledged.
         flow = self.make_flow(uuid)
-        flow.resume_after_failure(message.checkpoint)
+        flow.resume_after_failure(checkpoint)
         call.restarts += 1
-        call.ref = CallActor.start(uuid, flow, self.services, None)
+        call.ref = CallActor.start(uuid, flow, self.services, None, unacked)
+
+    def _forget(self, uuid: str) -> None:
+        self.calls.pop(uuid, None)
+        if self.on_call_gone is not None:
+            self.on_call_gone(uuid)
 
     def _record_failure(self, call: _Call, uuid: str, state: str, error: str) -> None:
         call.extra_seq += 1

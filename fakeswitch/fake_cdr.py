@@ -46,17 +46,14 @@ class FakeCdrSink(LoopbackServer):
 
     # --- what the endpoint saw (any thread)
 
-    @property
     def total_posts(self) -> int:
         return sum(1 for r in self.requests if r.method == "POST")
 
-    @property
     def unique_keys(self) -> set[str]:
         """Keys the endpoint accepted (answered 2xx to)."""
         with self._lock:
             return set(self._accepted)
 
-    @property
     def accept_counts(self) -> Counter[str]:
         """How many times each key was answered 2xx: all 1 means exactly once."""
         with self._lock:
@@ -109,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         sink.stop()
-        print(f"{sink.total_posts} posts, {len(sink.unique_keys)} unique keys accepted")
+        print(f"{sink.total_posts()} posts, {len(sink.unique_keys())} unique keys accepted")
     return 0
 
 

@@ -14,7 +14,6 @@ Thread-free: nothing here starts a thread.
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -138,6 +137,11 @@ def write_transaction(db: Database):
 
 
 def close_quietly(db: Database) -> None:
-    """Close this thread's connection, even a broken one; used after a failure."""
-    with contextlib.suppress(DatabaseError):
+    """Close this thread's connection, even a broken one; used after a failure so the
+    next use reconnects instead of reusing a dead connection."""
+    try:
         db.close()
+    except DatabaseError:
+        # A connection that cannot even close is gone; forget it (the driver object
+        # closes its socket when collected).
+        db.dispose()

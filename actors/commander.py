@@ -1,0 +1,179 @@
+"""The command connection: one actor sends every api, bgapi and sendmsg.
+
+The actor's thread is the only one that touches its `EslSession` (python-ESL is not
+thread-safe, see DESIGN). Callers use the proxy without waiting for `execute` and
+`hangup`. Those methods catch their own errors and tell `reply_to` a
+`CommandFailed`. `api`, `bgapi` and `live_calls` are asked with a timeout and raise
+an `EslError`. A pykka ask hands the exception back to the asker, and the actor
+lives on.
+
+The connection is made lazily and remade when a command finds it gone. While
+FreeSWITCH is away, at most one attempt is made per backoff window. It costs at
+most `connect_timeout_s`. Every other command in that window fails at once with
+"not connected", so no caller waits for the switch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid as uuidlib
+
+import pykka
+
+from actors.esl import MAX_HEADER_ARG, Backoff, Disconnected, EslError, EslSession
+from actors.messages import CommandFailed
+
+logger = logging.getLogger(__name__)
+
+
+class Commander(pykka.ThreadingActor):
+    """Owns the command connection; every api/bgapi/sendmsg goes through it."""
+
+    def __init__(self, config):
+        super().__init__()
+        fs = config.freeswitch
+        self._host, self._port, self._password = fs.host, fs.port, fs.password
+        self._connect_timeout_s = fs.connect_timeout_s
+        self._command_timeout_s = fs.command_timeout_s
+        self._backoff = Backoff(fs.reconnect_min_s, fs.reconnect_max_s)
+        self._session: EslSession | None = None
+        self._next_attempt_at = 0.0
+        self._last_failure = "never connected"
+
+    # --- fire and forget (report failures to reply_to)
+
+    def execute(self, call_uuid: str, app: str, arg: str, event_uuid: str,
+                lock: bool = False, reply_to=None) -> None:
+        """`sendmsg <call_uuid>` execute `app arg`, tagged with `event_uuid` (echoed as
+        Application-UUID). An argument too long for a header line, or holding a
+        newline, goes as a text/plain body."""
+        headers = [("call-command", "execute"), ("execute-app-name", app)]
+        body = None
+        if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
+            body = arg
+        else:
+            headers.append(("execute-app-arg", arg))
+        if lock:
+            headers.append(("event-lock", "true"))
+        headers.append(("Event-UUID", event_uuid))
+        self._sendmsg(call_uuid, event_uuid, headers, body, reply_to)
+
+    def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to=None) -> None:
+        """`sendmsg <call_uuid>` hangup with `cause`."""
+        headers = [("call-command", "hangup"), ("hangup-cause", cause)]
+        self._sendmsg(call_uuid, "", headers, None, reply_to)
+
+    # --- asked with a timeout (raise EslError)
+
+    def api(self, command: str) -> str:
+        """`api <command>`; the response body as FreeSWITCH wrote it."""
+        return self._call(lambda session: session.api(command))
+
+    def bgapi(self, command: str, job_uuid: str | None = None) -> str:
+        """`bgapi <command>` with a Job-UUID (ours if not given); returns the Job-UUID.
+        The result comes later as a BACKGROUND_JOB event on the event connection."""
+        job_uuid = job_uuid or str(uuidlib.uuid4())
+        answer = self._call(lambda session: session.bgapi(command, job_uuid))
+        if not answer.startswith("+OK"):
+            raise EslError(f"bgapi {command.split(' ', 1)[0]} refused: {answer}")
+        return job_uuid
+
+    def live_calls(self, flow_variable: str, flow: str) -> list[str]:
+        """UUIDs of live channels whose `flow_variable` is `flow`. The list comes from
+        `show channels as json`, and `uuid_getvar` reads the live session for each,
+        because the channel table can lag."""
+        listing = self.api("show channels as json")
+        try:
+            rows = json.loads(listing).get("rows", [])
+        except (ValueError, AttributeError):
+            raise EslError(f"unexpected answer to show channels: {listing[:80]!r}") from None
+        found = []
+        for row in rows:
+            uuid = row.get("uuid", "")
+            if uuid and self.api(f"uuid_getvar {uuid} {flow_variable}").strip() == flow:
+                found.append(uuid)
+        return found
+
+    def is_connected(self) -> bool:
+        return self._session is not None
+
+    def ensure_connected(self) -> bool:
+        """Connect now if not connected and the backoff allows; True if connected."""
+        try:
+            self._connected_session()
+        except EslError:
+            return False
+        return True
+
+    # --- pykka hooks (actor thread)
+
+    def on_stop(self) -> None:
+        self._drop_session()
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        self._drop_session()
+
+    # --- inside the actor thread
+
+    def _sendmsg(self, call_uuid: str, event_uuid: str, headers: list[tuple[str, str]],
+                 body: str | None, reply_to) -> None:
+        try:
+            answer = self._call(lambda session: session.sendmsg(call_uuid, headers, body))
+        except EslError as exc:
+            answer = f"-ERR {exc}"
+        except ValueError as exc:  # a header value that would break the frame
+            answer = f"-ERR invalid command: {exc}"
+        except Exception as exc:  # the actor's edge: never let a tell-like call die
+            logger.exception("sendmsg to %s failed unexpectedly", call_uuid)
+            answer = f"-ERR internal error: {exc}"
+        if answer.startswith("+OK"):
+            return
+        logger.warning("sendmsg %s to %s failed: %s", _command_name(headers), call_uuid, answer)
+        if reply_to is not None:
+            try:
+                reply_to.tell(CommandFailed(call_uuid, event_uuid, answer))
+            except pykka.ActorDeadError:
+                pass  # the call's actor is gone; nobody left to tell
+
+    def _call(self, send):
+        session = self._connected_session()
+        try:
+            return send(session)
+        except Disconnected as exc:
+            logger.warning("ESL command connection to %s lost: %s", session.address, exc)
+            self._drop_session()
+            self._last_failure = str(exc)
+            raise Disconnected(f"link lost: {exc}") from None
+
+    def _connected_session(self) -> EslSession:
+        if self._session is not None:
+            return self._session
+        now = time.monotonic()
+        if now < self._next_attempt_at:
+            raise Disconnected(f"not connected ({self._last_failure})")
+        try:
+            self._session = EslSession.connect(self._host, self._port, self._password,
+                                               self._connect_timeout_s,
+                                               reply_timeout_s=self._command_timeout_s)
+        except EslError as exc:
+            delay = self._backoff.next_delay()
+            self._next_attempt_at = now + delay
+            self._last_failure = str(exc)
+            logger.warning("ESL connect to %s:%s failed: %s; retrying in %.1f s",
+                           self._host, self._port, exc, delay)
+            raise Disconnected(f"not connected ({exc})") from None
+        self._backoff.reset()
+        logger.info("ESL command connection to %s up", self._session.address)
+        return self._session
+
+    def _drop_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+def _command_name(headers: list[tuple[str, str]]) -> str:
+    values = dict(headers)
+    return values.get("execute-app-name") or values.get("call-command", "?")

@@ -1,0 +1,174 @@
+"""CrmFetcher: finds the caller's account manager in the remote CRM, never holding a
+call up.
+
+A CallActor tells it `CrmLookup(call_uuid, caller_id, reply_to, deadline_s)` and gets
+`CrmAnswer(call_uuid, extension or None, reason)` told back, at the latest when the
+deadline passes (`deadline passed`). In between:
+
+  crm disabled  -> None at once ("crm disabled")
+  cached answer -> at once ("cached: found" / "cached: not found")
+  breaker open  -> None at once ("breaker open"), one probe per cool-down goes through
+  otherwise     -> a worker thread asks the CRM (actors.crm_client), retrying within
+                   the deadline; the deadline watch answers if the worker is late.
+
+Threads: the actor's own thread only admits lookups and answers `stats()`; the HTTP
+work runs on a pool of `[crm] max_concurrent` worker threads (more lookups wait their
+turn, never past their deadline); one more thread watches the deadlines. `stop()`
+answers every open lookup ("crm fetcher stopping"), then shuts the pool down.
+
+A reply to a call that is gone (ActorDeadError) is dropped: the call moved on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import pykka
+
+from actors.crm_client import CrmClient
+from actors.crm_guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
+from actors.messages import CrmAnswer, CrmLookup
+from ivr.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+class CrmFetcher(pykka.ThreadingActor):
+    """Built as `CrmFetcher.start(config)`; takes `CrmLookup` tells; `stats()` by ask."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        crm = config.crm
+        self._breaker = CircuitBreaker(crm.breaker_failures, crm.breaker_cooldown_s)
+        self._cache = AnswerCache(crm.cache_ttl_s)
+        self._counts: Counter[str] = Counter()
+        self._counts_lock = threading.Lock()
+        self._client: CrmClient | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        self._watch: DeadlineWatch | None = None
+
+    # --- life cycle (actor thread)
+
+    def on_start(self) -> None:
+        crm = self.config.crm
+        self._client = CrmClient(crm, self.config.ivr.extension_pattern)
+        self._workers = ThreadPoolExecutor(max_workers=crm.max_concurrent,
+                                           thread_name_prefix="crm-lookup")
+        self._watch = DeadlineWatch()
+        logger.info("CRM fetcher %s: %s, up to %d lookups at once",
+                    "ready" if crm.enabled else "disabled", crm.base_url + crm.path,
+                    crm.max_concurrent)
+
+    def on_stop(self) -> None:
+        self._shut_down()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self._shut_down()
+
+    def _shut_down(self) -> None:
+        if self._watch is not None:
+            self._watch.stop("crm fetcher stopping")
+        if self._client is not None:
+            self._client.close()
+        if self._workers is not None:
+            self._workers.shutdown(wait=True, cancel_futures=True)
+        self._watch = self._client = self._workers = None
+
+    # --- messages (actor thread)
+
+    def on_receive(self, message: Any) -> None:
+        if not isinstance(message, CrmLookup):
+            logger.warning("CRM fetcher ignores %r", message)
+            return
+        try:
+            self.lookup(message)
+        except Exception:  # actor edge: one bad lookup must not stop the fetcher
+            logger.exception("CRM lookup for call %s failed", message.call_uuid)
+
+    def lookup(self, request: CrmLookup) -> None:
+        """Admit one lookup: answer at once if we can, else hand it to a worker."""
+        crm = self.config.crm
+        deadline = time.monotonic() + (request.deadline_s or crm.deadline_s)
+        pending = PendingLookup(deadline, partial(self._deliver, request))
+        self._count("lookups")
+        if not crm.enabled:
+            pending.settle(None, "crm disabled")
+            return
+        cached = self._cache.get(request.caller_id)
+        if cached is not None:
+            self._count("cache_hits")
+            pending.settle(cached[0], f"cached: {cached[1]}")
+            return
+        admitted = self._breaker.admit()
+        if admitted is None:
+            pending.settle(None, "breaker open")
+            return
+        assert self._watch is not None and self._workers is not None
+        self._watch.watch(pending)
+        self._workers.submit(self._run_lookup, request.caller_id, pending, admitted == "probe")
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since start, the breaker's state and the HTTP requests made."""
+        with self._counts_lock:
+            counts = dict(self._counts)
+        return {
+            "lookups": counts.get("lookups", 0),
+            "answers": counts.get("answers", 0),
+            "extensions": counts.get("extensions", 0),
+            "unknown": counts.get("unknown", 0),
+            "failures": counts.get("failures", 0),
+            "cache_hits": counts.get("cache_hits", 0),
+            "dead_callers": counts.get("dead_callers", 0),
+            "requests": self._client.requests_made if self._client else 0,
+            "breaker": self._breaker.state,
+            "breaker_opened": self._breaker.times_opened,
+        }
+
+    # --- worker threads
+
+    def _run_lookup(self, caller_id: str, pending: PendingLookup, is_probe: bool) -> None:
+        """Runs in a crm-lookup worker thread."""
+        try:
+            if pending.settled:  # its deadline passed while it waited for a worker
+                if is_probe:
+                    self._breaker.abandoned()
+                return
+            assert self._client is not None
+            outcome = self._client.fetch(caller_id, pending.deadline)
+            if outcome.reachable:
+                self._breaker.succeeded()
+            else:
+                self._count("failures")
+                self._breaker.failed()
+            if outcome.cacheable:
+                self._cache.put(caller_id, outcome.extension, outcome.reason)
+            pending.settle(outcome.extension, outcome.reason)
+        except Exception:  # edge of the worker: the caller still gets an answer
+            logger.exception("CRM lookup for %r crashed", caller_id)
+            pending.settle(None, "internal error")
+
+    def _deliver(self, request: CrmLookup, extension: str | None, reason: str) -> None:
+        """Tell the asking call its answer. Runs in whichever thread settled the lookup
+        (actor, worker or deadline watch); ActorRef.tell is safe from any thread."""
+        self._count("answers")
+        self._count("extensions" if extension else "unknown")
+        logger.info("call %s: CRM says %s for %r (%s)", request.call_uuid, extension or "nothing",
+                    request.caller_id, reason)
+        if request.reply_to is None:
+            return
+        try:
+            request.reply_to.tell(CrmAnswer(request.call_uuid, extension, reason))
+        except pykka.ActorDeadError:
+            self._count("dead_callers")
+            logger.info("call %s is gone; its CRM answer is dropped", request.call_uuid)
+
+    def _count(self, name: str) -> None:
+        with self._counts_lock:
+            self._counts[name] += 1

@@ -1,0 +1,216 @@
+"""One CRM lookup over HTTP: the request, its retries, and the answer's validation.
+
+`CrmClient.fetch(caller_id, deadline)` runs in a CrmFetcher worker thread and blocks
+for at most the time left until `deadline` (per-attempt timeouts are cut to fit, the
+body is read in pieces with the deadline checked between them). It never raises for
+anything the CRM does: every outcome is a `Lookup` (extension or None, and why).
+
+Only connection errors, timeouts and 5xx answers are retried (tenacity, exponential
+backoff with jitter), and only while the deadline leaves room for another attempt.
+An answer is an extension only if it fully matches the configured extension pattern:
+a CRM that says `801,sofia/gateway/x/900` gets nothing dialled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from urllib.parse import urlencode
+
+import urllib3
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+logger = logging.getLogger(__name__)
+
+# Another attempt is only worth starting with at least this much time left.
+MIN_ATTEMPT_S = 0.05
+READ_CHUNK_BYTES = 8192
+
+
+class CrmError(Exception):
+    """A lookup that produced no extension; `reason` is what the call's log shows."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class CrmUnavailable(CrmError):
+    """The CRM could not be asked or did not answer (connection, timeout, 5xx): retried,
+    and counted by the circuit breaker."""
+
+
+class CrmBadAnswer(CrmError):
+    """The CRM answered, but not with an extension we may dial: never retried."""
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What one lookup came to. `reachable` feeds the breaker; `cacheable` answers
+    (an extension, or the CRM's explicit "no such caller") may be remembered."""
+
+    extension: str | None
+    reason: str
+    reachable: bool
+    cacheable: bool = False
+
+
+class CrmClient:
+    """Holds the one urllib3 PoolManager; any number of worker threads call `fetch`."""
+
+    def __init__(self, crm: SimpleNamespace, extension_pattern: str):
+        self.crm = crm
+        self._extension = re.compile(extension_pattern)
+        self._url = crm.base_url.rstrip("/") + crm.path
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=crm.max_concurrent, block=True,
+                                         retries=False)
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self.requests_made = 0
+
+    def close(self) -> None:
+        """Cut retry back-offs short and drop idle connections. Any thread."""
+        self._closing.set()
+        self._pool.clear()
+
+    def url_for(self, caller_id: str) -> str:
+        """The lookup URL, the caller id percent-encoded (UTF-8) as a query value."""
+        separator = "&" if "?" in self._url else "?"
+        return f"{self._url}{separator}{urlencode({self.crm.caller_id_param: caller_id})}"
+
+    def fetch(self, caller_id: str, deadline: float) -> Lookup:
+        """Ask the CRM about `caller_id`, retrying within `deadline` (monotonic)."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self.crm.attempts) | self._out_of_time(deadline),
+            wait=wait_exponential_jitter(multiplier=self.crm.backoff_initial_s,
+                                         max=self.crm.backoff_max_s,
+                                         jitter=self.crm.backoff_initial_s),
+            retry=retry_if_exception_type(CrmUnavailable),
+            sleep=self._closing.wait,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    extension, reason = self._attempt(caller_id, deadline)
+        except CrmUnavailable as exc:
+            return Lookup(None, exc.reason, reachable=False)
+        except CrmBadAnswer as exc:
+            logger.warning("CRM answer for %r refused: %s", caller_id, exc.reason)
+            return Lookup(None, exc.reason, reachable=True)
+        return Lookup(extension, reason, reachable=True, cacheable=True)
+
+    def _out_of_time(self, deadline: float):
+        def stop(retry_state: RetryCallState) -> bool:
+            wake_at = time.monotonic() + retry_state.upcoming_sleep
+            return self._closing.is_set() or wake_at + MIN_ATTEMPT_S >= deadline
+
+        return stop
+
+    def _attempt(self, caller_id: str, deadline: float) -> tuple[str | None, str]:
+        left_s = deadline - time.monotonic()
+        if left_s < MIN_ATTEMPT_S:
+            raise CrmUnavailable("deadline passed")
+        timeout = urllib3.Timeout(connect=min(self.crm.connect_timeout_s, left_s),
+                                  read=min(self.crm.read_timeout_s, left_s))
+        with self._lock:
+            self.requests_made += 1
+        accept = "application/json" if self.crm.response_format == "json" else "text/plain"
+        try:
+            response = self._pool.request(
+                "GET", self.url_for(caller_id), timeout=timeout, redirect=False,
+                preload_content=False, headers={"Accept": accept, "User-Agent": "icall"})
+        except urllib3.exceptions.TimeoutError:
+            raise CrmUnavailable("timeout") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise CrmUnavailable(f"connection failed: {_short(exc)}") from None
+        try:
+            return self._judge(response, deadline)
+        except urllib3.exceptions.TimeoutError:
+            raise CrmUnavailable("timeout") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise CrmUnavailable(f"connection failed: {_short(exc)}") from None
+        finally:
+            response.release_conn()
+
+    def _judge(self, response: urllib3.BaseHTTPResponse, deadline: float) -> tuple[str | None, str]:
+        status = response.status
+        if status >= 500:
+            raise CrmUnavailable(f"http {status}")
+        if status == 404:
+            self._read_capped(response, deadline)  # so the connection can be reused
+            return None, "not found"
+        if status != 200:
+            raise CrmBadAnswer(f"http {status}")
+        body = self._read_capped(response, deadline)
+        media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if self.crm.response_format == "json":
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                raise CrmBadAnswer(f"content type {media_type or 'missing'!r}, expected JSON")
+            value = self._json_value(body)
+        else:
+            if media_type not in ("", "text/plain"):
+                raise CrmBadAnswer(f"content type {media_type!r}, expected text/plain")
+            value = _text(body)
+        if not value:
+            raise CrmBadAnswer("empty answer")
+        if not self._extension.fullmatch(value):
+            raise CrmBadAnswer(f"not an extension: {value[:40]!r}")
+        return value, "found"
+
+    def _read_capped(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+        """The body, refusing (unread) anything longer than max_body_bytes."""
+        cap = self.crm.max_body_bytes
+        announced = response.headers.get("Content-Length")
+        if announced is not None and announced.isdigit() and int(announced) > cap:
+            response.close()  # not reading it: the connection cannot be reused
+            raise CrmBadAnswer(f"answer too large ({announced} bytes announced)")
+        body = bytearray()
+        while len(body) <= cap:
+            if time.monotonic() >= deadline:
+                response.close()
+                raise CrmUnavailable("deadline passed while reading")
+            piece = response.read(min(READ_CHUNK_BYTES, cap + 1 - len(body)))
+            if not piece:
+                return bytes(body)
+            body += piece
+        response.close()
+        raise CrmBadAnswer(f"answer too large (over {cap} bytes)")
+
+    def _json_value(self, body: bytes) -> str:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise CrmBadAnswer("not JSON") from None
+        if not isinstance(document, dict):
+            raise CrmBadAnswer("JSON answer is not an object")
+        value = document.get(self.crm.json_field)
+        if value is None:
+            raise CrmBadAnswer(f"JSON answer has no {self.crm.json_field!r}")
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise CrmBadAnswer(f"JSON {self.crm.json_field!r} is not a string or number")
+        return str(value).strip()
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CrmBadAnswer("answer is not UTF-8 text") from None
+
+
+def _short(exc: Exception) -> str:
+    """The innermost reason of a urllib3 error, without its pool/URL boilerplate."""
+    reason = getattr(exc, "reason", None) or exc
+    return str(reason)[:120]

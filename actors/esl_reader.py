@@ -1,0 +1,145 @@
+"""The event connection: one thread that connects, subscribes and only reads.
+
+The reader thread (`esl-reader`) owns its own `EslSession`; no other thread touches
+it (python-ESL is not thread-safe, see DESIGN). Each event goes to `on_event`, which
+runs in the reader thread and must be cheap (the service passes a pykka `tell`). A
+slow reader is a dead reader: FreeSWITCH drops a listener that lags 500 events.
+
+On a lost link: one log line, `on_link("down", reason)`, then reconnect with
+exponential backoff and jitter and subscribe again, then `on_link("up")`. Events
+fired while we were away are lost (FreeSWITCH has no replay). The supervisor
+re-learns the live calls when it hears "up".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from actors.esl import Backoff, Disconnected, EslError, EslSession, subscription_commands
+from ivr.event import Event
+
+logger = logging.getLogger(__name__)
+
+POLL_MS = 200  # how often the reader looks at its stop flag while the switch is quiet
+STABLE_S = 30.0  # a link that lived this long resets the backoff
+
+
+class EventReader:
+    """Connect, authenticate, subscribe, filter, then read and hand over events.
+
+    `on_event(event)` and `on_link(state, reason="")` run in the reader thread.
+    `silence_limit_s`: with no event at all (not even HEARTBEAT, every 20 s by default)
+    for this long the link counts as dead and is rebuilt; 0 turns that off.
+    """
+
+    def __init__(self, config, on_event: Callable[[Event], object],
+                 on_link: Callable[..., object], silence_limit_s: float = 65.0):
+        fs = config.freeswitch
+        self._host, self._port, self._password = fs.host, fs.port, fs.password
+        self._timeout_s = fs.connect_timeout_s
+        self._reply_timeout_s = fs.command_timeout_s
+        self._backoff = Backoff(fs.reconnect_min_s, fs.reconnect_max_s)
+        self._subscription = subscription_commands(config.ivr.flow_variable, config.ivr.flow)
+        self._on_event = on_event
+        self._on_link = on_link
+        self._silence_limit_s = silence_limit_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._connected = False
+        self.last_event_at = time.monotonic()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="esl-reader", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to end and wait for it (at most `timeout_s`). The reader
+        looks at the flag every POLL_MS, and the session's watchdog bounds every
+        read, so the thread is gone afterwards unless something is badly wrong."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                logger.error("ESL reader thread did not stop within %.1f s", timeout_s)
+
+    # --- reader thread
+
+    def _run(self) -> None:
+        where = f"{self._host}:{self._port}"
+        while not self._stop.is_set():
+            try:
+                session = self._open()
+            except EslError as exc:
+                delay = self._backoff.next_delay()
+                logger.warning("ESL connect to %s failed: %s; retrying in %.1f s",
+                               where, exc, delay)
+                self._stop.wait(delay)
+                continue
+            reason = self._read_until_lost(session)
+            if self._stop.is_set():
+                break
+            delay = self._backoff.next_delay()
+            logger.warning("ESL event connection to %s lost: %s; reconnecting in %.1f s",
+                           where, reason, delay)
+            self._notify_link("down", reason)
+            self._stop.wait(delay)
+
+    def _open(self) -> EslSession:
+        session = EslSession.connect(self._host, self._port, self._password, self._timeout_s,
+                                     reply_timeout_s=self._reply_timeout_s)
+        try:
+            for line in self._subscription:
+                answer = session.command(line)
+                if not answer.startswith("+OK"):
+                    raise EslError(f"the switch refused {line!r}: {answer}")
+        except EslError:
+            session.close()
+            raise
+        return session
+
+    def _read_until_lost(self, session: EslSession) -> str:
+        """Read until the link drops or stop() is called; return why it ended."""
+        up_since = self.last_event_at = time.monotonic()
+        self._connected = True
+        logger.info("ESL event connection to %s up, subscribed", session.address)
+        self._notify_link("up")
+        reason = "stopped"
+        try:
+            while not self._stop.is_set():
+                event = session.recv_event(POLL_MS)
+                now = time.monotonic()
+                if event is None:
+                    if self._silence_limit_s and now - self.last_event_at > self._silence_limit_s:
+                        reason = f"no event for {self._silence_limit_s:g} s (no HEARTBEAT)"
+                        break
+                    continue
+                self.last_event_at = now
+                self._on_event(event)
+        except Disconnected as exc:
+            reason = str(exc)
+        except Exception as exc:  # the thread's edge: log it, rebuild the link
+            logger.exception("ESL reader failed; rebuilding the connection")
+            reason = f"reader error: {exc}"
+        finally:
+            self._connected = False
+            session.close()
+        if time.monotonic() - up_since >= STABLE_S:
+            self._backoff.reset()
+        return reason
+
+    def _notify_link(self, state: str, reason: str = "") -> None:
+        try:
+            if state == "up":
+                self._on_link(state)
+            else:
+                self._on_link(state, reason)
+        except Exception:  # a callback that fails must not kill the reader
+            logger.exception("ESL on_link(%r) callback failed", state)

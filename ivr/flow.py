@@ -1,0 +1,408 @@
+"""The flow behaviour: a gen_statem-like base class for call flows (the seed's wish for
+a "gen_fs_fsm behaviour").
+
+A flow is plain Python with no threads, sockets or clocks of its own. The CallActor
+hands it what happened (the CHANNEL_PARK, every later event of the call, messages from
+other actors, timer expiries, refused commands) and carries out the effects it returns
+(`ivr.effects`). Each entry point returns the effects of that one happening, in order.
+
+Writing a flow:
+- one method per state, named like the state; it is handed an `Enter`, a `Completed`,
+  a `Timeout` or an `Info` and uses `match` on it, so the entry actions sit beside the
+  state's other handlers; `goto(state)` takes effect when the method returns, then the
+  new state's method gets `Enter`;
+- `execute(app, arg, await_as=label)` sends a dialplan app and returns its Event-UUID;
+  the switch echoes that id as Application-UUID on CHANNEL_EXECUTE_COMPLETE, and the
+  completion is delivered as `Completed(label, event)` to whatever state the call is in.
+  Completions are matched by that id only: never by app name, never by waiting;
+- every awaited command gets a guard timer (`[ivr] command_timeout_s`), started once the
+  handler has settled the state; a timer carries the state generation it was started
+  in, so a timer that fires after a state change is recognised and dropped;
+- a command that times out or that the switch refuses sends the call to
+  `[ivr] safe_destination` and ends the flow in its final state;
+- hangup and `fifo::info` are handled once for every state (`handle_common`); after
+  CHANNEL_HANGUP no command is sent and pending waits are abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ivr.config import Config
+from ivr.effects import Effect, Execute, Finished, Hangup, Record, StartTimer
+from ivr.event import Event
+from ivr.timecond import TimeCondition
+
+logger = logging.getLogger(__name__)
+
+GUARD_PREFIX = "command:"
+
+
+class FlowError(Exception):
+    """A flow used against its own rules (an unknown state, an unknown flow name)."""
+
+
+@dataclass(frozen=True)
+class FlowContext:
+    """What a flow may ask of the world, all of it without blocking."""
+
+    config: Config
+    now: Callable[[], datetime]  # aware datetime, in the schedule's zone
+    time_conditions: Callable[[], Iterable[TimeCondition]]  # current DB override rows
+    new_id: Callable[[], str]  # a fresh UUID string for Event-UUIDs
+
+
+# --- what a state method is handed
+
+
+@dataclass(frozen=True)
+class Enter:
+    previous: str
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The CHANNEL_EXECUTE_COMPLETE of a command awaited under `label`."""
+
+    label: str
+    event: Event
+
+    @property
+    def response(self) -> str:
+        return self.event.get("Application-Response", "") or ""
+
+    def variable(self, name: str) -> str | None:
+        return self.event.variable(name)
+
+
+@dataclass(frozen=True)
+class Timeout:
+    name: str
+
+
+@dataclass(frozen=True)
+class Info:
+    message: object
+
+
+Happening = Enter | Completed | Timeout | Info
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command this flow sent; `label` is set when a state waits for its completion."""
+
+    app: str
+    arg: str
+    label: str | None = None
+    rescue: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.app} {self.arg}".rstrip()
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """Who called, as the CHANNEL_PARK told it (mod_fifo later swaps the caller id on
+    the channel, so the CDR takes these rather than the hangup event's)."""
+
+    caller_id: str = ""
+    caller_name: str = ""
+    destination: str = ""
+    started_at: float | None = None
+
+    @classmethod
+    def from_park(cls, event: Event) -> CallInfo:
+        return cls(
+            caller_id=event.get("Caller-Caller-ID-Number", "") or "",
+            caller_name=event.get("Caller-Caller-ID-Name", "") or "",
+            destination=event.get("Caller-Destination-Number", "") or "",
+            started_at=microseconds(event.get("Caller-Channel-Created-Time")),
+        )
+
+
+class Flow:
+    """Base of every call flow. One instance per call; used by one thread at a time
+    (the CallActor's)."""
+
+    name = "flow"
+    states: tuple[str, ...] = ()
+    initial_state = ""
+    final_state = ""
+
+    def __init__(self, uuid: str, ctx: FlowContext):
+        self.uuid = uuid
+        self.ctx = ctx
+        self.state = ""
+        self.finished = False
+        self.hung_up = False
+        self.hangup_cause = ""
+        self.history: list[str] = []
+        self.path: list[str] = []
+        self.call = CallInfo()
+        self._generation = 0
+        self._next_state: str | None = None
+        self._effects: list[Effect] = []
+        self._sent: dict[str, Command] = {}  # every command not yet completed
+        self._awaited: dict[str, Command] = {}  # those a state waits for
+        self._unguarded: list[str] = []  # awaited, guard timer not yet started
+
+    # --- entry points (the CallActor's thread)
+
+    def start(self, park_event: Event) -> list[Effect]:
+        """The call's CHANNEL_PARK: enter the initial state."""
+        self.call = CallInfo.from_park(park_event)
+        self.goto(self.initial_state)
+        return self._outcome()
+
+    def on_event(self, event: Event) -> list[Effect]:
+        """Every event with this call's Unique-ID."""
+        if event.uuid != self.uuid:
+            self.note(f"ignored {event.name} of another channel {event.uuid}")
+        elif not self.handle_common(event) and event.name == "CHANNEL_EXECUTE_COMPLETE":
+            self._complete(event)
+        return self._outcome()
+
+    def on_info(self, message: object) -> list[Effect]:
+        """A message from another actor (handle_info)."""
+        self.handle_info(message)
+        return self._outcome()
+
+    def on_timer(self, name: str, generation: int) -> list[Effect]:
+        if generation != self._generation or self.hung_up:
+            self.note(f"stale timer {name} (generation {generation}) dropped")
+        elif name.startswith(GUARD_PREFIX):
+            command = self._awaited.get(name[len(GUARD_PREFIX):])
+            if command is None:
+                self.note(f"stale timer {name} dropped: its command completed")
+            else:
+                timeout_s = self.ctx.config.ivr.command_timeout_s
+                self.rescue("CommandTimeout", f"{command}: not completed within {timeout_s:g} s")
+        else:
+            self.dispatch(Timeout(name))
+        return self._outcome()
+
+    def on_command_failed(self, event_uuid: str, reply: str) -> list[Effect]:
+        """The switch refused a command (or it could not be sent)."""
+        command = self._sent.pop(event_uuid, None)
+        self._awaited.pop(event_uuid, None)
+        if command is None:
+            self.note(f"refusal of an unknown command {event_uuid}: {reply}")
+        elif self.hung_up:
+            self.note(f"failed after hangup: {command}: {reply}")
+        elif command.rescue:
+            # Even the safe destination was refused: hanging up beats leaving the
+            # caller parked in silence.
+            self.note(f"rescue failed: {command}: {reply}")
+            self.hang_up("NORMAL_TEMPORARY_FAILURE")
+        else:
+            self.rescue("CommandFailed", f"{command}: {reply}")
+        return self._outcome()
+
+    def checkpoint(self) -> dict[str, Any]:
+        """A JSON-able snapshot, with room for resuming the call in a fresh actor."""
+        return {
+            "flow": self.name,
+            "uuid": self.uuid,
+            "state": self.state,
+            "generation": self._generation,
+            "path": list(self.path),
+            "hung_up": self.hung_up,
+            "finished": self.finished,
+            "call": vars(self.call).copy(),
+            "awaited": {uuid: [c.app, c.arg, c.label] for uuid, c in self._awaited.items()},
+            "data": self.flow_data(),
+        }
+
+    # --- for subclasses: the verbs of a flow
+
+    def goto(self, state: str) -> None:
+        """Move to `state` when the current handler returns."""
+        if state not in self.states:
+            raise FlowError(f"{self.name}: no state {state!r}")
+        self._next_state = state
+
+    def execute(self, app: str, arg: str = "", lock: bool = False,
+                await_as: str | None = None, rescue: bool = False) -> str:
+        """Send a dialplan app; returns its Event-UUID ("" when the call is gone)."""
+        command = Command(app, arg, await_as, rescue)
+        if self.hung_up:
+            self.note(f"not sent after hangup: {command}")
+            return ""
+        event_uuid = self.ctx.new_id()
+        self._effects.append(Execute(app, arg, event_uuid, lock))
+        self._sent[event_uuid] = command
+        if await_as:
+            self._awaited[event_uuid] = command
+            self._unguarded.append(event_uuid)
+        self.note(f"execute {command}")
+        return event_uuid
+
+    def hang_up(self, cause: str = "NORMAL_CLEARING") -> None:
+        if not self.hung_up:
+            self._effects.append(Hangup(cause))
+            self.note(f"hangup {cause}")
+
+    def start_timer(self, name: str, delay_s: float) -> None:
+        """A state timeout: stale once the state changes."""
+        self._effects.append(StartTimer(name, delay_s, self._generation))
+        self.note(f"timer {name} {delay_s:g} s")
+
+    def record(self, kind: str, **fields: Any) -> None:
+        self._effects.append(Record(kind, {"uuid": self.uuid, **fields}))
+
+    def record_step(self, step: str, value: str = "") -> None:
+        """A step of the call, as the seed's db_pbx:log wrote it."""
+        self.record("step", step=step, value=value, at=self.ctx.now().timestamp())
+        self.note(f"step {step} {value}".rstrip())
+
+    def rescue(self, step: str, why: str) -> None:
+        """Give up on the flow: the call goes to the safe destination."""
+        self._awaited.clear()
+        self._unguarded.clear()
+        self.record_step(step, why)
+        self.execute("transfer", self.ctx.config.ivr.safe_destination, rescue=True)
+        self.goto(self.final_state)
+
+    def dispatch(self, happened: Happening) -> None:
+        """Hand `happened` to the current state, then follow any transitions."""
+        getattr(self, self.state)(happened)
+        self._settle()
+
+    def unexpected(self, happened: Happening) -> None:
+        self.note(f"{self.state}: nothing to do for {happened!r}")
+
+    def note(self, line: str) -> None:
+        self.history.append(line)
+        logger.debug("%s %s", self.uuid, line)
+
+    # --- for subclasses: hooks
+
+    def handle_common(self, event: Event) -> bool:
+        """What every state treats alike; True when `event` was taken care of."""
+        if event.name == "CUSTOM" and event.subclass == "fifo::info":
+            self._record_fifo(event)
+            return True
+        if event.name == "CHANNEL_HANGUP":
+            self._note_hangup(event)
+            return True
+        if event.name == "CHANNEL_HANGUP_COMPLETE":
+            self._note_hangup(event)
+            if not self.finished:
+                self.record("cdr", **self.cdr_fields(event))
+                self._effects.append(Finished())
+                self.finished = True
+                self.note("finished")
+            return True
+        return self.finished
+
+    def handle_info(self, message: object) -> None:
+        self.note(f"info ignored: {message!r}")
+
+    def flow_data(self) -> dict[str, Any]:
+        """The subclass's own JSON-able data, for `checkpoint`."""
+        return {}
+
+    def cdr_fields(self, event: Event) -> dict[str, Any]:
+        return {
+            "caller_id": self.call.caller_id,
+            "caller_name": self.call.caller_name,
+            "destination": self.call.destination,
+            "started_at": microseconds(event.variable("start_uepoch")) or self.call.started_at,
+            "answered_at": microseconds(event.variable("answer_uepoch")),
+            "ended_at": microseconds(event.variable("end_uepoch")),
+            "duration_s": whole(event.variable("duration")),
+            "billsec_s": whole(event.variable("billsec")),
+            "hangup_cause": event.get("Hangup-Cause") or self.hangup_cause,
+            "final_state": self.state,
+            "crm_extension": None,
+            "path": list(self.path),
+        }
+
+    # --- the machinery
+
+    def _complete(self, event: Event) -> None:
+        event_uuid = event.get("Application-UUID", "") or ""
+        command = self._sent.pop(event_uuid, None)
+        if command is None:
+            return  # the dialplan's own apps, or another controller's
+        response = event.get("Application-Response", "") or ""
+        self.note(f"complete {command.app}: {response}")
+        if self._awaited.pop(event_uuid, None) is not None:
+            self.dispatch(Completed(command.label or "", event))
+
+    def _note_hangup(self, event: Event) -> None:
+        if self.hung_up:
+            return
+        self.hung_up = True
+        self.hangup_cause = event.get("Hangup-Cause", "") or ""
+        self.note(f"hangup by the channel: {self.hangup_cause} in {self.state}")
+        abandoned = ", ".join(str(c) for c in self._awaited.values())
+        if abandoned:
+            self.note(f"abandoned: {abandoned}")
+        self._awaited.clear()
+        self._unguarded.clear()
+
+    def _record_fifo(self, event: Event) -> None:
+        action = event.get("FIFO-Action", "") or ""
+        headers = {k: v for k, v in event.headers.items()
+                   if k.startswith("FIFO-") or k in FIFO_CONTEXT_HEADERS}
+        self.record("fifo", action=action, fifo_name=event.get("FIFO-Name", "") or "",
+                    at=microseconds(event.get("Event-Date-Timestamp")), headers=headers)
+        self.note(f"fifo {action}")
+
+    def _settle(self) -> None:
+        while self._next_state is not None:
+            previous, self.state = self.state, self._next_state
+            self._next_state = None
+            self._generation += 1
+            self.path.append(self.state)
+            self.note(f"{previous or 'start'} -> {self.state}")
+            getattr(self, self.state)(Enter(previous))
+
+    def _outcome(self) -> list[Effect]:
+        self._settle()
+        for event_uuid in self._unguarded:
+            self._effects.append(StartTimer(GUARD_PREFIX + event_uuid,
+                                            self.ctx.config.ivr.command_timeout_s,
+                                            self._generation))
+        self._unguarded.clear()
+        effects, self._effects = self._effects, []
+        return effects
+
+
+# Headers kept with a fifo row besides FIFO-*: who the caller was bridged to, and the
+# queue's own view of the caller.
+FIFO_CONTEXT_HEADERS = ("Other-Leg-Unique-ID", "variable_fifo_status",
+                        "variable_fifo_serviced_uuid", "variable_fifo_target")
+
+
+def microseconds(value: str | None) -> float | None:
+    """A FreeSWITCH microsecond timestamp as epoch seconds; None for 0 or missing."""
+    try:
+        number = int(value or 0)
+    except ValueError:
+        return None
+    return number / 1_000_000 if number > 0 else None
+
+
+def whole(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def make_flow(name: str, uuid: str, ctx: FlowContext) -> Flow:
+    """The flow named by the channel's flow variable (`[ivr] flow`)."""
+    # Imported here: the flows import this module for their base class.
+    from ivr.icall import IcallFlow
+
+    flows: dict[str, type[Flow]] = {IcallFlow.name: IcallFlow}
+    if name not in flows:
+        raise FlowError(f"unknown flow {name!r}; known: {', '.join(sorted(flows))}")
+    return flows[name](uuid, ctx)
