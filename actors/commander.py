@@ -161,7 +161,7 @@ class Commander(pykka.ThreadingActor):
             delay = self._backoff.next_delay()
             self._next_attempt_at = now + delay
             self._last_failure = str(exc)
-            logger.warning("ESL connect to %s:%s failed: %s; retrying in %.1f s",
+            logger.warning("ESL connect to %s:%s failed: %s; next attempt in %.1f s",
                            self._host, self._port, exc, delay)
             raise Disconnected(f"not connected ({exc})") from None
         self._backoff.reset()

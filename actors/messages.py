@@ -8,6 +8,7 @@ Who sends what:
   DbWriter    -> CallActor   DbAck            (reply to DbWriter.write, after commit)
   Commander   -> CallActor   CommandFailed    (a sendmsg the switch refused or could not take)
   CallActor   -> itself      TimerFired
+  DbWriter    -> CdrPoster   CdrQueued        (poke: CDRs wait in the outbox)
 """
 
 from __future__ import annotations
@@ -130,3 +131,9 @@ class LinkChanged:
 
     up: bool
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class CdrQueued:
+    """DbWriter -> CdrPoster: CDRs were committed to the outbox; post them now rather
+    than at the next poll."""

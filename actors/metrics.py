@@ -130,7 +130,7 @@ class MetricsServer:
 
     def start(self) -> None:
         self._server = _Server(self.listen, self._stats, self._health)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="metrics", daemon=True)
         self._thread.start()
         logger.info("metrics and health endpoint on http://%s:%d/", self.listen[0], self.port)

@@ -29,6 +29,7 @@ from actors.supervisor import Supervisor
 from actors.timeconditions import TimeConditionSource
 from actors.timers import TimerService
 from ivr.config import Config
+from ivr.event import Event
 from ivr.flow import Flow, FlowContext, make_flow
 from ivr.schedule import local_now
 
@@ -100,9 +101,7 @@ class Service:
         self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
                                            self.on_call_gone)
         self._on_stop("supervisor", self._stop_supervisor)
-        supervisor = self.supervisor
-        self.reader = EventReader(config, on_event=lambda event: supervisor.tell(EslEvent(event)),
-                                  on_link=self._link_changed)
+        self.reader = EventReader(config, on_event=self._deliver_event, on_link=self._link_changed)
         self.reader.start()
         self._on_stop("event reader", self.reader.stop)
 
@@ -181,6 +180,14 @@ class Service:
             self.cdr_poster = ref
         else:
             setattr(self.services, name, ref)
+
+    def _deliver_event(self, event: Event) -> None:
+        """Runs in the reader thread: hand over, nothing more."""
+        assert self.supervisor is not None
+        try:
+            self.supervisor.tell(EslEvent(event))
+        except pykka.ActorDeadError:
+            pass  # shutting down
 
     def _link_changed(self, state: str, reason: str = "") -> None:
         """Runs in the reader thread: state is "up" (subscribed) or "down"."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from fakeswitch.media import ChannelRuntime
+
 STATE_NUMBERS = {
     "CS_NEW": 0, "CS_INIT": 1, "CS_ROUTING": 2, "CS_SOFT_EXECUTE": 3, "CS_EXECUTE": 4,
     "CS_EXCHANGE_MEDIA": 5, "CS_PARK": 6, "CS_CONSUME_MEDIA": 7, "CS_HIBERNATE": 8,
@@ -79,6 +81,11 @@ class Channel:
         self.record.variables = self.variables
         self.other: Channel | None = None  # the loopback partner leg
         self.other_leg_headers: list[tuple[str, str]] = []
+        self.rt = ChannelRuntime()
+        self.parked = False
+        self.on_park: list = []  # callbacks run once when the channel first parks
+        self.pending_transfer: tuple[str, str] | None = None
+        self.outbound = None  # the outbound socket session, for fsm_out calls
 
     # -- state -------------------------------------------------------------------
     @property

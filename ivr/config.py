@@ -208,6 +208,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("batch_size", integer(1, 10000), "200"),
         Key("backlog_max", integer(100, 10_000_000), "100000"),
         Key("retry_max_s", number(0.1, 600), "30"),
+        Key("timecond_refresh_s", number(0.1, 86400), "30"),
     ),
     "crm": _keys(
         Key("enabled", boolean, "true"),
@@ -234,6 +235,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("retry_min_s", number(0.05, 3600), "1"),
         Key("retry_max_s", number(0.1, 86400), "300"),
         Key("batch_size", integer(1, 1000), "50"),
+        Key("poll_interval_s", number(0.05, 3600), "5"),
     ),
     "ivr": _keys(
         Key("flow", choice("icall"), "icall"),

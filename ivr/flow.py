@@ -218,6 +218,23 @@ class Flow:
             "data": self.flow_data(),
         }
 
+    def resume_after_failure(self, checkpoint: dict[str, Any]) -> None:
+        """Take over a call whose previous handler died. The supervisor has already sent
+        the caller to the safe destination, so this flow only listens, in its final
+        state: the hangup still writes the CDR and fifo events still land. A checkpoint
+        that could not be taken may hold no more than the state."""
+        known = {name: value for name, value in (checkpoint.get("call") or {}).items()
+                 if name in CallInfo.__dataclass_fields__}
+        self.call = CallInfo(**known)
+        self.path = list(checkpoint.get("path") or [])
+        self.hung_up = bool(checkpoint.get("hung_up"))
+        self.finished = bool(checkpoint.get("finished"))
+        self._generation = int(checkpoint.get("generation") or 0) + 1
+        self.restore_data(checkpoint.get("data") or {})
+        self.state = self.final_state
+        self.path.append(self.state)
+        self.note(f"resumed in {self.state} after a failure in {checkpoint.get('state', '?')}")
+
     # --- for subclasses: the verbs of a flow
 
     def goto(self, state: str) -> None:
@@ -244,16 +261,20 @@ class Flow:
 
     def hang_up(self, cause: str = "NORMAL_CLEARING") -> None:
         if not self.hung_up:
-            self._effects.append(Hangup(cause))
+            self.emit(Hangup(cause))
             self.note(f"hangup {cause}")
+
+    def emit(self, effect: Effect) -> None:
+        """Any other effect (a CRM lookup...), returned in order with the rest."""
+        self._effects.append(effect)
 
     def start_timer(self, name: str, delay_s: float) -> None:
         """A state timeout: stale once the state changes."""
-        self._effects.append(StartTimer(name, delay_s, self._generation))
+        self.emit(StartTimer(name, delay_s, self._generation))
         self.note(f"timer {name} {delay_s:g} s")
 
     def record(self, kind: str, **fields: Any) -> None:
-        self._effects.append(Record(kind, {"uuid": self.uuid, **fields}))
+        self.emit(Record(kind, {"uuid": self.uuid, **fields}))
 
     def record_step(self, step: str, value: str = "") -> None:
         """A step of the call, as the seed's db_pbx:log wrote it."""
@@ -294,7 +315,7 @@ class Flow:
             self._note_hangup(event)
             if not self.finished:
                 self.record("cdr", **self.cdr_fields(event))
-                self._effects.append(Finished())
+                self.emit(Finished())
                 self.finished = True
                 self.note("finished")
             return True
@@ -306,6 +327,9 @@ class Flow:
     def flow_data(self) -> dict[str, Any]:
         """The subclass's own JSON-able data, for `checkpoint`."""
         return {}
+
+    def restore_data(self, data: dict[str, Any]) -> None:
+        """The inverse of `flow_data`, for `resume_after_failure`."""
 
     def cdr_fields(self, event: Event) -> dict[str, Any]:
         return {

@@ -111,6 +111,7 @@ class Knobs:
     drop_after_events: bool = False
     api_replies: dict[str, bytes] = field(default_factory=dict)  # command prefix -> frame
     sendmsg_reply: bytes = b""
+    mute: tuple[str, ...] = ()  # commands starting so get no reply at all
 
 
 class ReplayServer:
@@ -201,6 +202,8 @@ class ReplayServer:
                 self.connections[index].append(command)
                 self.changed.notify_all()
             word = command.first_line.split(" ", 1)[0]
+            if knobs.mute and command.first_line.startswith(knobs.mute):
+                continue
             if word == "auth":
                 if command.first_line != f"auth {knobs.password}":
                     sock.sendall(b"".join(self.auth_failure.replies_to(b"auth ")))

@@ -1,0 +1,187 @@
+"""Originate and the recorded dialplan. Runs on the switch's event-loop thread.
+
+Extensions (as in the capture lab's dialplan):
+
+* ``default/fsm``: ``set ivr_app=icall``, ``answer``, ``park`` -- the inbound-mode call.
+* ``default/fsm_out``: ``answer``, then the outbound ``socket`` to the configured target.
+* ``new_sales/{fifo_sales,fifo_hst,fifo_cellphone,Playcell_N,VM_N,Quit}``: ``answer``,
+  ``playback new_sales/1002.wav``, ``hangup`` (NORMAL_CLEARING).
+* anything else: hung up with NO_ROUTE_DESTINATION.
+
+Scenario variables (originate ``{...}`` or FakeSwitch.place_call(variables=...)):
+``origination_caller_id_number``, ``origination_caller_id_name``, ``origination_uuid``
+(the A leg's uuid, as on FreeSWITCH), ``fake_dtmf=2|801|none|#`` (digits for the 1st, 2nd,
+3rd ... play_and_get_digits/read), ``fake_hangup_after_s=N`` (caller hangs up N scaled
+seconds after answer).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from fakeswitch import apps
+from fakeswitch.channel import Channel, now_us
+
+if TYPE_CHECKING:
+    from fakeswitch.switch import Switch
+
+NEW_SALES = re.compile(r"^(fifo_sales|fifo_hst|fifo_cellphone|Playcell_\d+|VM_\d+|Quit)$")
+ORIGINATE = re.compile(r"^(?:\{(?P<vars>[^}]*)\})?(?P<dial>\S+)(?:\s+(?P<app>.*))?$")
+
+
+class OriginateError(Exception):
+    """originate failed; the message is the FreeSWITCH cause name."""
+
+
+def parse_originate(arg: str) -> tuple[dict[str, str], str, str]:
+    match = ORIGINATE.match(arg.strip())
+    if not match:
+        raise OriginateError("INVALID_ARGS")
+    variables = {}
+    for pair in (match.group("vars") or "").split(","):
+        if "=" in pair:
+            key, _, value = pair.partition("=")
+            variables[key.strip()] = value.strip()
+    return variables, match.group("dial"), (match.group("app") or "&park").strip()
+
+
+def originate(sw: Switch, arg: str, on_park=None) -> Channel:
+    """Create a loopback call; return its B leg. Raises OriginateError."""
+    variables, dial, _app = parse_originate(arg)
+    if dial.startswith("user/"):
+        user = dial[5:].split("@")[0]
+        if user not in sw.users:
+            raise OriginateError("USER_NOT_REGISTERED")
+        raise OriginateError("NO_ANSWER")
+    parts = dial.split("/")
+    if parts[0] != "loopback" or len(parts) < 2:
+        raise OriginateError("CHAN_NOT_IMPLEMENTED")
+    ext, context = parts[1], parts[2] if len(parts) > 2 else "default"
+    number = variables.get("origination_caller_id_number", "0000000000")
+    name = variables.get("origination_caller_id_name", "FreeSWITCH")
+    a_uuid = variables.get("origination_uuid") or sw.new_uuid()
+    a_leg = Channel(a_uuid, f"loopback/{ext}-a", number, name, ext, context, "A")
+    b_leg = Channel(sw.new_uuid(), f"loopback/{ext}-b", number, name, ext, context, "B")
+    a_leg.other, b_leg.other = b_leg, a_leg
+    for chan in (a_leg, b_leg):
+        sw.session_count += 1
+        v = chan.set_var
+        v("direction", "inbound" if chan is b_leg else "outbound")
+        v("uuid", chan.uuid)
+        v("session_id", str(sw.session_count))
+        v("channel_name", chan.name)
+        for key, value in (("read_codec", "L16"), ("read_rate", "8000"),
+                           ("write_codec", "L16"), ("write_rate", "8000")):
+            v(key, value)
+        for key, value in variables.items():
+            if key != "origination_uuid" or chan is a_leg:
+                v(key, value)
+    b_leg.set_var("other_loopback_leg_uuid", a_uuid)
+    b_leg.set_var("loopback_leg", "B")
+    b_leg.set_var("call_uuid", b_leg.uuid)
+    sw.channels[a_uuid] = a_leg
+    sw.channels[b_leg.uuid] = b_leg
+    sw.records[b_leg.uuid] = b_leg.record
+    if on_park is not None:
+        b_leg.on_park.append(on_park)
+    b_leg.rt.task = sw.loop.create_task(run_b_leg(sw, b_leg))
+    return b_leg
+
+
+def _codec_events(sw: Switch, chan: Channel) -> None:
+    chan.state = "CS_NONE"
+    for func, line in (("switch_core_session_set_read_codec", 300),
+                       ("switch_core_session_set_write_codec", 471)):
+        if sw.wanted("CODEC"):
+            from fakeswitch.events import Event
+
+            headers = sw.clock.core_headers("CODEC", ("switch_core_codec.c", func, line))
+            headers += chan.channel_headers()[:10] + [
+                ("Channel-Read-Codec-Name", "L16"), ("Channel-Read-Codec-Rate", "8000"),
+                ("Channel-Read-Codec-Bit-Rate", "128000")]
+            if line == 300:
+                headers += [("channel-read-codec-name", "L16"), ("channel-read-codec-rate", "8000"),
+                            ("channel-read-codec-bit-rate", "128000")]
+            else:
+                headers += [("Channel-Write-Codec-Name", "L16"), ("Channel-Write-Codec-Rate", "8000"),
+                            ("Channel-Write-Codec-Bit-Rate", "128000"),
+                            ("Channel-Write-Codec-Name", "L16"), ("Channel-Write-Codec-Rate", "8000"),
+                            ("Channel-Write-codec-bit-rate", "128000")]
+            sw.fire(Event("CODEC", headers))
+        chan.record.events.append("CODEC")
+
+
+async def run_b_leg(sw: Switch, chan: Channel) -> None:
+    """The B leg's session thread: create, route, run extensions, tear down."""
+    try:
+        a_leg = chan.other
+        sw.fire_chan(a_leg, "CHANNEL_CREATE",
+                     ("switch_core_state_machine.c", "switch_core_session_run", 626))
+        _codec_events(sw, chan)
+        chan.state = "CS_INIT"
+        sw.set_state(chan, "CS_INIT")
+        sw.fire_chan(chan, "CHANNEL_CREATE",
+                     ("switch_core_state_machine.c", "switch_core_session_run", 626))
+        chan.state = "CS_ROUTING"
+        sw.set_call_state(chan, "RINGING")
+        sw.set_state(chan, "CS_ROUTING")
+        sw.set_state(chan, "CS_EXECUTE")
+        dest, context = chan.destination, chan.context
+        while chan.alive:
+            await run_extension(sw, chan, dest, context)
+            if not chan.pending_transfer or not chan.alive:
+                break
+            dest, context = chan.pending_transfer
+            chan.pending_transfer = None
+            new_profile(sw, chan, dest, context)
+        if chan.alive:
+            sw.hangup(chan, "NORMAL_CLEARING")
+    except apps.Hangup:
+        pass
+    sw.teardown(chan)
+
+
+def new_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
+    """A transfer: new caller profile, then CS_ROUTING -> CS_EXECUTE as recorded."""
+    epoch = now_us() // 1_000_000
+    source = f"{epoch}:{sw.new_uuid()}:bl_xfer:{dest}/{context}/XML"
+    chan.rdnis = chan.destination
+    chan.destination, chan.context, chan.dialplan = dest, context, "XML"
+    chan.transfer_source = source
+    chan.profile_index += 1
+    chan.profile_created_us = now_us()
+    chan.set_var("max_forwards", "69")
+    chan.set_var("transfer_history", source)
+    chan.set_var("transfer_source", source)
+    original = chan.call_state
+    chan.state = "CS_ROUTING"
+    sw.set_call_state(chan, "RINGING")
+    sw.set_state(chan, "CS_ROUTING")
+    chan.state = "CS_EXECUTE"
+    sw.set_call_state(chan, original)
+    sw.set_state(chan, "CS_EXECUTE")
+
+
+async def run_extension(sw: Switch, chan: Channel, dest: str, context: str) -> None:
+    if context == "default" and dest == "fsm":
+        steps = [("set", "ivr_app=icall"), ("answer", ""), ("park", "")]
+    elif context == "default" and dest in ("fsm_out", "fsm_out_sync"):
+        steps = [("answer", ""), ("socket", "outbound")]
+    elif context == "new_sales" and (dest.startswith("fifo_") and sw.fifo_wanted(chan, dest)):
+        steps = [("answer", ""), ("fifo", dest)]
+    elif context == "new_sales" and NEW_SALES.match(dest):
+        steps = [("answer", ""), ("playback", "new_sales/1002.wav"), ("hangup", "")]
+    else:
+        sw.hangup(chan, "NO_ROUTE_DESTINATION")
+        return
+    for app, arg in steps:
+        if not chan.alive or chan.pending_transfer:
+            return
+        if app == "socket":
+            await sw.run_outbound(chan, dest == "fsm_out_sync")
+            continue
+        if app == "fifo":
+            await sw.run_fifo(chan, arg)
+            continue
+        await sw.execute(chan, app, arg)

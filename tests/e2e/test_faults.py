@@ -1,0 +1,121 @@
+"""Fault injection, end to end: actors killed or failing mid-call, the event link
+dropped, too many calls. In every case the caller keeps moving and the records stay
+whole."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ivr.icall import IcallFlow
+from storage.models import CallStep
+from tests.e2e.conftest import WAIT_S
+
+SAFE = ("transfer", "fifo_sales XML new_sales")
+
+
+@pytest.fixture
+def in_main_menu(monkeypatch):
+    """An Event per caller id, set when that call's flow enters the main menu."""
+    reached: dict[str, threading.Event] = {}
+    original = IcallFlow.main_menu
+
+    def main_menu(self, *args, **kwargs):
+        effects = original(self, *args, **kwargs)
+        reached.setdefault(self.caller_id, threading.Event()).set()
+        return effects
+
+    monkeypatch.setattr(IcallFlow, "main_menu", main_menu)
+
+    def wait(caller: str) -> None:
+        event = reached.setdefault(caller, threading.Event())
+        assert event.wait(WAIT_S), f"call from {caller} never reached the main menu"
+
+    return wait
+
+
+def test_a_call_actor_that_raises_mid_menu_sends_the_caller_to_safety(harness, monkeypatch):
+    original = IcallFlow.main_menu_wait_dtmf
+
+    def broken(self, event):
+        if self.caller_id == "5551100":
+            raise RuntimeError("injected failure in main_menu_wait_dtmf")
+        return original(self, event)
+
+    monkeypatch.setattr(IcallFlow, "main_menu_wait_dtmf", broken)
+    h = harness()
+    victim = h.place("5551100", "1")
+    bystander = h.place("5551101", "1")
+    r = h.finish(victim)
+    assert r.commands[-1] == SAFE
+    assert r.failures and "injected failure" in r.failures[0]["error"]
+    assert r.row["ended_at"] is not None, "the replacement actor must still write the CDR"
+    other = h.finish(bystander)
+    assert other.commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    assert h.service.stats()["calls_failed"] == 1
+
+
+def test_a_call_actor_stopped_from_outside_is_noticed_and_the_call_rescued(harness, in_main_menu):
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    uuid = h.place("5551110", "none")
+    in_main_menu("5551110")
+    ref = h.service.supervisor.proxy().call_ref(uuid).get(timeout=5)
+    ref.stop(block=True, timeout=5)
+    r = h.finish(uuid)
+    assert SAFE in r.commands
+    assert r.failures and r.failures[0]["error"] == "stopped from outside"
+    assert r.row["hangup_cause"] is not None
+
+
+def test_killing_the_db_writer_mid_call_loses_and_duplicates_nothing(harness, in_main_menu):
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    uuid = h.place("5551120", "1")
+    in_main_menu("5551120")
+    old_writer = h.service.services.db_writer
+    old_writer.stop(block=True, timeout=5)
+    r = h.finish(uuid)
+    assert h.service.services.db_writer is not old_writer
+    assert h.service.services.db_writer.is_alive()
+    assert ("MainMenu", "1") in r.steps
+    assert r.row["ended_at"] is not None
+    seqs = [s.seq for s in CallStep.select().where(CallStep.call_uuid == uuid).execute(h.db)]
+    assert len(seqs) == len(set(seqs))
+
+
+def test_calls_above_the_limit_go_to_the_overflow_destination(harness, in_main_menu):
+    h = harness(ICALL_IVR_MAX_CONCURRENT_CALLS="1", ICALL_IVR_OVERFLOW_DESTINATION="Quit XML new_sales",
+                ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    first = h.place("5551130", "1")
+    in_main_menu("5551130")
+    second = h.place("5551131", "1")
+    assert h.switch.wait_hangup(second, timeout=WAIT_S)
+    assert h.switch.call_record(second).commands == [("transfer", "Quit XML new_sales")]
+    assert h.finish(first).commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    assert h.service.stats()["calls_overflowed"] == 1
+
+
+def test_a_dropped_event_link_reconnects_and_the_call_carries_on(harness, in_main_menu):
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    uuid = h.place("5551140", "1")
+    in_main_menu("5551140")
+    h.service.link_up.clear()
+    h.switch.drop_clients()
+    assert h.service.link_up.wait(WAIT_S), "the link never came back"
+    r = h.finish(uuid)
+    assert r.commands[-1] == ("transfer", "fifo_hst XML new_sales")
+
+
+def test_a_call_parked_while_the_link_was_down_is_adopted(harness):
+    h = harness()
+    h.service.reader.stop()
+    h.service.link_up.clear()
+    uuid = h.place("5551150", "1")
+    assert h.switch.wait_parked(uuid, timeout=WAIT_S)
+    from actors.esl_reader import EventReader
+
+    h.service.reader = EventReader(h.config, on_event=h.service._deliver_event, on_link=h.service._link_changed)
+    h.service.reader.start()
+    r = h.finish(uuid)
+    assert r.commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    h.service.reader.stop()
