@@ -138,6 +138,19 @@ class Commander(pykka.ThreadingActor):
                 pass  # the call's actor is gone; nobody left to tell
 
     def _call(self, send):
+        try:
+            return self._send_once(send)
+        except Disconnected as exc:
+            if str(exc).startswith("not connected"):
+                raise
+        # The connection we had was dead. Most often a fresh one works at once (the
+        # switch dropped idle clients, or restarted), so try once more right away
+        # rather than leave a caller waiting. The command may have reached the switch
+        # before the loss; a repeat is the lesser harm than a silent caller.
+        self._next_attempt_at = 0.0
+        return self._send_once(send)
+
+    def _send_once(self, send):
         session = self._connected_session()
         try:
             return send(session)

@@ -140,6 +140,11 @@ class CrmFetcher(pykka.ThreadingActor):
                 if is_probe:
                     self._breaker.abandoned()
                 return
+            if not is_probe and self._breaker.state != CircuitBreaker.CLOSED:
+                # Admitted while the breaker was closed, but it opened while this
+                # lookup waited for a worker: do not add to the CRM's troubles.
+                pending.settle(None, "breaker open")
+                return
             assert self._client is not None
             outcome = self._client.fetch(caller_id, pending.deadline)
             if outcome.reachable:

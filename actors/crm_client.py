@@ -131,6 +131,8 @@ class CrmClient:
             response = self._pool.request(
                 "GET", self.url_for(caller_id), timeout=timeout, redirect=False,
                 preload_content=False, headers={"Accept": accept, "User-Agent": "icall"})
+        except urllib3.exceptions.NewConnectionError as exc:  # a TimeoutError subclass!
+            raise CrmUnavailable(f"connection failed: {_short(exc)}") from None
         except urllib3.exceptions.TimeoutError:
             raise CrmUnavailable("timeout") from None
         except urllib3.exceptions.HTTPError as exc:
@@ -146,14 +148,20 @@ class CrmClient:
 
     def _judge(self, response: urllib3.BaseHTTPResponse, deadline: float) -> tuple[str | None, str]:
         status = response.status
+        try:
+            # Read even when unused: the connection goes back to the pool and must not
+            # hold half a body. (A body over the cap closes the connection instead.)
+            body = self._read_capped(response, deadline)
+        except CrmBadAnswer:
+            if status == 200:
+                raise
+            body = b""
         if status >= 500:
             raise CrmUnavailable(f"http {status}")
         if status == 404:
-            self._read_capped(response, deadline)  # so the connection can be reused
             return None, "not found"
         if status != 200:
             raise CrmBadAnswer(f"http {status}")
-        body = self._read_capped(response, deadline)
         media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if self.crm.response_format == "json":
             if media_type != "application/json" and not media_type.endswith("+json"):

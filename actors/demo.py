@@ -12,7 +12,6 @@ import logging
 import sys
 import tempfile
 import time
-import uuid as uuidlib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -102,10 +101,8 @@ def run_demo(keep: bool = False, time_scale: float = 0.05, out=sys.stdout) -> in
             service.start()
             placed = []
             for call in CALLS:
-                uuid = str(uuidlib.uuid4())
-                clocks[uuid] = call.at
-                switch.place_call(caller_id=call.caller, variables={
-                    "origination_uuid": uuid, "fake_dtmf": call.dtmf})
+                uuid = switch.place_call(caller_id=call.caller, variables={"fake_dtmf": call.dtmf})
+                clocks[uuid] = call.at  # read after the welcome prompt, long after this
                 placed.append((call, uuid))
             for _, uuid in placed:
                 switch.wait_hangup(uuid, timeout=30)

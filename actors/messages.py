@@ -16,22 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ivr.effects import CrmAnswer  # defined beside the flows that read it
 from ivr.event import Event
+
+__all__ = [
+    "CallFailed", "CallFinished", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
+    "DbAck", "DbWrite", "EslEvent", "LinkChanged", "ServiceDied", "TimerFired", "WriterReplaced",
+]
 
 
 @dataclass(frozen=True)
 class EslEvent:
     event: Event
-
-
-@dataclass(frozen=True)
-class CrmAnswer:
-    """The CRM's verdict for one call: `extension` is a validated extension or None,
-    `reason` says why not (timeout, breaker open, invalid answer, not found...)."""
-
-    call_uuid: str
-    extension: str | None
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,6 +127,9 @@ class LinkChanged:
 
     up: bool
     reason: str = ""
+    # A threading.Event the supervisor sets once it has adopted the calls parked
+    # while the link was down (so "ready" means every live call has an owner).
+    adopted: Any = None
 
 
 @dataclass(frozen=True)

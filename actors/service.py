@@ -80,7 +80,8 @@ class Service:
         self.cdr_poster: pykka.ActorRef | None = None
         self._stop_list: list[tuple[str, Callable[[], None]]] = []
         self._stopping = False
-        self.link_up = threading.Event()  # set while the event link is subscribed
+        # Set once the event link is subscribed and the calls parked meanwhile adopted.
+        self.link_up = threading.Event()
 
     # --- start / stop
 
@@ -191,13 +192,11 @@ class Service:
 
     def _link_changed(self, state: str, reason: str = "") -> None:
         """Runs in the reader thread: state is "up" (subscribed) or "down"."""
-        if state == "up":
-            self.link_up.set()
-        else:
+        if state != "up":
             self.link_up.clear()
         if self.supervisor is not None:
             try:
-                self.supervisor.tell(LinkChanged(state == "up", reason))
+                self.supervisor.tell(LinkChanged(state == "up", reason, adopted=self.link_up))
             except pykka.ActorDeadError:
                 pass
 

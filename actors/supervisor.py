@@ -36,7 +36,7 @@ from actors.messages import (
     ServiceDied,
     WriterReplaced,
 )
-from ivr.event import Event
+from ivr.event import Event, channel_data_event
 from ivr.flow import Flow
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ class Supervisor(pykka.ThreadingActor):
         elif isinstance(message, LinkChanged):
             if message.up:
                 self._adopt_orphans()
+                if message.adopted is not None:
+                    message.adopted.set()
         else:
             logger.warning("unexpected message %r", message)
 
@@ -206,21 +208,28 @@ class Supervisor(pykka.ThreadingActor):
                     pass
 
     def _adopt_orphans(self) -> None:
-        """After a reconnect: calls parked meanwhile had no owner; adopt them."""
+        """After a (re)connect: calls parked meanwhile had no owner; adopt them, starting
+        their flow from the channel's own data (`uuid_dump`), as a CHANNEL_PARK would."""
+        timeout_s = self.config.freeswitch.command_timeout_s
+        commander = self.services.commander.proxy()
         try:
-            live = self.services.commander.proxy().live_calls(
-                self.config.ivr.flow_variable, self.config.ivr.flow).get(
-                timeout=self.config.freeswitch.command_timeout_s)
-        except Exception as exc:  # the link may have dropped again; next LinkChanged retries
-            logger.warning("could not list live calls after reconnect: %s", exc)
+            live = commander.live_calls(self.config.ivr.flow_variable, self.config.ivr.flow).get(
+                timeout=timeout_s)
+        except Exception as exc:  # the link may have dropped again; the next LinkChanged retries
+            logger.warning("could not list live calls after connecting: %s", exc)
             return
         for uuid in live:
-            if uuid not in self.calls:
-                logger.info("adopting call %s parked while the link was down", uuid)
-                self.counters["calls_adopted"] += 1
-                headers = {"Event-Name": "CHANNEL_PARK", "Unique-ID": uuid,
-                           f"variable_{self.config.ivr.flow_variable}": self.config.ivr.flow}
-                self._start_call(uuid, Event(headers))
+            if uuid in self.calls:
+                continue
+            try:
+                dump = commander.api(f"uuid_dump {uuid} json").get(timeout=timeout_s)
+                event = channel_data_event(dump)
+            except Exception as exc:  # gone meanwhile, or the link dropped
+                logger.warning("could not read call %s to adopt it: %s", uuid, exc)
+                continue
+            logger.info("adopting call %s, parked while no one listened", uuid)
+            self.counters["calls_adopted"] += 1
+            self._start_call(uuid, event)
 
     # --- queries (asked with a timeout)
 

@@ -50,7 +50,7 @@ def now_us() -> int:
 class Channel:
     """One leg. ``profile`` holds the Caller-* values in recorded order."""
 
-    def __init__(self, uuid: str, name: str, caller_number: str, caller_name: str,
+    def __init__(self, uuid: str, name: str, caller_number: str, caller_name: str | None,
                  destination: str, context: str, leg: str) -> None:
         self.uuid = uuid
         self.name = name
@@ -129,9 +129,14 @@ class Channel:
             (f"{p}-Direction", "inbound"),
             (f"{p}-Logical-Direction", "inbound"),
             (f"{p}-Dialplan", self.dialplan),
-            (f"{p}-Caller-ID-Name", self.caller_name),
-            (f"{p}-Caller-ID-Number", self.caller_number),
-            (f"{p}-Orig-Caller-ID-Name", self.orig_name),
+        ]
+        # The recorded switch omits the name headers when no caller name was given.
+        if self.caller_name:
+            headers.append((f"{p}-Caller-ID-Name", self.caller_name))
+        headers.append((f"{p}-Caller-ID-Number", self.caller_number))
+        if self.orig_name:
+            headers.append((f"{p}-Orig-Caller-ID-Name", self.orig_name))
+        headers += [
             (f"{p}-Orig-Caller-ID-Number", self.orig_number),
             (f"{p}-Callee-ID-Name", "Outbound Call"),
             (f"{p}-Callee-ID-Number", "default"),

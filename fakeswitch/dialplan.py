@@ -6,6 +6,7 @@ Extensions (as in the capture lab's dialplan):
 * ``default/fsm_out``: ``answer``, then the outbound ``socket`` to the configured target.
 * ``new_sales/{fifo_sales,fifo_hst,fifo_cellphone,Playcell_N,VM_N,Quit}``: ``answer``,
   ``playback new_sales/1002.wav``, ``hangup`` (NORMAL_CLEARING).
+* ``default/silence``: ``answer``, ``park`` (used by the bgapi capture).
 * anything else: hung up with NO_ROUTE_DESTINATION.
 
 Scenario variables (originate ``{...}`` or FakeSwitch.place_call(variables=...)):
@@ -59,7 +60,7 @@ def originate(sw: Switch, arg: str, on_park=None) -> Channel:
         raise OriginateError("CHAN_NOT_IMPLEMENTED")
     ext, context = parts[1], parts[2] if len(parts) > 2 else "default"
     number = variables.get("origination_caller_id_number", "0000000000")
-    name = variables.get("origination_caller_id_name", "FreeSWITCH")
+    name = variables.get("origination_caller_id_name")
     a_uuid = variables.get("origination_uuid") or sw.new_uuid()
     a_leg = Channel(a_uuid, f"loopback/{ext}-a", number, name, ext, context, "A")
     b_leg = Channel(sw.new_uuid(), f"loopback/{ext}-b", number, name, ext, context, "B")
@@ -142,8 +143,9 @@ async def run_b_leg(sw: Switch, chan: Channel) -> None:
     sw.teardown(chan)
 
 
-def new_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
-    """A transfer: new caller profile, then CS_ROUTING -> CS_EXECUTE as recorded."""
+def transfer_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
+    """A transfer gives the channel a new caller profile at once (the transfer app's own
+    CHANNEL_EXECUTE_COMPLETE already shows it)."""
     epoch = now_us() // 1_000_000
     source = f"{epoch}:{sw.new_uuid()}:bl_xfer:{dest}/{context}/XML"
     chan.rdnis = chan.destination
@@ -154,6 +156,10 @@ def new_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
     chan.set_var("max_forwards", "69")
     chan.set_var("transfer_history", source)
     chan.set_var("transfer_source", source)
+
+
+def new_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
+    """After a transfer: CS_ROUTING -> CS_EXECUTE as recorded."""
     original = chan.call_state
     chan.state = "CS_ROUTING"
     sw.set_call_state(chan, "RINGING")
@@ -166,6 +172,8 @@ def new_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
 async def run_extension(sw: Switch, chan: Channel, dest: str, context: str) -> None:
     if context == "default" and dest == "fsm":
         steps = [("set", "ivr_app=icall"), ("answer", ""), ("park", "")]
+    elif context == "default" and dest == "silence":
+        steps = [("answer", ""), ("park", "")]
     elif context == "default" and dest in ("fsm_out", "fsm_out_sync"):
         steps = [("answer", ""), ("socket", "outbound")]
     elif context == "new_sales" and (dest.startswith("fifo_") and sw.fifo_wanted(chan, dest)):

@@ -35,7 +35,8 @@ from urllib.parse import parse_qs, urlsplit
 class Reply:
     """How the fake answers one request.
 
-    `body` None means "the table's answer for this caller"; `stream_bytes` sends that
+    `body` None means "the table's answer for this caller" (an empty body unless the
+    status is 200); `stream_bytes` sends that
     many bytes with no Content-Length (the end is the connection's close), which is how
     a hostile server sends 10 MB to a client that trusts the header; `hang` never
     answers (until the server stops); `drop` closes the connection without a word.
@@ -60,6 +61,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0  # one port per TCP connection: equal ports mean a reused connection
     received_at: float = field(default_factory=time.monotonic)
 
 
@@ -208,7 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
             request = Request(
                 method=self.command, path=parts.path, raw_query=parts.query,
                 query=parse_qs(parts.query, keep_blank_values=True),
-                headers=dict(self.headers.items()), body=body)
+                headers=dict(self.headers.items()), body=body,
+                client_port=self.client_address[1])
             self.server_owner._record(request)
             self.server_owner.answer(self, request)
         except OSError:
@@ -287,7 +290,7 @@ class FakeCrm(LoopbackServer):
         extension = self.table.get(caller_id)
         if extension is None and reply.status == 200:
             reply = replace(reply, status=404)
-        if extension is None:
+        if extension is None or reply.status != 200:
             handler.send(replace(reply, content_type=reply.content_type or "text/plain"), b"")
         elif self.response_format == "json":
             body = json.dumps({self.json_field: extension}).encode()

@@ -72,13 +72,14 @@ class Switch:
             listener.offer(event)
 
     def fire_chan(self, chan: Channel, name: str, calling: tuple, *, with_vars: bool = True,
-                  pre: list | None = None, post: list | None = None) -> None:
+                  pre: list | None = None, post: list | None = None,
+                  after_core: list | None = None) -> None:
         chan.record.events.append(name)
         if not self.wanted(name):
             self.clock.sequence += 1  # the sequence still advances, as on a real switch
             self.events_fired += 1
             return
-        headers = list(pre or []) + self.clock.core_headers(name, calling)
+        headers = list(pre or []) + self.clock.core_headers(name, calling) + list(after_core or [])
         headers += chan.full_headers(with_vars) + list(post or [])
         self.fire(Event(name, headers))
 
@@ -90,7 +91,7 @@ class Switch:
         original, chan.call_state = chan.call_state, call_state
         from fakeswitch.channel import CALL_STATE_NUMBERS
 
-        self.fire_chan(chan, "CHANNEL_CALLSTATE", CALLSTATE_CALL, with_vars=False, pre=[
+        self.fire_chan(chan, "CHANNEL_CALLSTATE", CALLSTATE_CALL, with_vars=False, after_core=[
             ("Original-Channel-Call-State", original),
             ("Channel-Call-State-Number", str(CALL_STATE_NUMBERS[call_state])),
         ])
@@ -145,15 +146,39 @@ class Switch:
         chan.set_hangup_variables()
         self.fire_chan(chan, "CHANNEL_HANGUP_COMPLETE",
                        ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
-                       pre=[("Hangup-Cause", chan.hangup_cause or "NORMAL_CLEARING")])
+                       after_core=[("Hangup-Cause", chan.hangup_cause or "NORMAL_CLEARING")])
         self.fire_chan(chan, "CHANNEL_DESTROY",
                        ("switch_core_session.c", "switch_core_session_perform_destroy", 1588))
         self.set_state(chan, "CS_DESTROY")
         self.channels.pop(chan.uuid, None)
-        for waiter in self.hangup_waiters.pop(chan.uuid, []):
-            waiter.set()
+        for callback in self.hangup_waiters.pop(chan.uuid, []):
+            callback(chan)
+
+    def on_teardown(self, chan: Channel, callback) -> None:
+        """Call ``callback(chan)`` once the channel is destroyed (at once if it is)."""
+        if chan.state == "CS_DESTROY":
+            callback(chan)
+        else:
+            self.hangup_waiters.setdefault(chan.uuid, []).append(callback)
+
+    def fifo_wanted(self, chan: Channel, dest: str) -> bool:
+        return dest.startswith("fifo_real_") or chan.variables.get("fake_fifo") == "real" \
+            or self.fifo_mode == "real"
+
+    async def run_fifo(self, chan: Channel, dest: str) -> None:
+        from fakeswitch import fifo
+
+        await fifo.run_caller(self, chan, dest)
+
+    async def run_outbound(self, chan: Channel, sync: bool) -> None:
+        from fakeswitch import outbound
+
+        await outbound.run_socket(self, chan, sync)
 
     def transfer(self, chan: Channel, dest: str, context: str) -> None:
+        from fakeswitch import dialplan
+
+        dialplan.transfer_profile(self, chan, dest, context)
         chan.pending_transfer = (dest, context)
         chan.rt.wake(media.MESSAGE)
 

@@ -75,3 +75,17 @@ class Finished:
 
 
 Effect = Execute | Hangup | LookupCaller | Record | StartTimer | Finished
+
+
+# --- what comes back to a flow (through on_info)
+
+
+@dataclass(frozen=True)
+class CrmAnswer:
+    """The CRM's verdict for one call: `extension` is a validated extension or None,
+    `reason` says why not (timeout, breaker open, invalid answer, not found...)."""
+
+    call_uuid: str
+    extension: str | None
+    reason: str = ""
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 
@@ -43,3 +44,15 @@ class Event:
         extra = f" {self.subclass}" if self.subclass else ""
         app = self.headers.get("Application")
         return f"<Event {self.name}{extra} {self.uuid}{' ' + app if app else ''}>"
+
+
+def channel_data_event(dump_json: str) -> Event:
+    """The answer to `uuid_dump <uuid> json` as an Event (Event-Name CHANNEL_DATA):
+    the channel's headers and variables as they are now."""
+    try:
+        data = json.loads(dump_json)
+    except ValueError:
+        raise ValueError(f"not a channel dump: {dump_json[:80]!r}") from None
+    if not isinstance(data, dict) or "Unique-ID" not in data:
+        raise ValueError(f"not a channel dump: {dump_json[:80]!r}")
+    return Event({str(k): str(v) for k, v in data.items()})

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from actors.messages import CrmAnswer
 from ivr import commands, schedule, timecond
-from ivr.effects import LookupCaller
+from ivr.effects import CrmAnswer, LookupCaller
 from ivr.event import Event
 from ivr.flow import Completed, Enter, Flow, FlowContext, Happening, Info, Timeout
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from peewee import CharField, Database, chunked, fn
+from peewee import CharField, Database, MySQLDatabase, chunked, fn
 
 from storage.db import write_transaction
 from storage.models import (
@@ -142,11 +142,11 @@ def commit_batch(db: Database, batch: Sequence[Prepared]) -> None:
         uuids = list(dict.fromkeys(p.call_uuid for p in batch))
         for chunk in chunked(uuids, INSERT_CHUNK):
             rows = [{"uuid": u, "updated_at": now} for u in chunk]
-            Call.insert_many(rows).on_conflict_ignore().execute(db)
+            _insert_new(db, Call, rows, Call.uuid)
         for kind, model in _TABLE_OF_KIND.items():
             rows = [p.row for p in batch if p.kind == kind]
             for chunk in chunked(rows, INSERT_CHUNK):
-                model.insert_many(chunk).on_conflict_ignore().execute(db)
+                _insert_new(db, model, chunk, model.call_uuid)
         for p in batch:
             if p.kind == "call":
                 _fill_call(db, p.call_uuid, p.call_columns, now)
@@ -154,7 +154,19 @@ def commit_batch(db: Database, batch: Sequence[Prepared]) -> None:
                 _set_call(db, p.call_uuid, p.call_columns, now)
         outbox = [p.outbox for p in batch if p.outbox is not None]
         for chunk in chunked(outbox, INSERT_CHUNK):
-            CdrOutbox.insert_many(chunk).on_conflict_ignore().execute(db)
+            _insert_new(db, CdrOutbox, chunk, CdrOutbox.call_uuid)
+
+
+def _insert_new(db: Database, model, rows: list[dict], key) -> None:
+    """Insert the rows whose unique key is not there yet; leave existing ones alone."""
+    query = model.insert_many(rows)
+    if isinstance(db, MySQLDatabase):
+        # MySQL's INSERT IGNORE would also turn bad values into warnings and store
+        # them clipped; a no-op update on a duplicate key ignores only duplicates.
+        query = query.on_conflict(update={key: key})
+    else:
+        query = query.on_conflict_ignore()
+    query.execute(db)
 
 
 def _fill_call(db: Database, uuid: str, columns: dict[str, Any], now) -> None:

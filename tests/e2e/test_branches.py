@@ -52,7 +52,7 @@ def test_menu_2_without_a_crm_extension_goes_to_the_sales_queue(harness, crm):
     r = h.finish(h.place("5551003", "2"))
     assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_sales XML new_sales")]
     assert ("SalesFifo", "") in r.steps
-    assert any(req.query.get("caller_id") == "5551003" for req in crm.requests)
+    assert any(req.query.get("caller_id") == ["5551003"] for req in crm.requests)
 
 
 @pytest.mark.parametrize(("caller", "keys", "destination"), [

@@ -23,7 +23,7 @@ def in_main_menu(monkeypatch):
 
     def main_menu(self, *args, **kwargs):
         effects = original(self, *args, **kwargs)
-        reached.setdefault(self.caller_id, threading.Event()).set()
+        reached.setdefault(self.call.caller_id, threading.Event()).set()
         return effects
 
     monkeypatch.setattr(IcallFlow, "main_menu", main_menu)
@@ -38,10 +38,10 @@ def in_main_menu(monkeypatch):
 def test_a_call_actor_that_raises_mid_menu_sends_the_caller_to_safety(harness, monkeypatch):
     original = IcallFlow.main_menu_wait_dtmf
 
-    def broken(self, event):
-        if self.caller_id == "5551100":
+    def broken(self, happened):
+        if self.call.caller_id == "5551100":
             raise RuntimeError("injected failure in main_menu_wait_dtmf")
-        return original(self, event)
+        return original(self, happened)
 
     monkeypatch.setattr(IcallFlow, "main_menu_wait_dtmf", broken)
     h = harness()

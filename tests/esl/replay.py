@@ -5,7 +5,8 @@ command, and which frames are events. `ReplayServer` listens on loopback and pla
 an inbound FreeSWITCH: auth/request, the recorded login answer, a reply to every
 command, then the recorded events once the client subscribes. Fault knobs: wrong
 password (the recorded `-ERR invalid` plus disconnect notice), rude rejection,
-silence (never greet), drop after the events, canned api replies.
+silence (never greet), mute commands, canned api replies; `drop_all()`
+closes every connection (a switch that went away).
 
 Threads: one accept thread, one thread per connection; `stop()` joins them all.
 """
@@ -108,7 +109,6 @@ class Knobs:
     rude: bool = False
     silent: bool = False
     events: list[bytes] = field(default_factory=list)
-    drop_after_events: bool = False
     api_replies: dict[str, bytes] = field(default_factory=dict)  # command prefix -> frame
     sendmsg_reply: bytes = b""
     mute: tuple[str, ...] = ()  # commands starting so get no reply at all
@@ -219,8 +219,6 @@ class ReplayServer:
                 sock.sendall(reply("+OK event listener enabled plain"))
                 for frame in knobs.events:
                     sock.sendall(frame)
-                if knobs.drop_after_events:
-                    return
             elif word == "filter":
                 _, name, value = command.first_line.split(" ", 2)
                 sock.sendall(reply(f"+OK filter added. [{name}]=[{value}]"))

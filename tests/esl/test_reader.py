@@ -98,22 +98,23 @@ def test_the_reader_hands_over_every_recorded_event_as_the_capture_readme_says(
     assert ("Hangup-Cause", "NORMAL_CLEARING") in hangups[0].repeated
     job = next(e for e in events if e.name == "BACKGROUND_JOB")
     assert job.body.startswith("+OK ")
-    assert job.get("Event-Date-Local") == "2026-11-26 05:21:41"  # URL-decoded
+    assert job.get("Event-Date-Local") == "2026-11-26 05:20:34"  # URL-decoded
     assert link.events.empty()
 
 
 def test_the_reader_reconnects_and_resubscribes_after_the_server_drops(replay, start_reader):
-    server = replay(Knobs(events=IVR.events()[:3], drop_after_events=True))
+    server = replay(Knobs(events=IVR.events()[:3]))
     link = Link()
     start_reader(make_config(server.port), link)
-    changes = link.wait_for_changes(3)
-    assert [state for state, _ in changes[:3]] == ["up", "down", "up"]
-    assert changes[1][1] == "the switch closed the connection"
-    assert server.wait_for(lambda: len(server.connections) >= 2)
-    expected = ["auth ClueCon", "connect", *subscription_commands("ivr_app", "icall")]
-    assert server.wait_for(lambda: [c.first_line for c in server.commands(1)] == expected)
-    assert [c.first_line for c in server.commands(0)] == expected
     first_batch = link.take(3)
+    assert link.wait_for_changes(1) == [("up", "")]
+    server.drop_all()
+    changes = link.wait_for_changes(3)
+    assert [state for state, _ in changes] == ["up", "down", "up"]
+    assert changes[1][1] == "the switch closed the connection"
+    expected = ["auth ClueCon", "connect", *subscription_commands("ivr_app", "icall")]
+    assert [c.first_line for c in server.commands(0)] == expected
+    assert [c.first_line for c in server.commands(1)] == expected
     second_batch = link.take(3)
     assert [e.name for e in first_batch] == [e.name for e in second_batch]
 
@@ -177,3 +178,18 @@ def test_stopping_a_reader_that_waits_to_retry_returns_at_once(refused_port, sta
     reader.stop(timeout_s=5)
     assert time.monotonic() - started < 4
     assert link_threads() == []
+
+
+def test_a_link_silent_past_the_limit_is_rebuilt_as_if_dropped(replay):
+    server = replay()
+    link = Link()
+    reader = EventReader(make_config(server.port), link.on_event, link.on_link,
+                         silence_limit_s=0.3)
+    reader.start()
+    try:
+        changes = link.wait_for_changes(3)
+    finally:
+        reader.stop()
+    assert [state for state, _ in changes[:3]] == ["up", "down", "up"]
+    assert changes[1][1] == "no event for 0.3 s (no HEARTBEAT)"
+    assert len(server.connections) >= 2

@@ -16,17 +16,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pykka
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ICALL_BIN = ROOT / ".venv" / "bin" / "icall"
-
-
-@pytest.fixture(autouse=True)
-def _stop_all_actors() -> Iterator[None]:
-    yield
-    pykka.ActorRegistry.stop_all(timeout=10)
 
 
 class NotifySocket:
@@ -78,6 +71,7 @@ class RunningIcall:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path):
         self.argv = argv
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[tuple[float, str]] = []

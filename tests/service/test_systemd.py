@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 
+import pykka
 import pytest
 
 from actors.systemd import Watchdog, notify, watchdog_interval_s
@@ -153,3 +154,48 @@ def test_stop_returns_promptly_even_with_a_long_interval(notify_socket, usec):
     # The thread waits on an Event, so stop() does not sit out the 30 s interval.
     assert time.monotonic() - started < 5.0
     assert not any(t.name == "watchdog" for t in threading.enumerate())
+
+
+class _Supervisor(pykka.ThreadingActor):
+    """Stands in for the supervisor: answers ping unless made to block."""
+
+    def __init__(self, release: threading.Event):
+        super().__init__()
+        self.release = release
+
+    def ping(self) -> str:
+        return "pong"
+
+    def get_stuck(self) -> None:
+        self.release.wait(30)
+
+
+def test_a_stuck_supervisor_stops_the_feeding_until_it_answers_again(notify_socket, caplog):
+    caplog.set_level(logging.INFO, logger="actors.systemd")
+    release = threading.Event()
+    supervisor = _Supervisor.start(release)
+
+    def health() -> tuple[bool, str]:
+        # As Service.health does: an ask bounded by a timeout.
+        try:
+            supervisor.proxy().ping().get(timeout=0.3)
+        except pykka.Timeout:
+            return False, "supervisor does not answer"
+        return True, "supervisor ok"
+
+    watchdog = Watchdog(health, {"NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": WATCHDOG_USEC})
+    watchdog.start()
+    try:
+        assert notify_socket.receive(10.0) == "WATCHDOG=1"
+        supervisor.proxy().get_stuck()  # the reply is never awaited: it is stuck
+        # Drain a feed that may already have been on its way, then expect silence.
+        notify_socket.receive(0.5)
+        assert notify_socket.receive(2.0) is None
+        release.set()
+        assert notify_socket.receive(10.0) == "WATCHDOG=1"
+    finally:
+        release.set()
+        watchdog.stop()
+        supervisor.stop(timeout=10)
+    assert "unhealthy: supervisor does not answer; not feeding the systemd watchdog" in caplog.text
+    assert "healthy again (supervisor ok)" in caplog.text

@@ -1,0 +1,73 @@
+"""Fault knobs for tests, settable at run time from any thread (plain attribute writes,
+read by the event-loop thread on each frame).
+
+* ``drop_after_frames``: close a client's socket after it has been sent N frames.
+* ``drop_at``: close when a named point is reached: ``"auth"``, ``"event"``, ``"api"``,
+  ``"bgapi"``, ``"sendmsg"`` (the command word, before its reply).
+* ``reply_delay_s``: wait this long before handling each command.
+* ``error_commands``: command words answered with ``-ERR`` instead of being run.
+* ``malformed``: the next frame is replaced by ``"bad_length"`` (Content-Length larger
+  than the body, then close), ``"garbage"`` (header lines without a colon) or
+  ``"truncated"`` (half the frame, then close); one-shot.
+* ``split_at``: write every frame in chunks of this many bytes (a flush between each).
+* ``stop_reading``: stop reading client input (the client's writes back up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fakeswitch.listener import Listener
+    from fakeswitch.wire import Command
+
+
+class Faults:
+    def __init__(self) -> None:
+        self.drop_after_frames: int | None = None
+        self.drop_at: str | None = None
+        self.reply_delay_s = 0.0
+        self.error_commands: set[str] = set()
+        self.malformed: str | None = None
+        self.split_at: int | None = None
+        self.stop_reading = False
+        self._resume = None  # asyncio.Event, created lazily on the loop
+
+    def error_for(self, word: str) -> bool:
+        return word in self.error_commands
+
+    def write(self, listener: Listener, frame: bytes) -> None:
+        writer = listener.writer
+        kind, self.malformed = self.malformed, None
+        if kind == "bad_length":
+            head, _, body = frame.partition(b"\n\n")
+            writer.write(b"Content-Length: %d\nContent-Type: api/response\n\n" % (len(frame) + 100))
+            writer.write(frame)
+            listener.close()
+            return
+        if kind == "garbage":
+            writer.write(b"this is not a header\n\x00\xff garbage\n\n")
+        if kind == "truncated":
+            writer.write(frame[: len(frame) // 2])
+            listener.close()
+            return
+        if self.split_at:
+            step = max(1, self.split_at)
+            for i in range(0, len(frame), step):
+                writer.write(frame[i : i + step])
+        else:
+            writer.write(frame)
+        if self.drop_after_frames is not None and listener.frames_sent >= self.drop_after_frames:
+            listener.close()
+
+    async def before_read(self, listener: Listener) -> None:
+        while self.stop_reading and not listener.closed:
+            await asyncio.sleep(0.05)
+
+    async def before_reply(self, listener: Listener, command: Command) -> None:
+        if self.reply_delay_s:
+            await asyncio.sleep(self.reply_delay_s)
+        word = command.line.split(" ", 1)[0].lower()
+        if self.drop_at and self.drop_at == word:
+            listener.close()

@@ -1,0 +1,144 @@
+"""Commander against the replay server: exact sendmsg text, replies, failures, stop."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import pytest
+
+from actors.commander import Commander
+from actors.esl import Disconnected
+from actors.messages import CommandFailed
+from tests.esl.conftest import Collector, link_threads, make_config
+from tests.esl.replay import Capture, Knobs, api_response
+
+CALL = "9aaaa7f6-5f2f-4a3a-b5f9-0b2adcb4e71d"
+WAIT_S = 10
+
+
+@pytest.fixture
+def inbox():
+    messages: queue.Queue = queue.Queue()
+    return messages, Collector.start(messages)
+
+
+def _sendmsgs(server):
+    assert server.wait_for(lambda: any(c.first_line.startswith("sendmsg")
+                                       for c in server.commands()))
+    return [c for c in server.commands() if c.first_line.startswith("sendmsg")]
+
+
+def test_execute_writes_the_exact_sendmsg_text_with_its_event_uuid(replay):
+    server = replay()
+    commander = Commander.start(make_config(server.port)).proxy()
+    commander.execute(CALL, "playback", "new_sales/1000.wav", "ev-1")
+    commander.execute(CALL, "playback", "new_sales/1001.wav", "ev-2", lock=True).get(timeout=WAIT_S)
+    first, second = _sendmsgs(server)
+    assert first.head == (f"sendmsg {CALL}\ncall-command: execute\nexecute-app-name: playback\n"
+                          "execute-app-arg: new_sales/1000.wav\nEvent-UUID: ev-1")
+    assert second.head == (f"sendmsg {CALL}\ncall-command: execute\nexecute-app-name: playback\n"
+                           "execute-app-arg: new_sales/1001.wav\nevent-lock: true\n"
+                           "Event-UUID: ev-2")
+
+
+def test_an_invalid_session_id_is_reported_to_reply_to_as_command_failed(replay, inbox):
+    refusal = Capture("junk_command").replies_to(b"sendmsg ")[0]
+    server = replay(Knobs(sendmsg_reply=refusal))
+    messages, collector = inbox
+    commander = Commander.start(make_config(server.port)).proxy()
+    commander.execute(CALL, "playback", "x.wav", "ev-9", reply_to=collector)
+    failed = messages.get(timeout=WAIT_S)
+    assert failed == CommandFailed(
+        CALL, "ev-9", "-ERR invalid session id [00000000-0000-0000-0000-000000000000]")
+    commander.hangup(CALL, reply_to=collector)
+    assert messages.get(timeout=WAIT_S).event_uuid == ""
+    assert commander.is_connected().get(timeout=WAIT_S)
+
+
+def test_a_long_argument_goes_as_a_text_plain_body(replay):
+    server = replay()
+    commander = Commander.start(make_config(server.port)).proxy()
+    long_arg = "new_sales/" + "x" * 5000 + ".wav"
+    commander.execute(CALL, "playback", long_arg, "ev-3").get(timeout=WAIT_S)
+    (sent,) = _sendmsgs(server)
+    assert sent.header("execute-app-arg") is None
+    assert sent.header("content-type") == "text/plain"
+    assert sent.header("content-length") == str(len(long_arg))
+    assert sent.header("Event-UUID") == "ev-3"
+    assert sent.body == long_arg
+
+
+def test_api_returns_the_body_and_bgapi_sends_and_returns_the_job_uuid(replay):
+    status = Capture("api_status").replies_to(b"api status")[0]
+    server = replay(Knobs(api_replies={"status": status}))
+    commander = Commander.start(make_config(server.port)).proxy()
+    assert commander.api("status").get(timeout=WAIT_S).startswith("UP ")
+    job = commander.bgapi("originate loopback/fsm/default &park", "job-42").get(timeout=WAIT_S)
+    assert job == "job-42"
+    own = commander.bgapi("status").get(timeout=WAIT_S)
+    assert len(own) == 36
+    bgapis = [c for c in server.commands() if c.first_line.startswith("bgapi")]
+    assert [(c.first_line, c.header("Job-UUID")) for c in bgapis] == [
+        ("bgapi originate loopback/fsm/default &park", "job-42"), ("bgapi status", own)]
+
+
+def test_live_calls_keeps_the_channels_whose_flow_variable_names_the_flow(replay):
+    listing = Capture("api_show_channels_json").replies_to(b"api show channels as json")[0]
+    server = replay(Knobs(api_replies={
+        "show channels as json": listing,
+        "uuid_getvar 395f85dd-51e1-4e0f-9a93-eddc71991553 ivr_app": api_response("icall"),
+        "uuid_getvar f71d4db2-f042-4a5a-9b66-af907ecfcae1 ivr_app": api_response("_undef_"),
+    }))
+    commander = Commander.start(make_config(server.port)).proxy()
+    assert commander.live_calls("ivr_app", "icall").get(timeout=WAIT_S) == [
+        "395f85dd-51e1-4e0f-9a93-eddc71991553"]
+
+
+def test_with_the_switch_away_commands_fail_fast_with_not_connected(
+        refused_port, inbox, link_logs):
+    messages, collector = inbox
+    config = make_config(refused_port, reconnect_min_s="30", reconnect_max_s="60")
+    commander = Commander.start(config).proxy()
+    started = time.monotonic()
+    for n in range(5):
+        commander.execute(CALL, "playback", "x.wav", f"ev-{n}", reply_to=collector)
+    failures = [messages.get(timeout=WAIT_S) for _ in range(5)]
+    assert time.monotonic() - started < 5
+    assert all(f.reply.startswith("-ERR not connected (connection refused") for f in failures)
+    with pytest.raises(Disconnected, match="not connected"):
+        commander.api("status").get(timeout=WAIT_S)
+    attempts = [r for r in link_logs.records if "ESL connect to" in r.getMessage()]
+    assert len(attempts) == 1  # one attempt per backoff window, not one per command
+    assert not commander.is_connected().get(timeout=WAIT_S)
+
+
+def test_the_commander_reconnects_when_a_command_finds_the_link_dropped(replay):
+    status = Capture("api_status").replies_to(b"api status")[0]
+    server = replay(Knobs(api_replies={"status": status}))
+    commander = Commander.start(make_config(server.port)).proxy()
+    assert commander.api("status").get(timeout=WAIT_S).startswith("UP ")
+    server.drop_all()
+    # The dead connection is noticed on use; the command is sent again at once on a
+    # fresh one, so the caller never sees the drop.
+    assert commander.api("status").get(timeout=WAIT_S).startswith("UP ")
+    assert len(server.connections) == 2
+
+
+def test_a_reply_that_never_comes_fails_the_command_and_the_actor_lives_on(replay, inbox):
+    server = replay(Knobs(mute=("sendmsg",)))
+    messages, collector = inbox
+    config = make_config(server.port, command_timeout_s="0.3")
+    commander = Commander.start(config).proxy()
+    commander.execute(CALL, "playback", "x.wav", "ev-5", reply_to=collector)
+    failed = messages.get(timeout=WAIT_S)
+    assert failed.reply == "-ERR link lost: no reply within 0.3 s"
+    assert not commander.is_connected().get(timeout=WAIT_S)
+
+
+def test_stopping_the_commander_leaves_no_thread(replay):
+    server = replay()
+    ref = Commander.start(make_config(server.port))
+    assert ref.proxy().ensure_connected().get(timeout=WAIT_S)
+    ref.stop(timeout=WAIT_S)
+    assert link_threads() == []

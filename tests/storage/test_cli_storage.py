@@ -1,0 +1,109 @@
+"""`icall db ...` and `icall timecond ...` through the real command line entry."""
+
+from __future__ import annotations
+
+import pytest
+
+from actors.cli import main
+from storage.db import open_database
+from storage.models import TimeConditionRow
+
+
+@pytest.fixture
+def icall(backend, tmp_path, monkeypatch, capsys):
+    """icall(*argv) -> (status, stdout, stderr) against the backend's database."""
+    # The CLI reads ICALL_* overrides from the environment; the test switch is not one.
+    monkeypatch.delenv("ICALL_TEST_BACKENDS", raising=False)
+    config = tmp_path / "config.ini"
+    config.write_text(f"[freeswitch]\npassword = x\n[database]\nurl = {backend.url}\n"
+                      "[schedule]\ntimezone = Europe/Berlin\n")
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        status = main(["--config", str(config), *argv])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return run
+
+
+def test_db_upgrade_creates_the_schema_once_and_status_reports_it(icall):
+    status, out, _ = icall("db", "status")
+    assert status == 1 and "run `icall db upgrade --config" in out
+
+    assert icall("db", "upgrade")[0] == 0
+    status, out, _ = icall("db", "upgrade")
+    assert status == 0 and "already at version 2" in out
+    status, out, _ = icall("db", "status")
+    assert status == 0 and "schema version:  2 (this icall: 2)" in out and "calls:           0" in out
+
+
+def test_timecond_commands_before_db_upgrade_say_what_to_run(icall):
+    status, _, err = icall("timecond", "list")
+    assert status == 1 and "no icall schema yet: run `icall db upgrade --config" in err
+
+
+def test_timecond_add_list_test_and_remove_work_together(icall, backend):
+    icall("db", "upgrade")
+    status, out, _ = icall("timecond", "add", "--action", "transfer", "--args", "closed XML new_sales",
+                           "--from", "2025-12-25", "--to", "2025-12-26", "--priority", "5",
+                           "--note", "christmas")
+    assert status == 0 and "added #1 sales_icall [on] prio 5: transfer closed XML new_sales" in out
+    assert icall("timecond", "add", "--action", "hangup", "--days", "sat", "--time", "12:00-13:00",
+                 "--disabled")[0] == 0
+
+    status, out, _ = icall("timecond", "list")
+    assert status == 0
+    assert "2025-12-25 to 2025-12-26, every day, all day  # christmas" in out
+    assert "#2 sales_icall [off] prio 0: hangup | any date, sat, 12:00-13:00" in out
+
+    status, out, _ = icall("timecond", "test", "--at", "2025-12-25 10:00")
+    assert status == 0
+    assert "#1: applies" in out and "#2: disabled" in out
+    assert "route: transfer closed XML new_sales  (override #1, priority 5, christmas)" in out
+
+    status, out, _ = icall("timecond", "remove", "1")
+    assert status == 0 and "removed #1" in out
+    db = open_database(backend.url)
+    with db.connection_context():
+        assert [r.id for r in TimeConditionRow.select().execute(db)] == [2]
+
+
+@pytest.mark.parametrize(("moment", "route"), [
+    ("2025-12-22 10:00", "route: main_menu  (no override applies; schedule: Workday 09:00-20:30)"),
+    ("2025-12-22 21:00", "route: call_hst  (no override applies; schedule: Time 20:30-23:00)"),
+    ("2025-12-27 09:30", "route: call_cellphone  (no override applies; schedule: NonWorktime)"),
+])
+def test_timecond_test_without_an_override_shows_the_schedule_and_why(icall, moment, route):
+    icall("db", "upgrade")
+    status, out, _ = icall("timecond", "test", "--at", moment)
+    assert status == 0 and route in out and "none" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--action", "exec"], "--action 'exec' is not allowed; use one of transfer, playback"),
+    (["--action", "hangup", "--from", "2025-13-01"], "--from '2025-13-01' is not a date; write YYYY-MM-DD"),
+    (["--action", "hangup", "--from", "2025-12-05", "--to", "2025-12-01"],
+     "--to 2025-12-01 is before --from 2025-12-05"),
+    (["--action", "hangup", "--time", "13:00-12:00"], "--time: range ends before it starts"),
+    (["--action", "hangup", "--time", "25:00-26:00"], "--time: not a time of day"),
+    (["--action", "hangup", "--days", "mon,fry"], "--days: unknown day 'fry'"),
+])
+def test_timecond_add_refuses_bad_input_with_a_clear_message_and_adds_nothing(icall, backend, argv, message):
+    icall("db", "upgrade")
+    status, _, err = icall("timecond", "add", *argv)
+    assert status == 2 and message in err
+    db = open_database(backend.url)
+    with db.connection_context():
+        assert TimeConditionRow.select().count(db) == 0
+
+
+def test_timecond_test_refuses_a_moment_it_cannot_read(icall):
+    icall("db", "upgrade")
+    status, _, err = icall("timecond", "test", "--at", "tomorrow")
+    assert status == 2 and '--at \'tomorrow\' is not a moment; write "YYYY-MM-DD HH:MM"' in err
+
+
+def test_timecond_remove_of_an_unknown_id_fails_and_says_which(icall):
+    icall("db", "upgrade")
+    status, _, err = icall("timecond", "remove", "42")
+    assert status == 2 and "no time condition with id 42" in err

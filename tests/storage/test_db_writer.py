@@ -1,0 +1,207 @@
+"""DbWriter on every backend: rows, acks after commit, idempotency, bad writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime
+
+import pykka
+import pytest
+
+from actors.db_writer import DbWriter
+from actors.messages import CdrQueued, DbWrite
+from storage.db import open_database
+from storage.migrations import upgrade
+from storage.models import Call, CallFailure, CallStep, CdrOutbox, FifoEvent
+from tests.storage.conftest import WAIT_S, AckCollector, eventually, make_config, writer_stats
+from tests.storage.helpers import STARTED, one_call
+
+
+@pytest.fixture
+def db(backend):
+    database = open_database(backend.url)
+    database.connect()
+    upgrade(database)
+    yield database
+    database.close()
+
+
+def _send(writer, writes) -> None:
+    for write in writes:
+        writer.tell(write)
+
+
+def test_one_call_is_stored_with_every_field_and_every_write_is_acknowledged(backend, db):
+    collector = AckCollector.start(expected=8)
+    writes = one_call(collector)
+    u = writes[0].call_uuid
+    writer = DbWriter.start(make_config(backend.url))
+
+    _send(writer, writes)
+
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+    call = Call.select().where(Call.uuid == u).get(db)
+    assert (call.caller_id, call.caller_name, call.destination, call.flow) == ("5551001", "Ann", "100", "icall")
+    assert call.started_at == datetime(2025, 12, 25, 10, 0, 0, 123456)  # microseconds kept
+    assert (call.duration_s, call.billsec_s, call.hangup_cause) == (61, 60, "NORMAL_CLEARING")
+    assert (call.final_state, call.crm_extension) == ("final_loop", "801")
+    assert json.loads(call.path) == ["welcome", "main_menu", "call_sales"]
+    steps = list(CallStep.select().where(CallStep.call_uuid == u).order_by(CallStep.seq).execute(db))
+    assert [(s.seq, s.step, s.value) for s in steps] == [(2 + n, f"Step{n}", str(n)) for n in range(5)]
+    fifo = FifoEvent.select().where(FifoEvent.call_uuid == u).get(db)
+    assert (fifo.action, fifo.fifo_name) == ("bridge-caller-start", "fifo_sales")
+    assert json.loads(fifo.headers) == {"FIFO-Action": "bridge-caller-start"}
+    outbox = CdrOutbox.select().where(CdrOutbox.call_uuid == u).get(db)
+    assert json.loads(outbox.payload)["billsec_s"] == 60
+    assert (outbox.attempts, outbox.delivered_at) == (0, None)
+    assert writer_stats(writer)["written"] == 8
+
+
+def test_the_same_writes_delivered_twice_leave_one_row_each_and_are_acked_twice(backend, db):
+    collector = AckCollector.start(expected=8)
+    writes = one_call(collector)
+    u = writes[0].call_uuid
+    writer = DbWriter.start(make_config(backend.url))
+
+    _send(writer, writes)
+    _send(writer, writes)  # a resend after a retry, or to a replaced writer
+    second = DbWriter.start(make_config(backend.url))
+    _send(second, writes)
+
+    eventually(lambda: len(collector.proxy().acks.get(timeout=WAIT_S)) == 24, what="24 acks")
+    assert Call.select().where(Call.uuid == u).count(db) == 1
+    assert CallStep.select().where(CallStep.call_uuid == u).count(db) == 5
+    assert FifoEvent.select().where(FifoEvent.call_uuid == u).count(db) == 1
+    assert CdrOutbox.select().where(CdrOutbox.call_uuid == u).count(db) == 1
+
+
+def test_a_late_call_record_does_not_erase_what_the_cdr_wrote(backend, db):
+    collector = AckCollector.start(expected=2)
+    writes = one_call(collector)
+    u = writes[0].call_uuid
+    late_start = DbWrite(u, 1, "call", {"uuid": u, "caller_id": "other", "started_at": STARTED + 999},
+                         collector)
+    writer = DbWriter.start(make_config(backend.url))
+
+    _send(writer, [writes[-1], late_start])
+
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+    call = Call.select().where(Call.uuid == u).get(db)
+    assert call.caller_id == "5551001" and call.billsec_s == 60
+    assert call.started_at == datetime(2025, 12, 25, 10, 0, 0, 123456)
+
+
+def test_a_step_for_a_call_whose_row_was_lost_creates_the_call_row(backend, db):
+    collector = AckCollector.start(expected=2)
+    writer = DbWriter.start(make_config(backend.url))
+
+    _send(writer, [DbWrite("orphan", 7, "step", {"step": "MainMenu", "value": "2"}, collector),
+                   DbWrite("orphan", 8, "failure", {"state": "call_cc", "error": "boom"}, collector)])
+
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+    assert Call.select().where(Call.uuid == "orphan").count(db) == 1
+    assert CallStep.select().where(CallStep.call_uuid == "orphan").get(db).step == "MainMenu"
+    failure = CallFailure.select().where(CallFailure.call_uuid == "orphan").get(db)
+    assert (failure.seq, failure.state, failure.error) == (8, "call_cc", "boom")
+
+
+def test_each_ack_arrives_only_when_another_connection_can_already_see_the_row(backend, db):
+    reader = open_database(backend.url)  # used by the collector's thread only
+
+    def visible(ack) -> bool:
+        reader.connect(reuse_if_open=True)
+        return CallStep.select().where((CallStep.call_uuid == ack.call_uuid)
+                                       & (CallStep.seq == ack.seq)).exists(reader)
+
+    writes = [w for n in range(20) for w in one_call(call_uuid=f"c{n}") if w.kind == "step"]
+    collector = AckCollector.start(expected=len(writes), on_ack=visible)
+    writes = [DbWrite(w.call_uuid, w.seq, w.kind, w.fields, collector) for w in writes]
+    writer = DbWriter.start(make_config(backend.url, batch_size=7))
+
+    _send(writer, writes)
+
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+    assert collector.proxy().observed.get(timeout=WAIT_S) == [True] * len(writes)
+    collector.stop()
+    reader.close()
+
+
+def test_malformed_writes_are_rejected_and_acked_while_the_rest_is_written(backend, db, caplog):
+    collector = AckCollector.start(expected=3)
+    writer = DbWriter.start(make_config(backend.url))
+
+    with caplog.at_level(logging.ERROR, logger="actors.db_writer"):
+        _send(writer, [DbWrite("bad", 1, "step", {"value": "no step name"}, collector),
+                       DbWrite("bad", 2, "teleport", {}, collector),
+                       DbWrite("good", 1, "step", {"step": "MainMenu"}, collector)])
+        assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+
+    assert CallStep.select().where(CallStep.call_uuid == "good").count(db) == 1
+    assert CallStep.select().where(CallStep.call_uuid == "bad").count(db) == 0
+    assert writer_stats(writer)["rejected"] == 2
+    assert "unknown record kind 'teleport'" in caplog.text
+
+
+def test_a_value_the_database_refuses_costs_only_its_own_write(backend, db, caplog):
+    if backend.kind == "sqlite":
+        pytest.skip("SQLite stores integers of any size; the servers refuse this one")
+    collector = AckCollector.start(expected=3)
+    writer = DbWriter.start(make_config(backend.url))
+
+    with caplog.at_level(logging.ERROR, logger="actors.db_writer"):
+        _send(writer, [DbWrite("v", 1, "step", {"step": "A"}, collector),
+                       DbWrite("v", 2**40, "step", {"step": "too big a seq"}, collector),
+                       DbWrite("v", 3, "step", {"step": "C"}, collector)])
+        assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+
+    rows = CallStep.select().where(CallStep.call_uuid == "v").order_by(CallStep.seq).execute(db)
+    assert [r.step for r in rows] == ["A", "C"]
+    assert writer_stats(writer)["rejected"] == 1
+    assert "cannot be stored" in caplog.text
+
+
+def test_stopping_the_writer_writes_what_is_still_in_its_mailbox(backend, db):
+    writer = DbWriter.start(make_config(backend.url, batch_size=5))
+    writes = [w for n in range(30) for w in one_call(call_uuid=f"s{n}")]
+
+    _send(writer, writes)
+    writer.stop(timeout=WAIT_S)
+
+    assert CallStep.select().count(db) == 30 * 5
+    assert CdrOutbox.select().count(db) == 30
+
+
+def test_a_committed_cdr_pokes_the_cdr_poster(backend, db):
+    poked = threading.Event()
+
+    class CdrPoster(pykka.ThreadingActor):  # found by class name, as the real one
+        def on_receive(self, message):
+            if isinstance(message, CdrQueued):
+                poked.set()
+
+    CdrPoster.start()
+    writer = DbWriter.start(make_config(backend.url))
+
+    _send(writer, one_call())
+
+    assert poked.wait(WAIT_S)
+    assert writer_stats(writer)["written"] == 8
+
+
+def test_a_database_without_schema_delays_writes_until_it_is_upgraded(backend):
+    collector = AckCollector.start(expected=8)
+    writer = DbWriter.start(make_config(backend.url))
+    _send(writer, one_call(collector))
+
+    eventually(lambda: writer_stats(writer)["retries"] >= 2, what="the writer to retry")
+    stats = writer_stats(writer)
+    assert stats["pending"] == 8 and "db upgrade" in stats["last_error"]
+    assert collector.proxy().acks.get(timeout=WAIT_S) == []
+    db = open_database(backend.url)
+    with db.connection_context():
+        upgrade(db)
+
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+    assert writer_stats(writer)["pending"] == 0
