@@ -26,6 +26,7 @@ from actors.messages import (
     CallFailed,
     CallFinished,
     CallStopped,
+    ChannelGone,
     CommandFailed,
     CrmAnswer,
     CrmLookup,
@@ -116,6 +117,8 @@ class CallActor(pykka.ThreadingActor):
         elif isinstance(message, CommandFailed):
             logger.warning("command %s refused: %s", message.event_uuid, message.reply)
             self._apply(self.flow.on_command_failed(message.event_uuid, message.reply))
+        elif isinstance(message, ChannelGone):
+            self._apply(self.flow.on_channel_gone())
         elif isinstance(message, WriterReplaced):
             self._resend_unacked()
         elif isinstance(message, CrmAnswer):

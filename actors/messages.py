@@ -20,7 +20,7 @@ from ivr.effects import CrmAnswer  # defined beside the flows that read it
 from ivr.event import Event
 
 __all__ = [
-    "CallFailed", "CallFinished", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
+    "CallFailed", "CallFinished", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
     "DbAck", "DbWrite", "EslEvent", "LinkChanged", "ServiceDied", "TimerFired", "WriterReplaced",
 ]
 
@@ -65,6 +65,12 @@ class CommandFailed:
     call_uuid: str
     event_uuid: str
     reply: str
+
+
+@dataclass(frozen=True)
+class ChannelGone:
+    """Supervisor -> CallActor after a reconnect: the switch no longer has this call's
+    channel, though no hangup reached us."""
 
 
 @dataclass(frozen=True)

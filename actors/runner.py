@@ -16,13 +16,37 @@ from actors.metrics import MetricsServer
 from actors.service import Service
 from actors.systemd import Watchdog, notify
 from ivr.config import Config
+from storage.db import open_database, redact
+from storage.migrations import SchemaError, check_schema
 
 logger = logging.getLogger("icall")
+
+
+EXIT_NEEDS_OPERATOR = 2  # the unit does not restart on it (RestartPreventExitStatus)
+
+
+def schema_ready(config: Config) -> bool:
+    """False (with the reason logged) when the database's schema is not this icall's:
+    an operator must run `icall db upgrade`. A database that cannot be reached now is
+    not that: the DbWriter keeps the rows and retries until it is back."""
+    db = open_database(config.database.url)
+    try:
+        with db.connection_context():
+            check_schema(db)
+    except SchemaError as exc:
+        logger.error("database %s: %s", redact(config.database.url), exc)
+        return False
+    except Exception as exc:  # unreachable or refusing: not fatal, see above
+        logger.warning("database %s not reachable at start (%s); writes will wait for it",
+                       redact(config.database.url), exc)
+    return True
 
 
 def run_service(config: Config) -> int:
     setup_logging(config.logging.level)
     install_stack_dump_on_sigusr1()
+    if not schema_ready(config):
+        return EXIT_NEEDS_OPERATOR
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

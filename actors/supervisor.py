@@ -30,6 +30,7 @@ from actors.messages import (
     CallFailed,
     CallFinished,
     CallStopped,
+    ChannelGone,
     DbWrite,
     EslEvent,
     LinkChanged,
@@ -99,7 +100,7 @@ class Supervisor(pykka.ThreadingActor):
             self._service_died(message)
         elif isinstance(message, LinkChanged):
             if message.up:
-                self._adopt_orphans()
+                self._resync()
                 if message.adopted is not None:
                     message.adopted.set()
         else:
@@ -207,7 +208,7 @@ class Supervisor(pykka.ThreadingActor):
                 except pykka.ActorDeadError:
                     pass
 
-    def _adopt_orphans(self) -> None:
+    def _resync(self) -> None:
         """After a (re)connect: calls parked meanwhile had no owner; adopt them, starting
         their flow from the channel's own data (`uuid_dump`), as a CHANNEL_PARK would."""
         timeout_s = self.config.freeswitch.command_timeout_s
@@ -218,6 +219,7 @@ class Supervisor(pykka.ThreadingActor):
         except Exception as exc:  # the link may have dropped again; the next LinkChanged retries
             logger.warning("could not list live calls after connecting: %s", exc)
             return
+        self._close_vanished_calls(set(live))
         for uuid in live:
             if uuid in self.calls:
                 continue
@@ -230,6 +232,24 @@ class Supervisor(pykka.ThreadingActor):
             logger.info("adopting call %s, parked while no one listened", uuid)
             self.counters["calls_adopted"] += 1
             self._start_call(uuid, event)
+
+    def _close_vanished_calls(self, live: set[str]) -> None:
+        """Calls we own that hung up while the link was down: their hangup is lost, so
+        tell their actors, which close them (CDR written). `show channels` can lag, so
+        each is confirmed with uuid_exists, which reads the live session."""
+        commander = self.services.commander.proxy()
+        for uuid, call in list(self.calls.items()):
+            if call.finished or uuid in live:
+                continue
+            try:
+                exists = commander.api(f"uuid_exists {uuid}").get(
+                    timeout=self.config.freeswitch.command_timeout_s)
+            except Exception as exc:  # link down again: the next LinkChanged retries
+                logger.warning("could not check whether call %s still exists: %s", uuid, exc)
+                return
+            if exists.strip() == "false":
+                logger.warning("call %s hung up while the event link was down", uuid)
+                call.ref.tell(ChannelGone())
 
     # --- queries (asked with a timeout)
 

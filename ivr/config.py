@@ -360,7 +360,13 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
             continue
         section, key = _env_target(name)
         if section is None:
-            errors.append(f"{name}: environment variable names no known section/key")
+            # ICALL_<SECTION>_<typo> is an error; ICALL_CONFIG, ICALL_TEST_* and the like
+            # name no section and are not configuration.
+            for known in SCHEMA:
+                prefix = f"icall_{known}_"
+                if name.lower().startswith(prefix):
+                    hint = _did_you_mean(name.lower()[len(prefix):], SCHEMA[known])
+                    errors.append(f"{name}: environment variable names no key of [{known}]{hint}")
             continue
         raw.setdefault(section, {})[key] = value
 

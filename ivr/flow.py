@@ -40,6 +40,8 @@ from ivr.timecond import TimeCondition
 logger = logging.getLogger(__name__)
 
 GUARD_PREFIX = "command:"
+# The CDR's hangup cause when the channel vanished while the event link was down.
+LOST_HANGUP_CAUSE = "UNKNOWN (hangup not seen: event link down)"
 
 
 class FlowError(Exception):
@@ -201,6 +203,16 @@ class Flow:
             self.hang_up("NORMAL_TEMPORARY_FAILURE")
         else:
             self.rescue("CommandFailed", f"{command}: {reply}")
+        return self._outcome()
+
+    def on_channel_gone(self) -> list[Effect]:
+        """The channel no longer exists, yet its hangup never reached us: the event link
+        was down when it happened, and FreeSWITCH does not replay events. Close the call
+        as a hangup of unknown cause, so its CDR is still written."""
+        if not self.finished:
+            self.note("the channel is gone; its hangup was lost while the link was down")
+            self.handle_common(Event({"Event-Name": "CHANNEL_HANGUP_COMPLETE", "Unique-ID": self.uuid,
+                                      "Hangup-Cause": self.hangup_cause or LOST_HANGUP_CAUSE}))
         return self._outcome()
 
     def checkpoint(self) -> dict[str, Any]:

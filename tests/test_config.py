@@ -79,14 +79,22 @@ def test_every_problem_is_reported_at_once_with_its_exact_message(tmp_path):
     assert caught.value.errors == BAD_INI_ERRORS
 
 
-def test_an_icall_variable_naming_no_key_is_an_error(tmp_path):
+def test_an_icall_variable_naming_no_key_of_a_section_is_an_error(tmp_path):
     path = write(tmp_path, "[freeswitch]\npassword = x\n")
     with pytest.raises(ConfigError) as caught:
-        load_config(path, environ={"ICALL_FREESWITCH_PASWORD": "x", "ICALL_NOSUCH_KEY": "1"})
+        load_config(path, environ={"ICALL_FREESWITCH_PASWORD": "x", "ICALL_CRM_NOSUCH": "1"})
     assert caught.value.errors == [
-        "ICALL_FREESWITCH_PASWORD: environment variable names no known section/key",
-        "ICALL_NOSUCH_KEY: environment variable names no known section/key",
+        "ICALL_FREESWITCH_PASWORD: environment variable names no key of [freeswitch]"
+        " (did you mean 'password'?)",
+        "ICALL_CRM_NOSUCH: environment variable names no key of [crm]",
     ]
+
+
+def test_icall_variables_that_name_no_section_are_not_configuration(tmp_path):
+    path = write(tmp_path, "[freeswitch]\npassword = x\n")
+    config = load_config(path, environ={"ICALL_CONFIG": "/etc/icall/config.ini",
+                                        "ICALL_TEST_BACKENDS": "1"})
+    assert config.freeswitch.password == "x"
 
 
 def test_the_environment_overrides_the_file(tmp_path):

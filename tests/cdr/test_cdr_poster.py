@@ -168,7 +168,7 @@ def test_status_counts_pending_and_delivered_and_ages_the_oldest(db, sink, start
     assert status["last_error"] == "http 503"
 
 
-def test_an_outbox_that_cannot_be_read_yet_is_retried_until_it_can(tmp_path, sink):
+def test_an_outbox_that_cannot_be_read_yet_is_retried_until_it_can(tmp_path, sink, caplog):
     from actors.cdr_poster import CdrPoster
     from storage.db import open_database
     from storage.migrations import upgrade
@@ -182,6 +182,8 @@ def test_an_outbox_that_cannot_be_read_yet_is_retried_until_it_can(tmp_path, sin
     empty.close()
     poster = CdrPoster.start(make_config(url, **{"url": sink.url, "poll_interval_s": 0.1}))
     try:
+        assert wait_until(lambda: any("CDR outbox unreadable" in r.getMessage()
+                                      for r in caplog.records))
         db = open_database(url)
         upgrade(db)
         add_cdrs(db, 2)

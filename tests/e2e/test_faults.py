@@ -8,11 +8,16 @@ import threading
 
 import pytest
 
+from actors.esl_reader import EventReader
+from ivr.flow import LOST_HANGUP_CAUSE
 from ivr.icall import IcallFlow
 from storage.models import CallStep
 from tests.e2e.conftest import WAIT_S
 
 SAFE = ("transfer", "fifo_sales XML new_sales")
+WELCOME = ("playback", "new_sales/1000.wav")
+MAIN_MENU = ("play_and_get_digits", "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]")
+GOODBYE = ("playback", "new_sales/9003.wav")
 
 
 @pytest.fixture
@@ -96,14 +101,22 @@ def test_calls_above_the_limit_go_to_the_overflow_destination(harness, in_main_m
 
 
 def test_a_dropped_event_link_reconnects_and_the_call_carries_on(harness, in_main_menu):
+    # No key is pressed, so the menu's completion comes seconds after the drop: the
+    # link must be back and subscribed to see it.
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
-    uuid = h.place("5551140", "1")
+    uuid = h.place("5551140", "none")
     in_main_menu("5551140")
     h.service.link_up.clear()
     h.switch.drop_clients()
     assert h.service.link_up.wait(WAIT_S), "the link never came back"
     r = h.finish(uuid)
-    assert r.commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    assert r.commands[-1] == GOODBYE
+
+
+def restart_reader(h) -> None:
+    h.service.reader = EventReader(h.config, on_event=h.service._deliver_event,
+                                   on_link=h.service._link_changed)
+    h.service.reader.start()
 
 
 def test_a_call_parked_while_the_link_was_down_is_adopted(harness):
@@ -112,10 +125,23 @@ def test_a_call_parked_while_the_link_was_down_is_adopted(harness):
     h.service.link_up.clear()
     uuid = h.place("5551150", "1")
     assert h.switch.wait_parked(uuid, timeout=WAIT_S)
-    from actors.esl_reader import EventReader
-
-    h.service.reader = EventReader(h.config, on_event=h.service._deliver_event, on_link=h.service._link_changed)
-    h.service.reader.start()
+    restart_reader(h)
     r = h.finish(uuid)
-    assert r.commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")]
+    assert r.row["caller_id"] == "5551150", "the adopted call starts from the channel's own data"
+    assert h.service.stats()["calls_adopted"] == 1
+    h.service.reader.stop()
+
+
+def test_a_call_that_hung_up_while_the_link_was_down_still_gets_its_cdr(harness, in_main_menu):
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    uuid = h.place("5551160", "none")
+    in_main_menu("5551160")
+    h.service.reader.stop()
+    h.switch.hangup(uuid, "NORMAL_CLEARING")
+    assert h.switch.wait_hangup(uuid, timeout=WAIT_S)
+    restart_reader(h)
+    r = h.finish(uuid)
+    assert r.row["hangup_cause"] == LOST_HANGUP_CAUSE
+    assert r.row["ended_at"] is None and r.row["final_state"] == "main_menu_wait_dtmf"
     h.service.reader.stop()

@@ -203,3 +203,14 @@ def test_the_service_runs_under_memory_deny_write_execute(tmp_path, notify_socke
     notify_socket.wait_for("READY=1", READY_TIMEOUT_S)
     service.wait_for_line(RETRY_LINE)
     assert_clean_stop(service)
+
+
+def test_a_database_without_the_schema_stops_the_start_with_the_command_to_run(tmp_path, refused_port):
+    state = tmp_path / "state"
+    state.mkdir()
+    config = write_config(tmp_path / "config.ini", refused_port)
+    result = subprocess.run([str(ROOT / ".venv/bin/icall"), "--config", str(config), "run"],
+                            env=service_env(state), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "the database has no icall schema yet: run `icall db upgrade" in result.stderr
+    assert "icall ready" not in result.stderr
