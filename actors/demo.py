@@ -109,15 +109,17 @@ def run_demo(keep: bool = False, time_scale: float = 0.05, out=sys.stdout) -> in
             _wait_until(lambda: all(uuid in histories for _, uuid in placed), 30)
             _wait_until(lambda: service.stats().get("calls_tracked", 1) == 0, 30)
             _wait_until(lambda: len(cdr.unique_keys()) >= len(placed), 30)
+            records = {uuid: switch.call_record(uuid) for _, uuid in placed}
         finally:
             service.stop()
             switch.stop()
         for number, (call, uuid) in enumerate(placed, 1):
-            _print_trace(out, number, call, uuid, histories.get(uuid, []), switch.call_record(uuid))
+            _print_trace(out, number, call, uuid, histories.get(uuid, []), records.get(uuid))
         _print_summary(out, summary_rows(config, [u for _, u in placed]), placed)
         print(f"\nCDRs delivered to the fake CDR endpoint: {len(cdr.unique_keys())} of {len(placed)}",
               file=out)
-    print(f"Demo finished in {time.monotonic() - started:.1f} s; database: {db_path}", file=out)
+    kept = f"; database kept at {db_path}" if keep else ""
+    print(f"Demo finished in {time.monotonic() - started:.1f} s{kept}", file=out)
     if not keep:
         for path in sorted(workdir.glob("*")):
             path.unlink()
@@ -141,19 +143,26 @@ def _print_trace(out, number: int, call: DemoCall, uuid: str, history: list[str]
     for line in history:
         print(f"    {line}", file=out)
     if record is not None:
-        print(f"    switch: hangup cause {record.hangup_cause}", file=out)
+        ends = [f"hangup cause {record.hangup_cause}"]
+        if record.bridged_to:
+            ends.insert(0, f"bridged to {record.bridged_to}")
+        if record.transferred_to:
+            ends.insert(0, f"transferred to {record.transferred_to}")
+        print(f"    switch: {', '.join(ends)}", file=out)
 
 
 def _print_summary(out, rows: list[dict], placed) -> None:
     titles = {uuid: call.title for call, uuid in placed}
     print("\n=== summary (read back from the database)", file=out)
-    header = f"{'caller':<9} {'final state':<22} {'crm':<5} {'billsec':>7} {'hangup cause':<22} path"
+    numbers = {uuid: n for n, (_, uuid) in enumerate(placed, 1)}
+    header = f"{'#':>2} {'caller':<9} {'final state':<20} {'crm':<5} {'billsec':>7} {'hangup cause':<16} path"
     print(header, file=out)
     print("-" * len(header), file=out)
-    for row in rows:
-        print(f"{row['caller_id']:<9} {row['final_state'] or '-':<22} {row['crm_extension'] or '-':<5} "
+    for row in sorted(rows, key=lambda r: numbers.get(r["uuid"], 0)):
+        print(f"{numbers.get(row['uuid'], 0):>2} {row['caller_id']:<9} {row['final_state'] or '-':<20} "
+              f"{row['crm_extension'] or '-':<5} "
               f"{row['billsec_s'] if row['billsec_s'] is not None else '-':>7} "
-              f"{row['hangup_cause'] or '-':<22} {row['path']}", file=out)
+              f"{row['hangup_cause'] or '-':<16} {row['path']}", file=out)
     missing = [titles[u] for u in titles if u not in {r['uuid'] for r in rows}]
     for title in missing:
         print(f"MISSING from the database: {title}", file=out)

@@ -20,7 +20,7 @@ from ivr.effects import CrmAnswer  # defined beside the flows that read it
 from ivr.event import Event
 
 __all__ = [
-    "CallFailed", "CallFinished", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
+    "CallFailed", "CallFinished", "CdrQueued", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
     "DbAck", "DbWrite", "EslEvent", "LinkChanged", "ServiceDied", "TimerFired", "WriterReplaced",
 ]
 

@@ -11,17 +11,14 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from fakeswitch import media
+from fakeswitch import fifo, media
+from fakeswitch.media import Hangup
 
 if TYPE_CHECKING:
     from fakeswitch.channel import Channel
     from fakeswitch.switch import Switch
 
 PB_CALL = ("switch_ivr_play_say.c", "switch_ivr_play_file")
-
-
-class Hangup(Exception):
-    """The channel went away while an app was running."""
 
 
 async def playback(sw: Switch, chan: Channel, arg: str, *, on_dtmf: bool = False) -> str:
@@ -34,12 +31,7 @@ async def playback(sw: Switch, chan: Channel, arg: str, *, on_dtmf: bool = False
     why = await media.wait(chan, sw.scaled(duration), on_dtmf=on_dtmf, run_nested=sw.nested_runner(chan))
     played_s = duration if why == media.TIMEOUT else (sw.loop.time() - started) / sw.time_scale
     samples = int(min(played_s, duration) * 8000)
-    for name in ("playback_last_offset_pos", "playback_seconds", "playback_ms", "playback_samples"):
-        chan.variables.pop(name, None)
-    chan.set_var("playback_last_offset_pos", str(samples))
-    chan.set_var("playback_seconds", str(samples // 8000))
-    chan.set_var("playback_ms", str(samples // 8))
-    chan.set_var("playback_samples", str(samples))
+    chan.set_playback_position(samples)
     if why == media.HANGUP:
         raise Hangup
     status = "done" if why == media.TIMEOUT else "break"
@@ -225,4 +217,5 @@ APPS = {
     "bridge": app_bridge,
     "park": app_park,
     "transfer": app_transfer,
+    "fifo": fifo.app_fifo,
 }

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from fakeswitch.channel import Channel
 
 HANGUP, BREAK, DTMF, TIMEOUT, MESSAGE = "hangup", "break", "dtmf", "timeout", "message"
+READY = "ready"
+
+
+class Hangup(Exception):
+    """The channel went away while an app was running."""
 
 
 class ChannelRuntime:
@@ -71,6 +76,32 @@ async def wait(chan: Channel, seconds: float | None, *, on_dtmf: bool = False,
             rt.waiter = None
             if handle is not None:
                 handle.cancel()
+
+
+async def wait_until(chan: Channel, ready, *, run_nested=None) -> str:
+    """Wait until ``ready()`` holds (READY) or the channel hangs up (HANGUP), however long.
+
+    Whoever makes ``ready()`` true calls ``chan.rt.wake(...)``. Messages that are not
+    event-locked run nested when ``run_nested`` is given; otherwise they stay queued (a
+    hibernating FreeSWITCH session does not read its queue either).
+    """
+    rt = chan.rt
+    loop = asyncio.get_running_loop()
+    while True:
+        if not chan.alive:
+            return HANGUP
+        if ready():
+            return READY
+        if run_nested is not None and rt.inbox and \
+                rt.inbox[0].get("event-lock", "").lower() != "true":
+            await run_nested(rt.inbox.popleft())
+            continue
+        fut = loop.create_future()
+        rt.waiter = fut
+        try:
+            await fut
+        finally:
+            rt.waiter = None
 
 
 def _fire(fut: asyncio.Future) -> None:
