@@ -22,6 +22,8 @@ import pytest
 
 from actors.messages import DbAck
 from ivr.config import load_config
+from storage.db import open_database
+from storage.migrations import upgrade
 from tests.storage.tcp_proxy import TcpProxy
 
 BACKENDS_ENV = "ICALL_TEST_BACKENDS"
@@ -146,3 +148,13 @@ def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S, what: s
 
 def writer_stats(writer_ref) -> dict:
     return writer_ref.proxy().stats().get(timeout=WAIT_S)
+
+
+@pytest.fixture
+def db(backend):
+    """The backend's database with the newest schema, connected in the test's thread."""
+    database = open_database(backend.url)
+    database.connect()
+    upgrade(database)
+    yield database
+    database.close()

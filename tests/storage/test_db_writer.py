@@ -19,15 +19,6 @@ from tests.storage.conftest import WAIT_S, AckCollector, eventually, make_config
 from tests.storage.helpers import STARTED, one_call
 
 
-@pytest.fixture
-def db(backend):
-    database = open_database(backend.url)
-    database.connect()
-    upgrade(database)
-    yield database
-    database.close()
-
-
 def _send(writer, writes) -> None:
     for write in writes:
         writer.tell(write)

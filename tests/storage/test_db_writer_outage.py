@@ -11,19 +11,9 @@ import pytest
 
 from actors.db_writer import DbWriter
 from storage.db import open_database
-from storage.migrations import upgrade
 from storage.models import Call, CallStep, CdrOutbox
 from tests.storage.conftest import WAIT_S, AckCollector, eventually, make_config, writer_stats
 from tests.storage.helpers import one_call
-
-
-@pytest.fixture
-def db(backend):
-    database = open_database(backend.url)
-    database.connect()
-    upgrade(database)
-    yield database
-    database.close()
 
 
 def _server_only(backend) -> None:

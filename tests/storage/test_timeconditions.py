@@ -10,19 +10,8 @@ import pytest
 
 from actors.timeconditions import TimeConditionSource
 from ivr.timecond import active
-from storage.db import open_database
-from storage.migrations import upgrade
 from storage.models import TimeConditionRow
 from tests.storage.conftest import WAIT_S, eventually, make_config
-
-
-@pytest.fixture
-def db(backend):
-    database = open_database(backend.url)
-    database.connect()
-    upgrade(database)
-    yield database
-    database.close()
 
 
 @pytest.fixture
