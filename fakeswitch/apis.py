@@ -158,19 +158,19 @@ async def api_uuid_send_dtmf(sw: Switch, arg: str) -> str:
 
 
 async def api_originate(sw: Switch, arg: str) -> str:
-    parked: asyncio.Future = sw.loop.create_future()
+    settled: asyncio.Future = sw.loop.create_future()
 
-    def on_park(chan: Channel) -> None:
-        if not parked.done():
-            parked.set_result(chan)
+    def on_settled(chan: Channel) -> None:
+        if not settled.done():
+            settled.set_result(chan)
 
     try:
-        b_leg = dialplan.originate(sw, arg, on_park=on_park)
+        b_leg = dialplan.originate(sw, arg, on_answer=on_settled)
     except dialplan.OriginateError as exc:
         return f"-ERR {exc}\n"
-    # originate returns once the call is answered and parked (or gone).
-    sw.on_teardown(b_leg, on_park)
-    await parked
+    # originate returns once the call is answered (or gone), as the real one does.
+    sw.on_teardown(b_leg, on_settled)
+    await settled
     a_uuid = b_leg.other.uuid if b_leg.other is not None else b_leg.uuid
     if not b_leg.answered_us:
         return f"-ERR {b_leg.hangup_cause or 'NORMAL_CLEARING'}\n"

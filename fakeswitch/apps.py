@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from fakeswitch import fifo, media
+from fakeswitch import fifo, media, outbound
 from fakeswitch.media import Hangup
 
 if TYPE_CHECKING:
@@ -218,4 +218,5 @@ APPS = {
     "park": app_park,
     "transfer": app_transfer,
     "fifo": fifo.app_fifo,
+    "socket": outbound.app_socket,
 }

@@ -41,6 +41,7 @@ class CallRecord:
     hangup_cause: str | None = None
     transferred_to: str | None = None
     bridged_to: str | None = None
+    fifo_actions: list[str] = field(default_factory=list)  # FIFO-Action of its fifo::info
 
 
 def now_us() -> int:
@@ -70,6 +71,8 @@ class Channel:
         self.caller_name = caller_name
         self.orig_number = caller_number
         self.orig_name = caller_name
+        self.callee_name = "Outbound Call"  # loopback's callee id: the name and the context
+        self.callee_number = context
         self.destination = destination
         self.context = context
         self.dialplan = "xml"
@@ -86,6 +89,17 @@ class Channel:
         self.on_park: list = []  # callbacks run once when the channel first parks
         self.pending_transfer: tuple[str, str] | None = None
         self.outbound = None  # the outbound socket session, for fsm_out calls
+        # Hooks, each called with the channel: at sw.hangup, after CHANNEL_HANGUP_COMPLETE,
+        # when it answers; ``on_fifo`` gets (channel, FIFO-Action).
+        self.on_hangup: list = []
+        self.on_reported: list = []
+        self.on_answer: list = []
+        self.on_fifo: list = []
+        # Set by an app that leaves the channel to someone else after it completes
+        # (mod_fifo's CS_HIBERNATE): a coroutine function Switch.execute awaits.
+        self.after_app = None
+        # A future CHANNEL_DESTROY waits for (mod_fifo's bridge-caller-stop comes first).
+        self.destroy_hold = None
 
     # -- state -------------------------------------------------------------------
     @property
@@ -138,8 +152,8 @@ class Channel:
             headers.append((f"{p}-Orig-Caller-ID-Name", self.orig_name))
         headers += [
             (f"{p}-Orig-Caller-ID-Number", self.orig_number),
-            (f"{p}-Callee-ID-Name", "Outbound Call"),
-            (f"{p}-Callee-ID-Number", "default"),
+            (f"{p}-Callee-ID-Name", self.callee_name),
+            (f"{p}-Callee-ID-Number", self.callee_number),
             (f"{p}-ANI", self.orig_number),
             (f"{p}-Destination-Number", self.destination),
             (f"{p}-Unique-ID", self.uuid),
@@ -170,6 +184,23 @@ class Channel:
         ]
         return headers
 
+    def as_other_leg(self, other_type: str) -> list[tuple[str, str]]:
+        """This leg's profile as its bridge partner's ``Other-Leg-*`` block (recorded: no
+        Transfer-Source and no Profile-Index there)."""
+        skip = {"Other-Leg-Transfer-Source", "Other-Leg-Profile-Index"}
+        return [("Other-Type", other_type)] + [
+            (k, v) for k, v in self.profile_headers("Other-Leg") if k not in skip]
+
+    def set_playback_position(self, samples: int) -> None:
+        """The variables a playback leaves behind (8 kHz samples played)."""
+        for name in ("playback_last_offset_pos", "playback_seconds", "playback_ms",
+                     "playback_samples"):
+            self.variables.pop(name, None)
+        self.set_var("playback_last_offset_pos", str(samples))
+        self.set_var("playback_seconds", str(samples // 8000))
+        self.set_var("playback_ms", str(samples // 8))
+        self.set_var("playback_samples", str(samples))
+
     def variable_headers(self) -> list[tuple[str, str]]:
         return [(f"variable_{k}", v) for k, v in self.variables.items()]
 
@@ -181,57 +212,44 @@ class Channel:
 
     # -- CDR variables -------------------------------------------------------------
     def set_hangup_variables(self) -> None:
-        """The CDR variables FreeSWITCH sets when a channel reaches CS_REPORTING."""
+        """The CDR variables FreeSWITCH sets when a channel reaches CS_REPORTING, in the
+        recorded order."""
         cause = self.hangup_cause or "NORMAL_CLEARING"
         start, answer, end = self.created_us, self.answered_us, self.hangup_us or now_us()
-        dur_us = end - start
-        bill_us = end - answer if answer else 0
-        ans_us = answer - start if answer else 0
-
-        def stamp(us: int) -> str:
-            return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(us / 1e6)) if us else ""
-
+        bridge = self.bridged_us
         v = self.set_var
         v("hangup_cause", cause)
         v("hangup_cause_q850", str(Q850.get(cause, 16)))
         v("digits_dialed", "none")
-        v("start_stamp", stamp(start))
-        v("profile_start_stamp", stamp(start))
-        if answer:
-            v("answer_stamp", stamp(answer))
-        v("end_stamp", stamp(end))
         for name, us in (("start", start), ("profile_start", start), ("answer", answer),
-                         ("bridge", self.bridged_us), ("last_hold", 0), ("resurrect", 0),
-                         ("progress", 0), ("progress_media", 0), ("end", end)):
-            if name == "last_hold":
-                v("last_hold_epoch", "0")
-                v("last_hold_uepoch", "0")
-                v("hold_accum_seconds", "0")
-                v("hold_accum_usec", "0")
-                v("hold_accum_ms", "0")
-                continue
+                         ("bridge", bridge), ("end", end)):
+            if us or name in ("start", "profile_start", "end"):
+                v(f"{name}_stamp", _local_time(us))
+        for name, us in (("start", start), ("profile_start", start), ("answer", answer),
+                         ("bridge", bridge)):
             v(f"{name}_epoch", str(us // 1_000_000))
             v(f"{name}_uepoch", str(us))
+        for name in ("last_hold_epoch", "last_hold_uepoch", "hold_accum_seconds",
+                     "hold_accum_usec", "hold_accum_ms", "resurrect_epoch", "resurrect_uepoch",
+                     "progress_epoch", "progress_uepoch", "progress_media_epoch",
+                     "progress_media_uepoch"):
+            v(name, "0")
+        v("end_epoch", str(end // 1_000_000))
+        v("end_uepoch", str(end))
         v("last_app", self.variables.get("current_application", ""))
-        v("caller_id", f'"{self.caller_name}" <{self.caller_number}>')
-        for unit, div in (("sec", 1_000_000), ("msec", 1000), ("usec", 1)):
-            dur_name = {"sec": "duration", "msec": "mduration", "usec": "uduration"}[unit]
-            wait = ans_us // div
-            if unit == "sec":
-                v("duration", str(dur_us // div))
-                v("billsec", str(bill_us // div))
-                v("progresssec", "0")
-                v("answersec", str(wait))
-                v("waitsec", str(wait))
-                v("progress_mediasec", "0")
-                v("flow_billsec", str(dur_us // div))
-            else:
-                short = unit[0]
-                v(dur_name, str(dur_us // div))
-                v(f"bill{short}sec" if short == "m" else "billusec", str(bill_us // div))
-                v(f"progress{short}sec" if short == "m" else "progressusec", "0")
-                v(f"answer{short}sec" if short == "m" else "answerusec", str(wait))
-                v(f"wait{short}sec" if short == "m" else "waitusec", str(wait))
-                v(f"progress_media{short}sec" if short == "m" else "progress_mediausec", "0")
-                v(f"flow_bill{short}sec" if short == "m" else "flow_billusec", str(dur_us // div))
+        if self.variables.get("current_application_data"):
+            v("last_arg", self.variables["current_application_data"])
+        v("caller_id", f'"{self.caller_name or ""}" <{self.caller_number}>')
+        waited = answer - start if answer else 0
+        spans_us = {"bill": end - answer if answer else 0, "progress": 0, "answer": waited,
+                    "wait": waited, "progress_media": 0, "flow_bill": end - start}
+        for total, unit, divisor in (("duration", "sec", 1_000_000),
+                                     ("mduration", "msec", 1000), ("uduration", "usec", 1)):
+            v(total, str((end - start) // divisor))
+            for name, span in spans_us.items():
+                v(f"{name}{unit}", str(span // divisor))
         v("is_loopback", "true")
+
+
+def _local_time(us: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(us / 1e6))

@@ -86,8 +86,7 @@ async def cmd_myevents(listener: Listener, command: Command) -> None:
         reply(listener, "-ERR command not found")
         return
     listener.myevents_uuid = _rest(command).split()[-1]
-    listener.sub.all = True
-    listener.sub.filters.append(("Unique-ID", listener.myevents_uuid))
+    listener.sub.subscribe_myevents(listener.myevents_uuid)
     reply(listener, "+OK Events Enabled")
 
 

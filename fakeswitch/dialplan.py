@@ -3,7 +3,11 @@
 Extensions (as in the capture lab's dialplan):
 
 * ``default/fsm``: ``set ivr_app=icall``, ``answer``, ``park`` -- the inbound-mode call.
-* ``default/fsm_out``: ``answer``, then the outbound ``socket`` to the configured target.
+* ``default/fsm_out``: ``answer``, then ``socket <outbound_target> async full``;
+  ``default/fsm_out_sync`` the same without ``async`` (see fakeswitch.outbound).
+* ``new_sales/fifo_*`` when configured real (see Switch.fifo_wanted): ``set fifo_music``,
+  ``answer``, ``fifo <queue>@127.0.0.1 in``; ``new_sales/fifo_agent_<queue>``: ``answer``,
+  ``fifo <queue>@127.0.0.1 out nowait`` (see fakeswitch.fifo).
 * ``new_sales/{fifo_sales,fifo_hst,fifo_cellphone,Playcell_N,VM_N,Quit}``: ``answer``,
   ``playback new_sales/1002.wav``, ``hangup`` (NORMAL_CLEARING).
 * ``default/silence``: ``answer``, ``park`` (used by the bgapi capture).
@@ -12,8 +16,11 @@ Extensions (as in the capture lab's dialplan):
 Scenario variables (originate ``{...}`` or FakeSwitch.place_call(variables=...)):
 ``origination_caller_id_number``, ``origination_caller_id_name``, ``origination_uuid``
 (the A leg's uuid, as on FreeSWITCH), ``fake_dtmf=2|801|none|#`` (digits for the 1st, 2nd,
-3rd ... play_and_get_digits/read), ``fake_hangup_after_s=N`` (caller hangs up N scaled
-seconds after answer).
+3rd ... play_and_get_digits/read), ``fake_hangup_after_s=N`` (the caller's far end, the
+A leg, hangs up N scaled seconds after answer; in a real fifo queue that is an abort),
+``fake_fifo=real|simple`` (this call's ``fifo_*`` transfers: a mod_fifo queue or the
+recorded prompt-and-hangup), ``fake_talk_s=S`` (on an agent's ``fifo_agent_<queue>`` call:
+hang the agent up S scaled seconds after the bridge).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from fakeswitch import apps
+from fakeswitch import apps, fifo, outbound
 from fakeswitch.channel import Channel, now_us
 
 if TYPE_CHECKING:
@@ -47,7 +54,7 @@ def parse_originate(arg: str) -> tuple[dict[str, str], str, str]:
     return variables, match.group("dial"), (match.group("app") or "&park").strip()
 
 
-def originate(sw: Switch, arg: str, on_park=None) -> Channel:
+def originate(sw: Switch, arg: str, on_answer=None) -> Channel:
     """Create a loopback call; return its B leg. Raises OriginateError."""
     variables, dial, _app = parse_originate(arg)
     if dial.startswith("user/"):
@@ -78,14 +85,15 @@ def originate(sw: Switch, arg: str, on_park=None) -> Channel:
         for key, value in variables.items():
             if key != "origination_uuid" or chan is a_leg:
                 v(key, value)
+    a_leg.set_var("other_loopback_leg_uuid", b_leg.uuid)
     b_leg.set_var("other_loopback_leg_uuid", a_uuid)
     b_leg.set_var("loopback_leg", "B")
     b_leg.set_var("call_uuid", b_leg.uuid)
     sw.channels[a_uuid] = a_leg
     sw.channels[b_leg.uuid] = b_leg
     sw.records[b_leg.uuid] = b_leg.record
-    if on_park is not None:
-        b_leg.on_park.append(on_park)
+    if on_answer is not None:
+        b_leg.on_answer.append(on_answer)
     b_leg.rt.task = sw.loop.create_task(run_b_leg(sw, b_leg))
     return b_leg
 
@@ -140,7 +148,7 @@ async def run_b_leg(sw: Switch, chan: Channel) -> None:
             sw.hangup(chan, "NORMAL_CLEARING")
     except apps.Hangup:
         pass
-    sw.teardown(chan)
+    await sw.finish(chan)
 
 
 def transfer_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
@@ -175,9 +183,14 @@ async def run_extension(sw: Switch, chan: Channel, dest: str, context: str) -> N
     elif context == "default" and dest == "silence":
         steps = [("answer", ""), ("park", "")]
     elif context == "default" and dest in ("fsm_out", "fsm_out_sync"):
-        steps = [("answer", ""), ("socket", "outbound")]
-    elif context == "new_sales" and (dest.startswith("fifo_") and sw.fifo_wanted(chan, dest)):
-        steps = [("answer", ""), ("fifo", dest)]
+        host, port = sw.outbound_target or outbound.DEFAULT_TARGET
+        mode = "full" if dest == "fsm_out_sync" else "async full"
+        steps = [("answer", ""), ("socket", f"{host}:{port} {mode}")]
+    elif context == "new_sales" and dest.startswith("fifo_agent_"):
+        steps = [("answer", ""), ("fifo", f"{fifo.queue_name(dest)} out nowait")]
+    elif context == "new_sales" and dest.startswith("fifo_") and sw.fifo_wanted(chan, dest):
+        steps = [("set", f"fifo_music={fifo.HOLD_MUSIC}"), ("answer", ""),
+                 ("fifo", f"{fifo.queue_name(dest)} in")]
     elif context == "new_sales" and NEW_SALES.match(dest):
         steps = [("answer", ""), ("playback", "new_sales/1002.wav"), ("hangup", "")]
     else:
@@ -186,10 +199,4 @@ async def run_extension(sw: Switch, chan: Channel, dest: str, context: str) -> N
     for app, arg in steps:
         if not chan.alive or chan.pending_transfer:
             return
-        if app == "socket":
-            await sw.run_outbound(chan, dest == "fsm_out_sync")
-            continue
-        if app == "fifo":
-            await sw.run_fifo(chan, arg)
-            continue
         await sw.execute(chan, app, arg)

@@ -13,6 +13,16 @@ import time
 from fakeswitch import wire
 
 CORE_UUID_DEFAULT = "fa4e5017-0000-4000-8000-000000000001"
+# The event types ``myevents`` enables (mod_event_socket.c, parse_command): no
+# CHANNEL_CALLSTATE, PLAYBACK_* or PRIVATE_COMMAND among them, as the captures show.
+MYEVENTS = frozenset({
+    "CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_BRIDGE", "CHANNEL_CREATE",
+    "CHANNEL_DATA", "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE",
+    "CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_ORIGINATE", "CHANNEL_UUID",
+    "CHANNEL_OUTGOING", "CHANNEL_PARK", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA",
+    "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH", "DTMF",
+    "NOTALK", "TALK",
+})
 
 
 class Event:
@@ -118,6 +128,11 @@ class Subscription:
                 self.subclasses.clear()
             else:
                 self.names.discard(word)
+
+    def subscribe_myevents(self, uuid: str) -> None:
+        """``myevents``: the MYEVENTS types, for one channel only."""
+        self.names |= MYEVENTS
+        self.filters.append(("Unique-ID", uuid))
 
     def clear(self) -> None:
         self.all = False

@@ -10,7 +10,8 @@ read by the event-loop thread on each frame).
   than the body, then close), ``"garbage"`` (header lines without a colon) or
   ``"truncated"`` (half the frame, then close); one-shot.
 * ``split_at``: write every frame in chunks of this many bytes (a flush between each).
-* ``stop_reading``: stop reading client input (the client's writes back up).
+* ``stop_reading``: stop reading client input (the client's writes back up); input
+  already read waits unhandled until it is cleared.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Faults:
         writer = listener.writer
         kind, self.malformed = self.malformed, None
         if kind == "bad_length":
-            head, _, body = frame.partition(b"\n\n")
+            # Announces 100 bytes more than follow, then closes: the reader waits for them.
             writer.write(b"Content-Length: %d\nContent-Type: api/response\n\n" % (len(frame) + 100))
             writer.write(frame)
             listener.close()
@@ -61,9 +62,19 @@ class Faults:
         if self.drop_after_frames is not None and listener.frames_sent >= self.drop_after_frames:
             listener.close()
 
-    async def before_read(self, listener: Listener) -> None:
-        while self.stop_reading and not listener.closed:
-            await asyncio.sleep(0.05)
+    async def hold_input(self, listener: Listener) -> None:
+        """While ``stop_reading`` is set, leave input unhandled and the socket unread, so
+        the client's writes back up in the kernel buffers (polled every 50 ms)."""
+        if not self.stop_reading:
+            return
+        transport = listener.writer.transport
+        transport.pause_reading()
+        try:
+            while self.stop_reading and not listener.closed:
+                await asyncio.sleep(0.05)
+        finally:
+            if not listener.closed:
+                transport.resume_reading()
 
     async def before_reply(self, listener: Listener, command: Command) -> None:
         if self.reply_delay_s:

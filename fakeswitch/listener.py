@@ -3,12 +3,20 @@ task on the switch's event-loop thread.
 
 Replies are written synchronously while a command is handled, so a command's reply
 always precedes the events it causes (as on the wire in the captures).
+
+Back-pressure (DESIGN.md): events go straight to the socket while it keeps up; once the
+socket's send buffer passes ``HIGH_WATER_BYTES`` they wait in the listener's own queue of
+at most ``MAX_QUEUED_EVENTS`` (FreeSWITCH: 100,000). An event that finds the queue full
+is lost; after ``MAX_LOST_EVENTS`` lost events the listener is killed (its socket
+closed), as FreeSWITCH does: a slow reader is a dead reader. Module constants, read at
+run time, so tests can lower them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
 from fakeswitch import wire
@@ -19,9 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# FreeSWITCH kills a listener after this many events it could not queue.
-MAX_LOST_EVENTS = 500
-MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+MAX_QUEUED_EVENTS = 100_000
+MAX_LOST_EVENTS = 500  # FreeSWITCH kills a listener after this many events it could not queue
+HIGH_WATER_BYTES = 256 * 1024
 
 
 class Listener:
@@ -38,7 +46,10 @@ class Listener:
         self.closed = False
         self.frames_sent = 0
         self.lost_events = 0
+        self.queued: deque[bytes] = deque()  # events waiting for the socket to drain
+        self._flusher: asyncio.Task | None = None
         self.parser = wire.CommandParser()
+        writer.transport.set_write_buffer_limits(high=HIGH_WATER_BYTES)
 
     # -- output ----------------------------------------------------------------------
     def send(self, frame: bytes) -> None:
@@ -54,19 +65,38 @@ class Listener:
     def offer(self, event: Event) -> None:
         if not self.wants(event.name, event.subclass) or not self.sub.passes_filters(event):
             return
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+        frame = event.json() if self.sub.format == "json" else event.plain()
+        if not self.queued and self.writer.transport.get_write_buffer_size() <= HIGH_WATER_BYTES:
+            self.send(frame)
+            return
+        if len(self.queued) >= MAX_QUEUED_EVENTS:
             self.lost_events += 1
             if self.lost_events > MAX_LOST_EVENTS:
                 logger.warning("listener lost %d events, killing it", self.lost_events)
                 self.close()
             return
-        self.send(event.json() if self.sub.format == "json" else event.plain())
+        self.queued.append(frame)
+        if self._flusher is None:
+            self._flusher = self.sw.loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Hand queued events to the socket as it drains (the loop thread)."""
+        try:
+            while self.queued and not self.closed:
+                await self.writer.drain()
+                while self.queued and not self.closed and \
+                        self.writer.transport.get_write_buffer_size() <= HIGH_WATER_BYTES:
+                    self.send(self.queued.popleft())
+        except (ConnectionError, OSError):
+            self.close()
+        finally:
+            self._flusher = None
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self.queued.clear()
         if self in self.sw.listeners:
             self.sw.listeners.remove(self)
         self.writer.close()
@@ -80,12 +110,16 @@ class Listener:
             return
         self.sw.listeners.append(self)
         self.send(wire.auth_request())
+        await self.serve()
+
+    async def serve(self) -> None:
+        """Read and handle commands until the peer or the switch closes the socket."""
         try:
             while not self.closed:
-                await self.server.faults.before_read(self)
                 data = await self.reader.read(65536)
                 if not data:
                     break
+                await self.server.faults.hold_input(self)
                 for command in self.parser.feed(data):
                     await self.server.faults.before_reply(self, command)
                     if self.closed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+import time
 
 from fakeswitch import dialplan
 from fakeswitch.channel import CallRecord
@@ -32,19 +33,24 @@ class FakeSwitch:
     (rings S seconds, NO_ANSWER); unlisted users are USER_NOT_REGISTERED.
     ``allow`` is a list of peer IPs (None = everyone); others get text/rude-rejection.
     ``outbound_target`` is ``(host, port)`` for ``fsm_out`` calls.
+    ``fifo_mode="real"`` makes every ``fifo_*`` destination of context new_sales a real
+    mod_fifo queue (see fakeswitch.fifo); ``fifo_queues={"fifo_sales": "real"}`` does it
+    per queue; a call's ``fake_fifo=real|simple`` variable overrides both. Otherwise the
+    destination answers, plays a prompt and hangs up, as recorded.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, password: str = "ClueCon",
                  time_scale: float = 1.0, users: dict[str, str] | None = None,
                  allow: list[str] | None = None, outbound_target: tuple[str, int] | None = None,
-                 durations: dict[str, float] | None = None, fifo_mode: str = "simple") -> None:
+                 durations: dict[str, float] | None = None, fifo_mode: str = "simple",
+                 fifo_queues: dict[str, str] | None = None) -> None:
         self.host = host
         self.port = port
         self.password = password
         self.allow = allow
         self.faults = Faults()
         self._options = dict(time_scale=time_scale, users=users, durations=durations,
-                             fifo_mode=fifo_mode)
+                             fifo_mode=fifo_mode, fifo_queues=fifo_queues)
         self.outbound_target = outbound_target
         self.loop: asyncio.AbstractEventLoop | None = None
         self.switch: Switch | None = None
@@ -69,6 +75,7 @@ class FakeSwitch:
         asyncio.set_event_loop(loop)
         self.switch = Switch(loop, **self._options)
         self.switch.outbound_target = self.outbound_target
+        self.switch.server = self
 
         async def listen() -> None:
             self._server = await asyncio.start_server(self._accept, self.host, self.port)
@@ -110,6 +117,13 @@ class FakeSwitch:
             await listener.run()
         finally:
             self._listeners.discard(listener)
+
+    def track(self, listener: Listener) -> None:
+        """Count an outbound session among the sockets drop_clients/stop close."""
+        self._listeners.add(listener)
+
+    def untrack(self, listener: Listener) -> None:
+        self._listeners.discard(listener)
 
     def allowed(self, peer_ip: str) -> bool:
         return self.allow is None or peer_ip in self.allow
@@ -204,6 +218,64 @@ class FakeSwitch:
                 listener.close()
 
         self._call(run)
+
+    # -- mod_fifo ----------------------------------------------------------------------
+    def set_fifo_queue(self, queue: str, mode: str = "real") -> None:
+        """Make ``queue`` (``fifo_sales`` or ``sales``) a real mod_fifo queue or not."""
+        def run() -> None:
+            self.switch.fifo_queues[queue] = mode
+
+        self._call(run)
+
+    def fifo_waiting(self, queue: str = "sales") -> list[str]:
+        """UUIDs of the callers waiting in ``queue`` (``sales``, ``fifo_sales``, ...)."""
+        from fakeswitch.fifo import queue_name
+
+        return self._call(lambda: [w.chan.uuid for w in self.switch.fifos.get(queue_name(queue), ())
+                                   if w.chan.alive])
+
+    def wait_fifo(self, uuid: str, action: str = "push", timeout: float = CALL_TIMEOUT_S) -> bool:
+        """Block until the channel's fifo::info ``action`` has fired (True) or timeout."""
+        done = threading.Event()
+
+        def register() -> bool:
+            record = self.switch.records.get(uuid)
+            if record is not None and action in record.fifo_actions:
+                return True
+            chan = self.switch.channels.get(uuid)
+            if chan is not None:
+                chan.on_fifo.append(lambda _chan, seen: seen == action and done.set())
+            return False
+
+        return self._call(register) or done.wait(timeout)
+
+    def agent_pickup(self, queue: str = "sales", agent_caller_id: str = "2001",
+                     agent_name: str = "fifo-agent", talk_s: float | None = 2.0,
+                     timeout: float = CALL_TIMEOUT_S) -> str:
+        """An agent takes the oldest caller waiting in ``queue``: originates
+        ``loopback/fifo_agent_<queue>/new_sales`` (answer, ``fifo <queue>@127.0.0.1 out
+        nowait``), which bridges to the caller; the agent hangs up ``talk_s`` scaled seconds
+        after the bridge (None = until killed). Returns the agent (consumer) leg's UUID."""
+        from fakeswitch.fifo import queue_name
+
+        short = queue_name(queue).split("@")[0]
+        variables = {"origination_caller_id_name": agent_name}
+        if talk_s is not None:
+            variables["fake_talk_s"] = str(talk_s)
+        return self.place_call(caller_id=agent_caller_id, dest=f"fifo_agent_{short}",
+                               context="new_sales", variables=variables, timeout=timeout)
+
+    def stats(self) -> dict[str, float]:
+        """Counters for benchmarks: ``events_fired`` (every event the switch produced,
+        delivered or not), ``live_calls`` (controlled legs up), ``sessions`` (legs created
+        since start) and ``loop_cpu_s`` (CPU time of the event-loop thread so far)."""
+        def run() -> dict[str, float]:
+            sw = self.switch
+            live = sum(1 for c in sw.channels.values() if c.leg == "B" and c.alive)
+            return {"events_fired": sw.events_fired, "live_calls": live,
+                    "sessions": sw.session_count, "loop_cpu_s": time.thread_time()}
+
+        return self._call(run)
 
     def client_count(self) -> int:
         return self._call(lambda: sum(1 for x in self._listeners if not x.closed))

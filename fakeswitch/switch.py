@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid as uuidlib
+from collections import deque
 
 from fakeswitch import apps, media
 from fakeswitch.channel import Channel, now_us
@@ -32,13 +33,15 @@ class Switch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, *, time_scale: float = 1.0,
                  users: dict[str, str] | None = None, durations: dict[str, float] | None = None,
-                 fifo_mode: str = "simple") -> None:
+                 fifo_mode: str = "simple", fifo_queues: dict[str, str] | None = None) -> None:
         self.loop = loop
         self.time_scale = time_scale
         self.users = dict(users or {})
         self.durations = {**DEFAULT_DURATIONS_S, **(durations or {})}
         self.default_duration_s = 1.5
         self.fifo_mode = fifo_mode
+        self.fifo_queues = dict(fifo_queues or {})  # "fifo_sales" or "sales" -> real|simple
+        self.fifos: dict[str, deque] = {}  # queue name -> callers waiting (fifo.Waiting)
         self.clock = Clock()
         self.channels: dict[str, Channel] = {}
         self.records: dict[str, object] = {}
@@ -47,6 +50,7 @@ class Switch:
         self.hangup_waiters: dict[str, list] = {}
         self.events_fired = 0
         self.outbound_target: tuple[str, int] | None = None
+        self.server = None  # the FakeSwitch that owns this loop (outbound sessions need it)
 
     # -- helpers -------------------------------------------------------------------
     def new_uuid(self) -> str:
@@ -73,15 +77,15 @@ class Switch:
 
     def fire_chan(self, chan: Channel, name: str, calling: tuple, *, with_vars: bool = True,
                   pre: list | None = None, post: list | None = None,
-                  after_core: list | None = None) -> None:
+                  after_core: list | None = None, subclass: str | None = None) -> None:
         chan.record.events.append(name)
-        if not self.wanted(name):
+        if not self.wanted(name, subclass):
             self.clock.sequence += 1  # the sequence still advances, as on a real switch
             self.events_fired += 1
             return
         headers = list(pre or []) + self.clock.core_headers(name, calling) + list(after_core or [])
         headers += chan.full_headers(with_vars) + list(post or [])
-        self.fire(Event(name, headers))
+        self.fire(Event(name, headers, subclass=subclass))
 
     def set_state(self, chan: Channel, state: str) -> None:
         chan.state = state
@@ -102,9 +106,6 @@ class Switch:
             return
         chan.answered_us = now_us()
         chan.answer_state = "answered"
-        for leg in (chan.other, chan):
-            if leg is not None and leg.leg == "A" and not leg.alive:
-                continue
         self.fire_chan(chan, "CHANNEL_ANSWER",
                        ("switch_channel.c", "switch_channel_perform_mark_answered", 3848))
         if chan.other is not None and not chan.other.answered_us:
@@ -117,7 +118,13 @@ class Switch:
         chan.set_var("endpoint_disposition", "ANSWER")
         after = chan.variables.get("fake_hangup_after_s")
         if after:
-            self.loop.call_later(self.scaled(float(after)), self.hangup, chan, "NORMAL_CLEARING")
+            # The caller (the loopback A leg, the far end) gives up.
+            far_end = chan.other if chan.other is not None else chan
+            self.loop.call_later(self.scaled(float(after)), self.hangup, far_end,
+                                 "NORMAL_CLEARING")
+        for callback in chan.on_answer:
+            callback(chan)
+        chan.on_answer.clear()
 
     def hangup(self, chan: Channel, cause: str = "NORMAL_CLEARING") -> None:
         """Start hanging a channel up; its task finishes the teardown events."""
@@ -130,6 +137,8 @@ class Switch:
         self.fire_chan(chan, "CHANNEL_HANGUP",
                        ("switch_channel.c", "switch_channel_perform_hangup", 3447))
         chan.rt.wake(media.HANGUP)
+        for hook in chan.on_hangup:
+            hook(chan)
         if chan.rt.task is None:  # a leg without a dialplan task tears down at once
             self.loop.call_soon(self.teardown, chan)
         partner = chan.other
@@ -138,7 +147,20 @@ class Switch:
 
     def teardown(self, chan: Channel) -> None:
         """CS_HANGUP -> CS_REPORTING -> CS_DESTROY with the recorded events."""
-        if chan.state == "CS_DESTROY":
+        self.report(chan)
+        self.destroy(chan)
+
+    async def finish(self, chan: Channel) -> None:
+        """A session task's teardown: as ``teardown``, but CHANNEL_DESTROY waits for
+        ``chan.destroy_hold`` when an app set one (mod_fifo's bridge-caller-stop)."""
+        self.report(chan)
+        if chan.destroy_hold is not None:
+            await chan.destroy_hold
+        self.destroy(chan)
+
+    def report(self, chan: Channel) -> None:
+        """CS_HANGUP -> CS_REPORTING, CDR variables, CHANNEL_HANGUP_COMPLETE (once)."""
+        if chan.state in ("CS_REPORTING", "CS_DESTROY"):
             return
         self.set_state(chan, "CS_HANGUP")
         self.set_call_state(chan, "HANGUP")
@@ -147,6 +169,13 @@ class Switch:
         self.fire_chan(chan, "CHANNEL_HANGUP_COMPLETE",
                        ("switch_core_state_machine.c", "switch_core_session_reporting_state", 943),
                        after_core=[("Hangup-Cause", chan.hangup_cause or "NORMAL_CLEARING")])
+        for callback in chan.on_reported:
+            callback(chan)
+
+    def destroy(self, chan: Channel) -> None:
+        """CHANNEL_DESTROY -> CS_DESTROY; the channel is gone (once)."""
+        if chan.state == "CS_DESTROY":
+            return
         self.fire_chan(chan, "CHANNEL_DESTROY",
                        ("switch_core_session.c", "switch_core_session_perform_destroy", 1588))
         self.set_state(chan, "CS_DESTROY")
@@ -162,18 +191,14 @@ class Switch:
             self.hangup_waiters.setdefault(chan.uuid, []).append(callback)
 
     def fifo_wanted(self, chan: Channel, dest: str) -> bool:
-        return dest.startswith("fifo_real_") or chan.variables.get("fake_fifo") == "real" \
-            or self.fifo_mode == "real"
-
-    async def run_fifo(self, chan: Channel, dest: str) -> None:
-        from fakeswitch import fifo
-
-        await fifo.run_caller(self, chan, dest)
-
-    async def run_outbound(self, chan: Channel, sync: bool) -> None:
-        from fakeswitch import outbound
-
-        await outbound.run_socket(self, chan, sync)
+        """Whether a ``fifo_*`` destination is a real mod_fifo queue for this call: the
+        call's ``fake_fifo`` first, then the queue's setting (``fifo_sales`` or ``sales``),
+        then ``fifo_real_*`` names, then the switch-wide ``fifo_mode``."""
+        short = dest[len("fifo_"):]
+        mode = (chan.variables.get("fake_fifo") or self.fifo_queues.get(dest)
+                or self.fifo_queues.get(short)
+                or ("real" if dest.startswith("fifo_real_") else self.fifo_mode))
+        return mode == "real"
 
     def transfer(self, chan: Channel, dest: str, context: str) -> None:
         from fakeswitch import dialplan
@@ -239,6 +264,9 @@ class Switch:
                            ("Application-Response", response), ("Application-UUID", app_uuid)])
         if hung_up is not None and app != "park":
             raise hung_up
+        if chan.after_app is not None:
+            follow, chan.after_app = chan.after_app, None
+            await follow()
         return response
 
     def nested_runner(self, chan: Channel):

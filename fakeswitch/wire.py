@@ -76,6 +76,12 @@ def linger_notice(extra: list[tuple[str, str]]) -> bytes:
     return ("\n".join(lines) + "\n\n").encode()
 
 
+def connect_reply(headers: list[tuple[str, str]]) -> bytes:
+    """The outbound ``connect`` reply: a URL-encoded CHANNEL_DATA dump whose last headers
+    are Content-Type, Reply-Text, Socket-Mode and Control, with no outer framing."""
+    return ("".join(f"{k}: {url_encode(v)}\n" for k, v in headers) + "\n").encode("utf-8")
+
+
 def event_plain(headers: list[tuple[str, str]], body: str | None) -> bytes:
     """A ``text/event-plain`` frame: Content-Length before Content-Type, values encoded."""
     parts = [f"{k}: {url_encode(v)}\n" for k, v in headers]

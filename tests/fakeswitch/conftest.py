@@ -59,8 +59,10 @@ def split_frames(data: bytes) -> tuple[list[Frame], bytes]:
 class RawClient:
     """A plain-socket ESL client: send text, read whole frames with a timeout."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
+    def __init__(self, port: int | None, sock: socket.socket | None = None) -> None:
+        """Connect to ``port``, or wrap ``sock`` (a connection the switch made to us)."""
+        self.sock = sock or socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S)
+        self.sock.settimeout(TIMEOUT_S)
         self.buf = b""
         self.pending: list[Frame] = []
         self.backlog: list[Frame] = []

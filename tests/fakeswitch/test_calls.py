@@ -203,3 +203,24 @@ def test_uuid_break_stops_a_playback_early(switch, client):
     client.command(f"api uuid_break {chan}")
     done = completion(client, event_uuid)
     assert done.get("variable_playback_seconds") == "0"
+
+
+def test_uuid_send_dtmf_on_the_far_end_reaches_the_running_prompt(switch, client):
+    chan = parked_call(switch, client)
+    switch.switch.time_scale = 1.0  # a prompt long enough for the DTMF to land in it
+    far_end = client.command(f"api uuid_getvar {chan} other_loopback_leg_uuid").body.decode()
+    event_uuid = sendmsg(client, chan, "play_and_get_digits", PAGD)
+    client.event_until(lambda f: f.get("Event-Name") == "CHANNEL_EXECUTE")
+    assert client.command(f"api uuid_send_dtmf {far_end} 3").body == b"+OK\n"
+    done = completion(client, event_uuid)
+    assert done.get("variable_menu_number") == "3"
+    assert done.get("variable_read_result") == "success"
+
+
+def test_hupall_hangs_every_call_up_with_the_cause_given(switch, client):
+    calls = [parked_call(switch, client, caller_id=n) for n in ("5551001", "5551002")]
+    reply = client.command("api hupall MANAGER_REQUEST").body
+    assert reply == b"+OK hangup all channels with cause MANAGER_REQUEST\n"
+    assert all(switch.wait_hangup(chan) for chan in calls)
+    assert [switch.call_record(chan).hangup_cause for chan in calls] == ["MANAGER_REQUEST"] * 2
+    assert switch.live_calls() == []
