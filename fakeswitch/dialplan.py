@@ -25,11 +25,15 @@ hang the agent up S scaled seconds after the bridge).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from typing import TYPE_CHECKING
 
 from fakeswitch import apps, fifo, outbound
 from fakeswitch.channel import Channel, now_us
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fakeswitch.switch import Switch
@@ -95,7 +99,15 @@ def originate(sw: Switch, arg: str, on_answer=None) -> Channel:
     if on_answer is not None:
         b_leg.on_answer.append(on_answer)
     b_leg.rt.task = sw.loop.create_task(run_b_leg(sw, b_leg))
+    b_leg.rt.task.add_done_callback(_report_crash)
     return b_leg
+
+
+def _report_crash(task: asyncio.Task) -> None:
+    """A call's coroutine that dies of a bug would otherwise vanish without a word and
+    leave its channel up forever; say so loudly."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("stand-in call task crashed", exc_info=task.exception())
 
 
 def _codec_events(sw: Switch, chan: Channel) -> None:

@@ -32,7 +32,9 @@ class Event:
                  subclass: str | None = None) -> None:
         self.name = name
         self.subclass = subclass
-        self.headers = headers
+        # FreeSWITCH adds no header for a value it does not have (switch_event_add_header
+        # with NULL), so neither do we: a profile field never set stays absent.
+        self.headers = [(k, v) for k, v in headers if v is not None]
         self.body = body
         self._plain: bytes | None = None
         self._json: bytes | None = None

@@ -239,10 +239,10 @@ class FakeSwitch:
         done = threading.Event()
 
         def register() -> bool:
-            record = self.switch.records.get(uuid)
-            if record is not None and action in record.fifo_actions:
-                return True
             chan = self.switch.channels.get(uuid)
+            record = chan.record if chan is not None else self.switch.records.get(uuid)
+            if record is not None and action in record.fifo_actions:
+                return True  # it fired before we asked
             if chan is not None:
                 chan.on_fifo.append(lambda _chan, seen: seen == action and done.set())
             return False

@@ -224,7 +224,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("deadline_s", number(0.1, 600), "8"),
         Key("backoff_initial_s", number(0.0, 60), "0.2"),
         Key("backoff_max_s", number(0.0, 600), "2"),
-        Key("max_concurrent", integer(1, 1000), "32"),
+        Key("max_concurrent", integer(1, 1000), "64"),
         Key("breaker_failures", integer(1, 1000), "5"),
         Key("breaker_cooldown_s", number(0.1, 3600), "30"),
         Key("cache_ttl_s", number(0, 86400), "60"),

@@ -1,0 +1,38 @@
+"""The sales queue as a real mod_fifo queue: what the seed's db_pbx:process kept.
+The caller's fifo::info events are recorded, including bridge-caller-stop, which
+today's mod_fifo sends after the caller's CHANNEL_HANGUP_COMPLETE."""
+
+from __future__ import annotations
+
+from storage.models import FifoEvent
+from tests.e2e.conftest import WAIT_S
+
+
+def fifo_actions(h, uuid: str) -> list[str]:
+    rows = FifoEvent.select().where(FifoEvent.call_uuid == uuid).order_by(FifoEvent.seq).execute(h.db)
+    return [row.action for row in rows]
+
+
+def test_an_agent_picking_up_a_queued_sales_call_is_recorded(harness, switch):
+    switch.set_fifo_queue("fifo_sales", "real")
+    h = harness()
+    uuid = h.place("5551200", "2")
+    assert switch.wait_fifo(uuid, "push", timeout=WAIT_S)
+    switch.agent_pickup("sales", talk_s=1.0)
+    r = h.finish(uuid)
+    assert r.commands[-1] == ("transfer", "fifo_sales XML new_sales")
+    actions = fifo_actions(h, uuid)
+    assert actions[0] == "push"
+    assert "bridge-caller-start" in actions
+    assert actions[-1] == "bridge-caller-stop", "the stop arrives after hangup and must still be kept"
+    assert r.row["hangup_cause"] == "NORMAL_CLEARING"
+
+
+def test_a_caller_giving_up_in_the_queue_is_recorded_as_an_abort(harness, switch):
+    switch.set_fifo_queue("fifo_sales", "real")
+    h = harness()
+    # The caller gives up 8 s (unscaled) after answering: well after reaching the queue.
+    uuid = h.place("5551201", "2", fake_hangup_after_s="8")
+    r = h.finish(uuid)
+    assert fifo_actions(h, uuid) == ["push", "abort"]
+    assert r.row["ended_at"] is not None
