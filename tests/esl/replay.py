@@ -17,9 +17,9 @@ import re
 import socket
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
-CAPTURES = Path("/work/shared/captures")
+from tests.captures import CAPTURES
+
 RUDE_REJECTION = (b"Content-Type: text/rude-rejection\nContent-Length: 24\n\n"
                   b"Access Denied, go away.\n")
 _RECORD = re.compile(rb"### (C>S|S>C) t=([0-9.]+) len=(\d+)\n")

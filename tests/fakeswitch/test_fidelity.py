@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import re
 import socket
-from pathlib import Path
 
 import pytest
 
 from fakeswitch import FakeSwitch
+from tests.captures import CAPTURES
 
 from .conftest import TIMEOUT_S, Frame, RawClient, split_frames
 
-CAPTURES = Path("/work/shared/captures")
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 ZERO = "00000000-0000-0000-0000-000000000000"
 KEY_VARS = {"ivr_app", "menu_number", "menu_number_invalid", "read_result",

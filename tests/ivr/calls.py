@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
@@ -21,9 +20,8 @@ from ivr.event import Event
 from ivr.flow import FlowContext
 from ivr.icall import IcallFlow
 from ivr.timecond import TimeCondition
+from tests.captures import CAPTURES
 
-_BESIDE_REPO = Path(__file__).resolve().parents[3] / "shared" / "captures"
-CAPTURES = _BESIDE_REPO if _BESIDE_REPO.is_dir() else Path("/work/shared/captures")
 _RECORD = re.compile(rb"### (\S+) t=(\S+) len=(\d+)\n")
 
 ZONE = ZoneInfo("Europe/Berlin")
