@@ -68,6 +68,9 @@ class DbWriter(pykka.ThreadingActor):
         self._batch_size = settings.batch_size
         self._backlog_max = settings.backlog_max
         self._retry_max_s = settings.retry_max_s
+        # Without a [cdr] url nothing would ever deliver an outbox row: keep CDRs in the
+        # calls table only, rather than grow a queue nobody empties.
+        self._fill_outbox = bool(config.cdr.url)
         self._db = open_database(settings.url)  # a bad URL fails here, in the starter
         self._connected = False
         self._pending: deque[_Pending] = deque()
@@ -129,6 +132,8 @@ class DbWriter(pykka.ThreadingActor):
         except BadRecord as exc:
             self._reject(write, str(exc))
             return
+        if not self._fill_outbox:
+            prepared.outbox = None
         if len(self._pending) >= self._backlog_max and write.kind not in ALWAYS_KEPT_KINDS:
             self._refuse(write)
             return

@@ -92,9 +92,10 @@ def backend(request, tmp_path):
         drop()
 
 
-def make_config(url: str, **database: str):
+def make_config(url: str, cdr_url: str = "http://127.0.0.1:9/cdr", **database: str):
+    """A config for the writer; the CDR url is only stored (no poster runs in these tests)."""
     environ = {"ICALL_FREESWITCH_PASSWORD": "test", "ICALL_DATABASE_URL": url,
-               "ICALL_DATABASE_RETRY_MAX_S": "0.3"}
+               "ICALL_DATABASE_RETRY_MAX_S": "0.3", "ICALL_CDR_URL": cdr_url}
     environ.update({f"ICALL_DATABASE_{k.upper()}": str(v) for k, v in database.items()})
     return load_config(None, environ=environ)
 

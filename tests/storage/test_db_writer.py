@@ -50,6 +50,19 @@ def test_one_call_is_stored_with_every_field_and_every_write_is_acknowledged(bac
     assert writer_stats(writer)["written"] == 8
 
 
+def test_without_a_cdr_url_the_cdr_is_kept_in_calls_and_no_outbox_row_waits(backend, db):
+    collector = AckCollector.start(expected=8)
+    writes = one_call(collector)
+    u = writes[0].call_uuid
+    writer = DbWriter.start(make_config(backend.url, cdr_url=""))
+
+    _send(writer, writes)
+
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+    assert Call.select().where(Call.uuid == u).get(db).billsec_s == 60
+    assert CdrOutbox.select().where(CdrOutbox.call_uuid == u).count(db) == 0
+
+
 def test_the_same_writes_delivered_twice_leave_one_row_each_and_are_acked_twice(backend, db):
     collector = AckCollector.start(expected=8)
     writes = one_call(collector)
