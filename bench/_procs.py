@@ -9,6 +9,7 @@ in their own process so their HTTP threads load neither icall nor the driver.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -74,10 +75,10 @@ class Child:
                 pass
         raise RuntimeError(f"{self.name} printed no {prefix!r} line: {self.tail()}")
 
-    def end(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit status."""
+    def end(self, timeout_s: float = 10.0, first_signal: int = signal.SIGTERM) -> int | None:
+        """`first_signal`, then SIGKILL after `timeout_s`; returns the exit status."""
         if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(first_signal)
             try:
                 self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -141,6 +142,36 @@ class Series:
         return max((getattr(s, attribute) for s in self.samples), default=float("nan"))
 
 
+def task_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each live thread of `pid`, by OS thread id: the nanoseconds on
+    CPU from /proc/<pid>/task/<tid>/schedstat (task stat's utime+stime are whole clock
+    ticks per thread, which rounds a call actor's few milliseconds down to nothing)."""
+    cpu = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return cpu
+    for tid in tids:
+        try:
+            on_cpu_ns = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0]
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        cpu[int(tid)] = int(on_cpu_ns) / 1e9
+    return cpu
+
+
+def thread_names(py_spy: str, pid: int, timeout_s: float = 60.0) -> dict[int, str]:
+    """Python thread names by OS thread id, from one `py-spy dump` (not pausing the
+    process); {} if py-spy fails or takes longer than `timeout_s`."""
+    try:
+        dump = subprocess.run([py_spy, "dump", "--nonblocking", "--pid", str(pid)],
+                              capture_output=True, text=True, timeout=timeout_s).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {int(m.group(1)): m.group(2)
+            for m in re.finditer(r'^Thread (\d+) \([^)]*\): "(.*)"$', dump, re.MULTILINE)}
+
+
 class Sampler:
     """Reads /proc for several pids every `interval_s`, in its own daemon thread."""
 
@@ -173,8 +204,14 @@ class Sampler:
 def run_fakes() -> int:
     """Child entry point: FakeCrm (801 for everyone, at once) and FakeCdrSink until SIGTERM."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from fakeswitch import fake_crm
     from fakeswitch.fake_cdr import FakeCdrSink
     from fakeswitch.fake_crm import FakeCrm, Reply
+
+    # The fakes write headers and body as two segments; with Nagle on, each answer then
+    # waits for the client's delayed ACK (~40 ms measured), which caps a one-connection
+    # client such as the CDR poster at ~23 posts/s. A real server sets TCP_NODELAY.
+    fake_crm._Handler.disable_nagle_algorithm = True
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
