@@ -12,8 +12,10 @@ setup:
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, then mypy on the packages (its settings are in pyproject.toml).
 lint: setup
 	$(VENV)/bin/ruff check actors ivr storage fakeswitch tests
+	$(VENV)/bin/mypy actors ivr storage fakeswitch
 
 run: setup
 	$(VENV)/bin/icall run --config $(CONFIG)

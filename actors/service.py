@@ -14,7 +14,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
@@ -37,12 +37,18 @@ logger = logging.getLogger(__name__)
 
 _ASK_TIMEOUT_S = 5.0
 
+_ActorT = TypeVar("_ActorT", bound=pykka.Actor)
 
-def supervised(actor_class: type, name: str, notify: Callable[[ServiceDied], None]) -> type:
+
+def supervised(
+    actor_class: type[_ActorT], name: str, notify: Callable[[ServiceDied], None]
+) -> type[_ActorT]:
     """A subclass of `actor_class` whose death (an exception, or a stop from outside)
     is reported at once: pykka has no links. `notify` decides whether it matters (it
     does not while the service itself is stopping)."""
 
+    # mypy cannot take a class held in a variable as a base; the subclass is still an
+    # `actor_class`, which the return type says.
     class Supervised(actor_class):  # type: ignore[valid-type,misc]
         def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
             self._icall_reported = True
@@ -129,7 +135,7 @@ class Service:
     def _on_stop(self, name: str, stop: Callable[[], None]) -> None:
         self._stop_list.append((name, stop))
 
-    def _start_actor(self, name: str, actor_class: type) -> pykka.ActorRef:
+    def _start_actor(self, name: str, actor_class: type[pykka.Actor]) -> pykka.ActorRef:
         cls = supervised(actor_class, name, self._service_died)
         ref = cls.start(self.config)
         self._on_stop(name, lambda: self._stop_ref(name))
@@ -153,10 +159,14 @@ class Service:
         self.supervisor.stop(block=True, timeout=_ASK_TIMEOUT_S)
 
     def _sweep(self) -> None:
+        """Anything still running now is a bug: say so. Call actors run on daemon
+        threads (see CallActor), so they are looked for among the live actors too."""
         leftovers = [t for t in threading.enumerate()
                      if t is not threading.current_thread() and t.is_alive() and not t.daemon]
         for thread in leftovers:
             logger.error("BUG: thread %s still alive after shutdown", thread.name)
+        for ref in pykka.ActorRegistry.get_by_class_name("CallActor"):
+            logger.error("BUG: call actor %s still alive after shutdown", ref)
 
     # --- supervision of the service actors
 

@@ -74,6 +74,7 @@ class Supervisor(pykka.ThreadingActor):
         self.make_flow = make_flow
         self.replace_service = replace_service
         self.calls: dict[str, _Call] = {}
+        self.unfinished: set[str] = set()  # calls not hung up yet: the concurrency limit's count
         self.counters = {"calls_started": 0, "calls_overflowed": 0, "calls_failed": 0,
                          "events_routed": 0, "events_unowned": 0, "calls_adopted": 0,
                          "services_replaced": 0}
@@ -92,6 +93,7 @@ class Supervisor(pykka.ThreadingActor):
             call = self.calls.get(message.call_uuid)
             if call is not None:
                 call.finished = True
+            self.unfinished.discard(message.call_uuid)
         elif isinstance(message, CallStopped):
             self._call_stopped(message)
         elif isinstance(message, CallFailed):
@@ -129,8 +131,7 @@ class Supervisor(pykka.ThreadingActor):
     # --- calls
 
     def _start_call(self, uuid: str, event: Event) -> None:
-        live = sum(1 for c in self.calls.values() if not c.finished)
-        if live >= self.config.ivr.max_concurrent_calls:
+        if len(self.unfinished) >= self.config.ivr.max_concurrent_calls:
             self.counters["calls_overflowed"] += 1
             logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
                            self.config.ivr.max_concurrent_calls, self.config.ivr.overflow_destination)
@@ -138,6 +139,7 @@ class Supervisor(pykka.ThreadingActor):
             return
         ref = CallActor.start(uuid, self.make_flow(uuid), self.services, event)
         self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+        self.unfinished.add(uuid)
         self.counters["calls_started"] += 1
 
     def _call_stopped(self, message: CallStopped) -> None:
@@ -179,6 +181,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def _forget(self, uuid: str) -> None:
         self.calls.pop(uuid, None)
+        self.unfinished.discard(uuid)
         if self.on_call_gone is not None:
             self.on_call_gone(uuid)
 
@@ -191,7 +194,7 @@ class Supervisor(pykka.ThreadingActor):
             logger.error("could not record the failure of %s: no DbWriter", uuid)
 
     def _transfer(self, uuid: str, destination: str) -> None:
-        self.services.commander.proxy().execute(uuid, "transfer", destination, str(uuidlib.uuid4()))
+        self.services.commander_proxy().execute(uuid, "transfer", destination, str(uuidlib.uuid4()))
 
     # --- services
 
@@ -212,7 +215,7 @@ class Supervisor(pykka.ThreadingActor):
         """After a (re)connect: calls parked meanwhile had no owner; adopt them, starting
         their flow from the channel's own data (`uuid_dump`), as a CHANNEL_PARK would."""
         timeout_s = self.config.freeswitch.command_timeout_s
-        commander = self.services.commander.proxy()
+        commander = self.services.commander_proxy()
         try:
             live = commander.live_calls(self.config.ivr.flow_variable, self.config.ivr.flow).get(
                 timeout=timeout_s)
@@ -237,7 +240,7 @@ class Supervisor(pykka.ThreadingActor):
         """Calls we own that hung up while the link was down: their hangup is lost, so
         tell their actors, which close them (CDR written). `show channels` can lag, so
         each is confirmed with uuid_exists, which reads the live session."""
-        commander = self.services.commander.proxy()
+        commander = self.services.commander_proxy()
         for uuid, call in list(self.calls.items()):
             if call.finished or uuid in live:
                 continue
@@ -254,8 +257,7 @@ class Supervisor(pykka.ThreadingActor):
     # --- queries (asked with a timeout)
 
     def stats(self) -> dict[str, Any]:
-        live = sum(1 for c in self.calls.values() if not c.finished)
-        return dict(self.counters, calls_live=live, calls_tracked=len(self.calls),
+        return dict(self.counters, calls_live=len(self.unfinished), calls_tracked=len(self.calls),
                     seconds_since_event=round(time.monotonic() - self.last_event_at, 3))
 
     def call_ref(self, uuid: str) -> pykka.ActorRef | None:

@@ -204,14 +204,8 @@ class Sampler:
 def run_fakes() -> int:
     """Child entry point: FakeCrm (801 for everyone, at once) and FakeCdrSink until SIGTERM."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from fakeswitch import fake_crm
     from fakeswitch.fake_cdr import FakeCdrSink
     from fakeswitch.fake_crm import FakeCrm, Reply
-
-    # The fakes write headers and body as two segments; with Nagle on, each answer then
-    # waits for the client's delayed ACK (~40 ms measured), which caps a one-connection
-    # client such as the CDR poster at ~23 posts/s. A real server sets TCP_NODELAY.
-    fake_crm._Handler.disable_nagle_algorithm = True
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

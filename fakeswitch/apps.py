@@ -172,6 +172,7 @@ async def app_bridge(sw: Switch, chan: Channel, arg: str) -> str:
         if chan.variables.get("continue_on_fail", "false") not in ("true", cause):
             sw.hangup(chan, cause)
         return "_none_"
+    assert behaviour is not None, "an unregistered user has a cause and returned above"
     talk_s = float(behaviour.split(":")[1]) if ":" in behaviour else 2.0
     chan.set_var("originate_disposition", "SUCCESS")
     chan.set_var("DIALSTATUS", "SUCCESS")

@@ -51,7 +51,8 @@ def main() -> None:
     before = sw.stats()
     process0 = process_cpu_s()
     start = time.monotonic()
-    placed = peak = 0
+    placed = 0
+    peak = 0.0
     while (elapsed := time.monotonic() - start) < args.run_s:
         due = int(elapsed * args.rate) + 1
         while placed < due:

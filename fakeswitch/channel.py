@@ -9,7 +9,9 @@ headers (Application, Application-UUID, ...).
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from fakeswitch.media import ChannelRuntime
@@ -71,7 +73,9 @@ class Channel:
         self.caller_name = caller_name
         self.orig_number = caller_number
         self.orig_name = caller_name
-        self.callee_name = "Outbound Call"  # loopback's callee id: the name and the context
+        # loopback's callee id: the name and the context (mod_fifo copies a caller name
+        # that may be None here; Event drops None headers)
+        self.callee_name: str | None = "Outbound Call"
         self.callee_number = context
         self.destination = destination
         self.context = context
@@ -97,9 +101,9 @@ class Channel:
         self.on_fifo: list = []
         # Set by an app that leaves the channel to someone else after it completes
         # (mod_fifo's CS_HIBERNATE): a coroutine function Switch.execute awaits.
-        self.after_app = None
+        self.after_app: Callable[[], Awaitable[None]] | None = None
         # A future CHANNEL_DESTROY waits for (mod_fifo's bridge-caller-stop comes first).
-        self.destroy_hold = None
+        self.destroy_hold: asyncio.Future | None = None
 
     # -- state -------------------------------------------------------------------
     @property
@@ -150,9 +154,10 @@ class Channel:
         headers.append((f"{p}-Caller-ID-Number", self.caller_number))
         if self.orig_name:
             headers.append((f"{p}-Orig-Caller-ID-Name", self.orig_name))
+        headers.append((f"{p}-Orig-Caller-ID-Number", self.orig_number))
+        if self.callee_name is not None:  # None once mod_fifo copied an absent caller name
+            headers.append((f"{p}-Callee-ID-Name", self.callee_name))
         headers += [
-            (f"{p}-Orig-Caller-ID-Number", self.orig_number),
-            (f"{p}-Callee-ID-Name", self.callee_name),
             (f"{p}-Callee-ID-Number", self.callee_number),
             (f"{p}-ANI", self.orig_number),
             (f"{p}-Destination-Number", self.destination),

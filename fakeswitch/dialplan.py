@@ -137,6 +137,7 @@ async def run_b_leg(sw: Switch, chan: Channel) -> None:
     """The B leg's session thread: create, route, run extensions, tear down."""
     try:
         a_leg = chan.other
+        assert a_leg is not None, "originate pairs every B leg with its A leg"
         sw.fire_chan(a_leg, "CHANNEL_CREATE",
                      ("switch_core_state_machine.c", "switch_core_session_run", 626))
         _codec_events(sw, chan)

@@ -68,6 +68,8 @@ class Faults:
         if not self.stop_reading:
             return
         transport = listener.writer.transport
+        # A stream's transport is typed write-only; a TCP connection's also reads.
+        assert isinstance(transport, asyncio.ReadTransport), f"cannot pause {transport!r}"
         transport.pause_reading()
         try:
             while self.stop_reading and not listener.closed:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fakeswitch import media
@@ -88,8 +89,9 @@ def _times(prefix: str, us: int) -> list[tuple[str, str]]:
 
 
 def fire_info(sw: Switch, chan: Channel, name: str, action: str,
-              extra: list[tuple[str, str]] | None = None) -> None:
-    """A CUSTOM fifo::info event: Event-Subclass first, channel data, FIFO-* last."""
+              extra: Sequence[tuple[str, str | None]] | None = None) -> None:
+    """A CUSTOM fifo::info event: Event-Subclass first, channel data, FIFO-* last (a None
+    value adds no header, see Event)."""
     chan.record.fifo_actions.append(action)
     sw.fire_chan(chan, "CUSTOM", FIFO_CALL + (LINES[action],), subclass="fifo::info",
                  pre=[("Event-Subclass", "fifo::info")],
@@ -199,8 +201,8 @@ def _swap_profiles(consumer: Channel, caller: Channel) -> None:
 
 async def _bridge(sw: Switch, consumer: Channel, waiting: Waiting, name: str) -> None:
     caller = waiting.chan
-    cid = [("FIFO-Caller-CID-Name", consumer.callee_name),
-           ("FIFO-Caller-CID-Number", consumer.callee_number)]
+    cid: list[tuple[str, str | None]] = [("FIFO-Caller-CID-Name", consumer.callee_name),
+                                         ("FIFO-Caller-CID-Number", consumer.callee_number)]
     _swap_profiles(consumer, caller)
     start_us = now_us()
     for leg, role, target in ((consumer, "consumer", caller), (caller, "caller", consumer)):
@@ -208,7 +210,7 @@ async def _bridge(sw: Switch, consumer: Channel, waiting: Waiting, name: str) ->
                            ("fifo_epoch_start_bridge", str(start_us // 1_000_000)),
                            ("fifo_target", target.uuid), ("fifo_role", role)):
             leg.set_var(key, value)
-    fire_info(sw, consumer, name, "channel-consumer-start", [("FIFO-Type", "onhook")] + cid)
+    fire_info(sw, consumer, name, "channel-consumer-start", [("FIFO-Type", "onhook"), *cid])
     fire_info(sw, consumer, name, "bridge-consumer-start")
     fire_info(sw, caller, name, "bridge-caller-start")
     for leg, role, target in ((consumer, "consumer", caller), (caller, "caller", consumer)):

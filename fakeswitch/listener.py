@@ -38,6 +38,7 @@ class Listener:
     def __init__(self, server: FakeSwitch, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
         self.server = server
+        assert server.switch is not None, "a listener exists only while the switch runs"
         self.sw = server.switch
         self.reader = reader
         self.writer = writer
@@ -49,6 +50,7 @@ class Listener:
         self.queued: deque[bytes] = deque()  # events waiting for the socket to drain
         self._flusher: asyncio.Task | None = None
         self.parser = wire.CommandParser()
+        self.myevents_uuid: str | None = None  # set by the myevents command
         writer.transport.set_write_buffer_limits(high=HIGH_WATER_BYTES)
 
     # -- output ----------------------------------------------------------------------

@@ -213,6 +213,11 @@ SESSION_HANDLERS = {
 
 
 # -- the socket app -------------------------------------------------------------------
+def _settle(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(True)
+
+
 async def app_socket(sw: Switch, chan: Channel, arg: str) -> str:
     """``socket host:port [async] [full]``: connect out and hand the channel over."""
     words = arg.split()
@@ -226,13 +231,14 @@ async def app_socket(sw: Switch, chan: Channel, arg: str) -> str:
         logger.info("outbound socket to %s failed: %s", arg, exc)
         sw.hangup(chan, "DESTINATION_OUT_OF_ORDER")
         raise media.Hangup from exc
+    assert server is not None, "a Switch runs only inside a FakeSwitch"
     session = OutboundSession(server, reader, writer, chan, sync)
     server.track(session)
     sw.listeners.append(session)
     reading = sw.loop.create_task(session.serve())
     reading.add_done_callback(lambda _task: server.untrack(session))
     hung = sw.loop.create_future()
-    chan.on_hangup.append(lambda _chan: hung.done() or hung.set_result(True))
+    chan.on_hangup.append(lambda _chan: _settle(hung))
     if sync:
         chan.on_hangup.append(lambda _chan: sw.loop.call_soon(session.end_session))
     else:

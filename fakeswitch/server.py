@@ -11,6 +11,7 @@ import asyncio
 import copy
 import threading
 import time
+from typing import Any
 
 from fakeswitch import dialplan
 from fakeswitch.channel import CallRecord
@@ -49,7 +50,7 @@ class FakeSwitch:
         self.password = password
         self.allow = allow
         self.faults = Faults()
-        self._options = dict(time_scale=time_scale, users=users, durations=durations,
+        self._options: dict[str, Any] = dict(time_scale=time_scale, users=users, durations=durations,
                              fifo_mode=fifo_mode, fifo_queues=fifo_queues)
         self.outbound_target = outbound_target
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -72,6 +73,7 @@ class FakeSwitch:
 
     def _run(self, ready: threading.Event) -> None:
         loop = self.loop
+        assert loop is not None, "start() makes the loop before the thread"
         asyncio.set_event_loop(loop)
         self.switch = Switch(loop, **self._options)
         self.switch.outbound_target = self.outbound_target
@@ -93,16 +95,23 @@ class FakeSwitch:
             return
 
         async def shutdown() -> None:
+            assert self._server is not None, "a running loop thread has its server"
             self._server.close()
             for listener in list(self._listeners):
                 listener.close()
-            for chan in list(self.switch.channels.values()):
+            for chan in list(self._sw.channels.values()):
                 if chan.rt.task is not None:
                     chan.rt.task.cancel()
 
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
+
+    @property
+    def _sw(self) -> Switch:
+        """The switch, made by the loop thread during start(); the loop thread uses it."""
+        assert self.switch is not None, "FakeSwitch is not started"
+        return self.switch
 
     def __enter__(self) -> FakeSwitch:
         return self.start()
@@ -133,6 +142,7 @@ class FakeSwitch:
         async def run():
             return fn(*args)
 
+        assert self.loop is not None, "FakeSwitch is not started"
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def place_call(self, caller_id: str = "5551000", dest: str = "fsm", context: str = "default",
@@ -156,10 +166,10 @@ class FakeSwitch:
         done = threading.Event()
 
         def register() -> bool:
-            chan = self.switch.channels.get(uuid)
+            chan = self._sw.channels.get(uuid)
             if chan is None:
-                return uuid in self.switch.records
-            self.switch.on_teardown(chan, lambda _chan: done.set())
+                return uuid in self._sw.records
+            self._sw.on_teardown(chan, lambda _chan: done.set())
             return False
 
         if self._call(register):
@@ -171,7 +181,7 @@ class FakeSwitch:
         done = threading.Event()
 
         def register() -> bool:
-            chan = self.switch.channels.get(uuid)
+            chan = self._sw.channels.get(uuid)
             if chan is None:
                 return False
             if chan.parked:
@@ -183,31 +193,31 @@ class FakeSwitch:
 
     def call_record(self, uuid: str) -> CallRecord:
         """A snapshot copy of what happened to a controlled channel."""
-        record = self._call(lambda: copy.deepcopy(self.switch.records.get(uuid)))
+        record = self._call(lambda: copy.deepcopy(self._sw.records.get(uuid)))
         if record is None:
             raise FakeSwitchError(f"no such call {uuid}")
         return record
 
     def live_calls(self) -> list[str]:
         """UUIDs of the live controlled (B) legs."""
-        return self._call(lambda: [u for u, c in self.switch.channels.items()
+        return self._call(lambda: [u for u, c in self._sw.channels.items()
                                    if c.leg == "B" and c.alive])
 
     def hangup(self, uuid: str, cause: str = "NORMAL_CLEARING") -> None:
         """The caller hangs up."""
         def run() -> None:
-            chan = self.switch.channels.get(uuid)
+            chan = self._sw.channels.get(uuid)
             if chan is not None:
-                self.switch.hangup(chan, cause)
+                self._sw.hangup(chan, cause)
 
         self._call(run)
 
     def press(self, uuid: str, digits: str) -> None:
         """The caller presses digits (as uuid_recv_dtmf)."""
         def run() -> None:
-            chan = self.switch.channels.get(uuid)
+            chan = self._sw.channels.get(uuid)
             if chan is not None and chan.alive:
-                self.switch.queue_dtmf(chan, digits)
+                self._sw.queue_dtmf(chan, digits)
 
         self._call(run)
 
@@ -223,7 +233,7 @@ class FakeSwitch:
     def set_fifo_queue(self, queue: str, mode: str = "real") -> None:
         """Make ``queue`` (``fifo_sales`` or ``sales``) a real mod_fifo queue or not."""
         def run() -> None:
-            self.switch.fifo_queues[queue] = mode
+            self._sw.fifo_queues[queue] = mode
 
         self._call(run)
 
@@ -231,7 +241,7 @@ class FakeSwitch:
         """UUIDs of the callers waiting in ``queue`` (``sales``, ``fifo_sales``, ...)."""
         from fakeswitch.fifo import queue_name
 
-        return self._call(lambda: [w.chan.uuid for w in self.switch.fifos.get(queue_name(queue), ())
+        return self._call(lambda: [w.chan.uuid for w in self._sw.fifos.get(queue_name(queue), ())
                                    if w.chan.alive])
 
     def wait_fifo(self, uuid: str, action: str = "push", timeout: float = CALL_TIMEOUT_S) -> bool:
@@ -239,12 +249,12 @@ class FakeSwitch:
         done = threading.Event()
 
         def register() -> bool:
-            chan = self.switch.channels.get(uuid)
-            record = chan.record if chan is not None else self.switch.records.get(uuid)
+            chan = self._sw.channels.get(uuid)
+            record = chan.record if chan is not None else self._sw.records.get(uuid)
             if record is not None and action in record.fifo_actions:
                 return True  # it fired before we asked
             if chan is not None:
-                chan.on_fifo.append(lambda _chan, seen: seen == action and done.set())
+                chan.on_fifo.append(lambda _chan, seen: _set_if(done, seen == action))
             return False
 
         return self._call(register) or done.wait(timeout)
@@ -270,7 +280,7 @@ class FakeSwitch:
         delivered or not), ``live_calls`` (controlled legs up), ``sessions`` (legs created
         since start) and ``loop_cpu_s`` (CPU time of the event-loop thread so far)."""
         def run() -> dict[str, float]:
-            sw = self.switch
+            sw = self._sw
             live = sum(1 for c in sw.channels.values() if c.leg == "B" and c.alive)
             return {"events_fired": sw.events_fired, "live_calls": live,
                     "sessions": sw.session_count, "loop_cpu_s": time.thread_time()}
@@ -279,3 +289,8 @@ class FakeSwitch:
 
     def client_count(self) -> int:
         return self._call(lambda: sum(1 for x in self._listeners if not x.closed))
+
+
+def _set_if(event: threading.Event, condition: bool) -> None:
+    if condition:
+        event.set()

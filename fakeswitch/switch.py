@@ -14,10 +14,14 @@ import asyncio
 import logging
 import uuid as uuidlib
 from collections import deque
+from typing import TYPE_CHECKING
 
 from fakeswitch import apps, media
-from fakeswitch.channel import Channel, now_us
+from fakeswitch.channel import CallRecord, Channel, now_us
 from fakeswitch.events import Clock, Event
+
+if TYPE_CHECKING:
+    from fakeswitch.server import FakeSwitch
 
 logger = logging.getLogger(__name__)
 
@@ -44,13 +48,14 @@ class Switch:
         self.fifos: dict[str, deque] = {}  # queue name -> callers waiting (fifo.Waiting)
         self.clock = Clock()
         self.channels: dict[str, Channel] = {}
-        self.records: dict[str, object] = {}
+        self.records: dict[str, CallRecord] = {}
         self.listeners: list = []
         self.session_count = 0
         self.hangup_waiters: dict[str, list] = {}
         self.events_fired = 0
         self.outbound_target: tuple[str, int] | None = None
-        self.server = None  # the FakeSwitch that owns this loop (outbound sessions need it)
+        # the FakeSwitch that owns this loop (outbound sessions need it)
+        self.server: FakeSwitch | None = None
 
     # -- helpers -------------------------------------------------------------------
     def new_uuid(self) -> str:

@@ -126,7 +126,7 @@ class CommandParser:
 
     def feed(self, data: bytes) -> list[Command]:
         self._buf += data
-        commands = []
+        commands: list[Command] = []
         while True:
             command = self._next()
             if command is None:

@@ -82,8 +82,12 @@ def dial_user(extension: str) -> str:
 def is_extension(ivr: SimpleNamespace, text: str | None) -> bool:
     """True when `text` is wholly an extension (the CRM's answer and the caller's digits
     go into a dial string: nothing else may)."""
-    return bool(text) and re.fullmatch(ivr.extension_pattern, text) is not None
+    if not text:
+        return False
+    return re.fullmatch(ivr.extension_pattern, text) is not None
 
 
 def matches(pattern: str, text: str | None) -> bool:
-    return bool(text) and re.fullmatch(pattern, text) is not None
+    if not text:
+        return False
+    return re.fullmatch(pattern, text) is not None

@@ -235,6 +235,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("retry_min_s", number(0.05, 3600), "1"),
         Key("retry_max_s", number(0.1, 86400), "300"),
         Key("batch_size", integer(1, 1000), "50"),
+        Key("max_concurrent", integer(1, 64), "8"),
         Key("poll_interval_s", number(0.05, 3600), "5"),
     ),
     "ivr": _keys(
@@ -289,6 +290,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
 
 class Config:
     """The validated configuration: `config.crm.read_timeout_s` and so on."""
+
+    # One namespace per SCHEMA section, set in __init__. Declared here so the type
+    # checker knows the sections (a misspelt section is an error); the keys inside are
+    # typed Any, as their types live in SCHEMA.
+    freeswitch: SimpleNamespace
+    database: SimpleNamespace
+    crm: SimpleNamespace
+    cdr: SimpleNamespace
+    ivr: SimpleNamespace
+    schedule: SimpleNamespace
+    logging: SimpleNamespace
+    metrics: SimpleNamespace
 
     def __init__(self, values: dict[str, dict[str, Any]], source: str):
         self.source = source
@@ -358,8 +371,8 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
     for name, value in environ.items():
         if not name.startswith("ICALL_"):
             continue
-        section, key = _env_target(name)
-        if section is None:
+        target_section, target_key = _env_target(name)
+        if target_section is None:
             # ICALL_<SECTION>_<typo> is an error; ICALL_CONFIG, ICALL_TEST_* and the like
             # name no section and are not configuration.
             for known in SCHEMA:
@@ -368,20 +381,20 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
                     hint = _did_you_mean(name.lower()[len(prefix):], SCHEMA[known])
                     errors.append(f"{name}: environment variable names no key of [{known}]{hint}")
             continue
-        raw.setdefault(section, {})[key] = value
+        raw.setdefault(target_section, {})[target_key] = value
 
     values: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():
         values[section] = {}
-        for name, key in keys.items():
+        for name, spec in keys.items():
             text = raw.get(section, {}).get(name)
             if text is None:
-                if key.default is REQUIRED:
+                if spec.default is REQUIRED:
                     errors.append(f"{section}/{name}: required, but not set")
                     continue
-                text = key.default
+                text = spec.default
             try:
-                values[section][name] = key.parse(text)
+                values[section][name] = spec.parse(text)
             except ValueError as exc:
                 errors.append(f"{section}/{name}: {exc}")
     if not errors:

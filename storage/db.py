@@ -15,6 +15,7 @@ Thread-free: nothing here starts a thread.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from peewee import (
@@ -54,7 +55,7 @@ SQLITE_PRAGMAS = {"journal_mode": "wal", "synchronous": "full", "foreign_keys": 
 # goes away, so the writer can back off and retry.
 CONNECT_TIMEOUT_S = 5
 MYSQL_IO_TIMEOUT_S = 30
-PG_KEEPALIVE = {
+PG_KEEPALIVE: dict[str, Any] = {  # libpq options, passed through by peewee
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,

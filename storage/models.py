@@ -159,6 +159,7 @@ class TimeConditionRow(BaseModel):
 class CdrOutbox(BaseModel):
     """CDRs waiting to be delivered by the CdrPoster (written with the CDR itself)."""
 
+    id = AutoField()  # what peewee would add anyway; declared so the type checker sees it
     call_uuid = CharField(max_length=64, unique=True)
     payload = TextField()  # JSON object: the CDR fields
     created_at = DateTimeField()

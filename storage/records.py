@@ -132,7 +132,9 @@ def _prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any]) -> Pre
     return prepared
 
 
-_TABLE_OF_KIND = {"step": CallStep, "fifo": FifoEvent, "failure": CallFailure}
+_TABLE_OF_KIND: dict[str, type[CallStep] | type[FifoEvent] | type[CallFailure]] = {
+    "step": CallStep, "fifo": FifoEvent, "failure": CallFailure,
+}
 
 
 def commit_batch(db: Database, batch: Sequence[Prepared]) -> None:
@@ -140,11 +142,11 @@ def commit_batch(db: Database, batch: Sequence[Prepared]) -> None:
     now = utc_now()
     with write_transaction(db):
         uuids = list(dict.fromkeys(p.call_uuid for p in batch))
-        for chunk in chunked(uuids, INSERT_CHUNK):
-            rows = [{"uuid": u, "updated_at": now} for u in chunk]
-            _insert_new(db, Call, rows, Call.uuid)
+        for uuid_chunk in chunked(uuids, INSERT_CHUNK):
+            call_rows = [{"uuid": u, "updated_at": now} for u in uuid_chunk]
+            _insert_new(db, Call, call_rows, Call.uuid)
         for kind, model in _TABLE_OF_KIND.items():
-            rows = [p.row for p in batch if p.kind == kind]
+            rows = [_own_row(p) for p in batch if p.kind == kind]
             for chunk in chunked(rows, INSERT_CHUNK):
                 _insert_new(db, model, chunk, model.call_uuid)
         for p in batch:
@@ -155,6 +157,12 @@ def commit_batch(db: Database, batch: Sequence[Prepared]) -> None:
         outbox = [p.outbox for p in batch if p.outbox is not None]
         for chunk in chunked(outbox, INSERT_CHUNK):
             _insert_new(db, CdrOutbox, chunk, CdrOutbox.call_uuid)
+
+
+def _own_row(prepared: Prepared) -> dict[str, Any]:
+    """The row for the kind's own table, which `prepare` sets for step, fifo and failure."""
+    assert prepared.row is not None, f"a prepared {prepared.kind!r} record has no row"
+    return prepared.row
 
 
 def _insert_new(db: Database, model, rows: list[dict], key) -> None:

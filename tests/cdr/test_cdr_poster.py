@@ -65,6 +65,18 @@ def test_a_dead_endpoint_is_probed_with_backoff_not_hammered(db, sink, start_pos
     assert 1 <= sink.total_posts() <= 8
 
 
+def test_cdrs_are_posted_several_at_once_so_a_distant_endpoint_keeps_up(db, sink, start_poster):
+    # Each answer takes 1 s: one at a time, 9 CDRs would reach the endpoint over 8 s;
+    # a probe and then a wave of 8 reach it within about 1 s of each other.
+    sink.default = Reply(status=200, body=b"ok", delay_s=1.0)
+    add_cdrs(db, 9)
+    start_poster(max_concurrent=8, poll_interval_s=0.05)
+    assert sink.wait_for_accepted(9, timeout_s=WAIT_S)
+    arrivals = sorted(request.received_at for request in sink.requests)
+    assert arrivals[-1] - arrivals[1] < 1.0, "the wave after the probe was not sent at once"
+    assert wait_until(lambda: pending_count(db) == 0)
+
+
 def test_a_5xx_answer_is_retried_and_the_row_remembers_the_attempts(db, sink, start_poster):
     sink.script([Reply(status=500, body=b"oops"), Reply(status=502, body=b"bad gateway")])
     add_cdrs(db, 1)
