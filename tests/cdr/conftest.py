@@ -4,8 +4,6 @@ inserted through the model, a fake CDR endpoint on loopback, and posters."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pykka
@@ -17,6 +15,7 @@ from ivr.config import Config, load_config
 from storage.db import open_database
 from storage.migrations import upgrade
 from storage.models import CdrOutbox, utc_now
+from tests import waiting
 
 WAIT_S = 30  # generous: a loaded 2-core machine must not fail a test by timing
 
@@ -28,14 +27,7 @@ def make_config(db_url: str, **cdr: object) -> Config:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-    """Re-check `predicate` every 20 ms until it holds (True) or time is up (False)."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        pause.wait(0.02)
-    return True
+    return waiting.wait_until(predicate, timeout_s)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ it, a real pykka actor that collects the answers, and the fetcher itself."""
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -15,6 +14,7 @@ from actors.crm import CrmFetcher
 from actors.messages import CrmAnswer, CrmLookup
 from fakeswitch.fake_crm import FakeCrm
 from ivr.config import Config, load_config
+from tests import waiting
 
 ANSWER_TIMEOUT_S = 20  # generous: a loaded 2-core machine must not fail a test by timing
 
@@ -62,14 +62,7 @@ class Caller:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = ANSWER_TIMEOUT_S) -> bool:
-    """Re-check `predicate` every 20 ms until it holds (True) or time is up (False)."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        pause.wait(0.02)
-    return True
+    return waiting.wait_until(predicate, timeout_s)
 
 
 def stats(fetcher: pykka.ActorRef) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,6 +23,7 @@ from actors.messages import DbAck
 from ivr.config import load_config
 from storage.db import open_database
 from storage.migrations import upgrade
+from tests import waiting
 from tests.storage.tcp_proxy import TcpProxy
 
 BACKENDS_ENV = "ICALL_TEST_BACKENDS"
@@ -139,12 +139,8 @@ class AckCollector(pykka.ThreadingActor):
 def eventually(predicate: Callable[[], bool], timeout_s: float = WAIT_S, what: str = "") -> None:
     """Wait until `predicate()` holds, checking every 20 ms; for states that no event
     announces (a writer's retry counter). Fails the test on timeout."""
-    deadline = time.monotonic() + timeout_s
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
-        pause.wait(0.02)
+    if not waiting.wait_until(predicate, timeout_s):
+        pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
 
 
 def writer_stats(writer_ref) -> dict:
