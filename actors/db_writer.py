@@ -32,7 +32,7 @@ from peewee import DatabaseError, DataError, IntegrityError
 from actors.messages import CdrQueued, DbAck, DbWrite
 from storage.db import close_quietly, open_database, redact
 from storage.migrations import SchemaError, check_schema
-from storage.records import BadRecord, Prepared, commit_batch, prepare
+from storage.records import BadRecord, KnownCalls, Prepared, commit_batch, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class DbWriter(pykka.ThreadingActor):
         # calls table only, rather than grow a queue nobody empties.
         self._fill_outbox = bool(config.cdr.url)
         self._db = open_database(settings.url)  # a bad URL fails here, in the starter
+        self._known_calls = KnownCalls()  # calls whose row is written: their writes skip it
         self._connected = False
         self._pending: deque[_Pending] = deque()
         self._flush_queued = False  # a _Flush is in the mailbox or on the retry timer
@@ -150,7 +151,7 @@ class DbWriter(pykka.ThreadingActor):
         batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
         try:
             self._ensure_connected()
-            commit_batch(self._db, [p.prepared for p in batch])
+            commit_batch(self._db, [p.prepared for p in batch], self._known_calls)
         except REJECTED_ERRORS as exc:
             logger.warning("DbWriter: a batch failed (%s); writing its rows one by one", exc)
             return self._write_one_by_one(len(batch))
@@ -165,7 +166,7 @@ class DbWriter(pykka.ThreadingActor):
         for _ in range(count):
             item = self._pending[0]
             try:
-                commit_batch(self._db, [item.prepared])
+                commit_batch(self._db, [item.prepared], self._known_calls)
             except REJECTED_ERRORS as exc:
                 self._pending.popleft()
                 self._reject(item.write, f"{type(exc).__name__}: {exc}")
@@ -221,6 +222,7 @@ class DbWriter(pykka.ThreadingActor):
         self._last_error = text
         self._connected = False
         close_quietly(self._db)  # the next attempt starts on a fresh connection
+        self._known_calls.forget()  # and perhaps on a database restored without them
 
     def _schedule_retry(self, exc: Exception) -> None:
         self._note_failure(exc)
