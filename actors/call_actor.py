@@ -82,17 +82,18 @@ class CallActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
-                 inherited_writes: tuple[DbWrite, ...] = ()):
+                 inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0):
         """`first_event` starts the flow; None means the flow resumes a call whose
-        previous actor died, and `inherited_writes` are that actor's unacknowledged
-        writes, sent again from here."""
+        previous actor died, `inherited_writes` are that actor's unacknowledged writes
+        (sent again from here) and `last_seq` the number of its last write: numbering
+        goes on after it, since a reused number would be taken for a repeat and dropped."""
         super().__init__()
         self.uuid = uuid
         self.flow = flow
         self.services = services
         self._first_event = first_event
         self._unacked: dict[int, DbWrite] = {w.seq: w for w in inherited_writes}
-        self._seq = max(self._unacked, default=0)
+        self._seq = last_seq
         self._lingers = 0
         self._failed = False
 
@@ -147,7 +148,7 @@ class CallActor(pykka.ThreadingActor):
         self._tell_supervisor(CallFailed(
             call_uuid=self.uuid, state=self.flow.state, error=repr(exception_value),
             checkpoint=self._safe_checkpoint(), finished=self.flow.finished,
-            unacked=tuple(self._unacked.values()),
+            unacked=tuple(self._unacked.values()), last_seq=self._seq,
         ))
 
     def on_stop(self) -> None:
@@ -158,7 +159,7 @@ class CallActor(pykka.ThreadingActor):
         self._tell_supervisor(CallStopped(
             call_uuid=self.uuid, finished=self.flow.finished, state=self.flow.state,
             checkpoint=self._safe_checkpoint() if not self.flow.finished else {},
-            unacked=tuple(self._unacked.values()),
+            unacked=tuple(self._unacked.values()), last_seq=self._seq,
         ))
 
     # --- queries (asked by the supervisor and tests, with a timeout)

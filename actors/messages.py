@@ -93,6 +93,7 @@ class CallFailed:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
     unacked: tuple[DbWrite, ...] = ()  # handed to the replacement, which resends them
+    last_seq: int = 0  # the replacement numbers its writes after this one
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class CallStopped:
     state: str = ""
     checkpoint: dict[str, Any] = field(default_factory=dict)
     unacked: tuple[DbWrite, ...] = ()
+    last_seq: int = 0
 
 
 @dataclass(frozen=True)

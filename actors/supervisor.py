@@ -148,7 +148,7 @@ class Supervisor(pykka.ThreadingActor):
             return  # unknown, or a replacement actor is already running
         if not message.finished and not self.stopping:
             self._recover(call, message.call_uuid, message.state, "stopped from outside",
-                          message.checkpoint, message.unacked, finished=False)
+                          message.checkpoint, message.unacked, message.last_seq, finished=False)
             return
         self._forget(message.call_uuid)
 
@@ -158,26 +158,28 @@ class Supervisor(pykka.ThreadingActor):
         if call is None:
             return
         self._recover(call, message.call_uuid, message.state, message.error,
-                      message.checkpoint, message.unacked, message.finished)
+                      message.checkpoint, message.unacked, message.last_seq, message.finished)
 
     def _recover(self, call: _Call, uuid: str, state: str, error: str, checkpoint: dict[str, Any],
-                 unacked: tuple[DbWrite, ...], finished: bool) -> None:
+                 unacked: tuple[DbWrite, ...], last_seq: int, finished: bool) -> None:
         """A call's actor is gone before its time: keep the caller moving and the
         records whole."""
         call.failed = True
         logger.error("call %s handler died in %s (%s)", uuid, state, error)
-        self._record_failure(call, uuid, state, error)
+        failure = self._failure_record(call, uuid, state, error)
         if not finished and not self.stopping:
             self._transfer(uuid, self.config.ivr.safe_destination)
         if self.stopping or call.restarts >= _MAX_RESTARTS:
+            self._tell_writer(failure)
             self._forget(uuid)
             return
         # A fresh actor keeps listening in final_loop, so hangup still writes the CDR,
-        # and it resends what the dead one had not got acknowledged.
+        # and it sends (and resends until acknowledged) the failure record and what the
+        # dead one had not got acknowledged.
         flow = self.make_flow(uuid)
         flow.resume_after_failure(checkpoint)
         call.restarts += 1
-        call.ref = CallActor.start(uuid, flow, self.services, None, unacked)
+        call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq)
 
     def _forget(self, uuid: str) -> None:
         self.calls.pop(uuid, None)
@@ -185,13 +187,16 @@ class Supervisor(pykka.ThreadingActor):
         if self.on_call_gone is not None:
             self.on_call_gone(uuid)
 
-    def _record_failure(self, call: _Call, uuid: str, state: str, error: str) -> None:
+    def _failure_record(self, call: _Call, uuid: str, state: str, error: str) -> DbWrite:
         call.extra_seq += 1
         fields = {"uuid": uuid, "state": state, "error": error, "at": time.time()}
+        return DbWrite(uuid, call.extra_seq, "failure", fields)
+
+    def _tell_writer(self, write: DbWrite) -> None:
         try:
-            self.services.db_writer.tell(DbWrite(uuid, call.extra_seq, "failure", fields))
+            self.services.db_writer.tell(write)
         except pykka.ActorDeadError:
-            logger.error("could not record the failure of %s: no DbWriter", uuid)
+            logger.error("could not record the failure of %s: no DbWriter", write.call_uuid)
 
     def _transfer(self, uuid: str, destination: str) -> None:
         self.services.commander_proxy().execute(uuid, "transfer", destination, str(uuidlib.uuid4()))

@@ -1,0 +1,76 @@
+"""A CallActor that replaces a dead one: it resends what was not acknowledged and
+numbers its own writes after the dead actor's last one (a reused number would be
+taken for a repeat by the writer's idempotent keys and dropped)."""
+
+from __future__ import annotations
+
+import queue
+import uuid as uuidlib
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pykka
+
+from actors.call_actor import CallActor, CallServices
+from actors.messages import DbAck, DbWrite, EslEvent
+from actors.timers import TimerService
+from ivr.config import load_config
+from ivr.event import Event
+from ivr.flow import FlowContext, make_flow
+
+WAIT_S = 10
+CALL = "5f1c0d7e-0000-4000-8000-000000000001"
+
+
+class Writer(pykka.ThreadingActor):
+    """Stands in for the DbWriter: hands every write to the test, acks it."""
+
+    def __init__(self, seen: queue.Queue):
+        super().__init__()
+        self.seen = seen
+
+    def on_receive(self, message):
+        if isinstance(message, DbWrite):
+            self.seen.put(message)
+            if message.reply_to is not None:
+                message.reply_to.tell(DbAck(message.call_uuid, message.seq))
+
+
+class Idle(pykka.ThreadingActor):
+    """Commander, CRM and supervisor: nothing is asked of them in this test."""
+
+    def execute(self, *args, **kwargs):
+        pass
+
+    def hangup(self, *args, **kwargs):
+        pass
+
+    def on_receive(self, message):
+        pass
+
+
+def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them():
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
+    seen: queue.Queue = queue.Queue()
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    services = CallServices(config=config, supervisor=idle, commander=idle,
+                            db_writer=Writer.start(seen), crm=idle, timers=timers)
+    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
+                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    flow = make_flow("icall", CALL, ctx)
+    flow.resume_after_failure({"state": "main_menu_wait_dtmf", "path": ["welcome", "main_menu"]})
+    inherited = DbWrite(CALL, 1_000_001, "failure", {"uuid": CALL, "state": "main_menu", "error": "boom"})
+    try:
+        ref = CallActor.start(CALL, flow, services, None, (inherited,), 7)
+        resent = seen.get(timeout=WAIT_S)
+        assert (resent.seq, resent.kind) == (1_000_001, "failure")
+        assert resent.reply_to == ref, "the replacement must receive the ack of what it resends"
+
+        ref.tell(EslEvent(Event({"Event-Name": "CHANNEL_HANGUP_COMPLETE", "Unique-ID": CALL,
+                                 "Hangup-Cause": "NORMAL_CLEARING"})))
+        cdr = seen.get(timeout=WAIT_S)
+        assert (cdr.kind, cdr.seq) == ("cdr", 8)
+    finally:
+        timers.stop()
