@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 # esl_execute truncates at 4096 bytes including the header name).
 MAX_HEADER_ARG = 4000
 
-SUBSCRIBED_EVENTS = ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
+# CHANNEL_BRIDGE tells a flow that a bridge it awaits was answered (its ring guard ends).
+SUBSCRIBED_EVENTS = ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_HANGUP",
                      "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB", "HEARTBEAT")
 CUSTOM_SUBCLASSES = ("fifo::info",)
 

@@ -157,11 +157,14 @@ async def app_bridge(sw: Switch, chan: Channel, arg: str) -> str:
     sw.set_call_state(chan, "RING_WAIT")
     behaviour = sw.users.get(user)
     cause = None
+    # `call_timeout` (set before the bridge) bounds the ringing, as on FreeSWITCH
+    # (switch_ivr_originate reads it when the dial string names no leg_timeout).
+    ring_limit_s = _seconds(chan.variables.get("call_timeout"))
     if behaviour is None:
         cause = "USER_NOT_REGISTERED"
     elif behaviour.startswith("noanswer"):
         ring_s = float(behaviour.split(":")[1]) if ":" in behaviour else 3.0
-        why = await media.wait(chan, sw.scaled(ring_s))
+        why = await media.wait(chan, sw.scaled(min(ring_s, ring_limit_s or ring_s)))
         if why == media.HANGUP:
             raise Hangup
         cause = "NO_ANSWER"
@@ -176,15 +179,29 @@ async def app_bridge(sw: Switch, chan: Channel, arg: str) -> str:
     talk_s = float(behaviour.split(":")[1]) if ":" in behaviour else 2.0
     chan.set_var("originate_disposition", "SUCCESS")
     chan.set_var("DIALSTATUS", "SUCCESS")
-    chan.set_var("bridge_uuid", sw.new_uuid())
+    callee_uuid = sw.new_uuid()
+    chan.set_var("bridge_uuid", callee_uuid)
     chan.bridged_us = media_now_us()
+    # The caller's leg is the bridge's A leg: CHANNEL_BRIDGE carries its Unique-ID and
+    # variables (captures: fifo_real_bridge, where the agent's leg is the A leg).
+    bridge_ids = [("Bridge-A-Unique-ID", chan.uuid), ("Bridge-B-Unique-ID", callee_uuid)]
+    sw.fire_chan(chan, "CHANNEL_BRIDGE", fifo.BRIDGE_CALL + (1689,), after_core=bridge_ids)
     why = await media.wait(chan, sw.scaled(talk_s))
+    if why != media.HANGUP:
+        sw.fire_chan(chan, "CHANNEL_UNBRIDGE", fifo.BRIDGE_CALL + (1879,), after_core=bridge_ids)
     if why == media.HANGUP:
         raise Hangup
     chan.set_var("last_bridge_hangup_cause", "NORMAL_CLEARING")
     if chan.variables.get("hangup_after_bridge") == "true":
         sw.hangup(chan, "NORMAL_CLEARING")
     return "_none_"
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 def media_now_us() -> int:

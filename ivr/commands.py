@@ -72,7 +72,8 @@ def transfer(ivr: SimpleNamespace, destination: str, extension: str = "") -> str
 
 def bridge_settings(ivr: SimpleNamespace) -> list[str]:
     """The `set` arguments that precede a bridge to an extension, in order."""
-    return [f"ringback={ivr.ringback}", "continue_on_fail=true", "hangup_after_bridge=true"]
+    return [f"ringback={ivr.ringback}", f"call_timeout={ivr.ring_timeout_s}",
+            "continue_on_fail=true", "hangup_after_bridge=true"]
 
 
 def dial_user(extension: str) -> str:

@@ -264,6 +264,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("cc_menu_tries", integer(1, 10), "2"),
         Key("prompt_timeout_ms", integer(500, 60000), "5000"),
         Key("ringback", string, "${us-ring}"),
+        Key("ring_timeout_s", integer(1, 600), "30"),
         Key("crm_grace_ms", integer(0, 60000), "0"),
         Key("command_timeout_s", number(1, 3600), "120"),
         Key("time_condition", string, "sales_icall"),

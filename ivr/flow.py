@@ -102,6 +102,7 @@ class Command:
     arg: str
     label: str | None = None
     rescue: bool = False
+    guard_s: float | None = None  # None: `[ivr] command_timeout_s`
 
     def __str__(self) -> str:
         return f"{self.app} {self.arg}".rstrip()
@@ -152,6 +153,7 @@ class Flow:
         self._sent: dict[str, Command] = {}  # every command not yet completed
         self._awaited: dict[str, Command] = {}  # those a state waits for
         self._unguarded: list[str] = []  # awaited, guard timer not yet started
+        self._talking: set[str] = set()  # awaited bridges that were answered (CHANNEL_BRIDGE)
 
     # --- entry points (the CallActor's thread)
 
@@ -165,8 +167,12 @@ class Flow:
         """Every event with this call's Unique-ID."""
         if event.uuid != self.uuid:
             self.note(f"ignored {event.name} of another channel {event.uuid}")
-        elif not self.handle_common(event) and event.name == "CHANNEL_EXECUTE_COMPLETE":
+        elif self.handle_common(event):
+            pass
+        elif event.name == "CHANNEL_EXECUTE_COMPLETE":
             self._complete(event)
+        elif event.name == "CHANNEL_BRIDGE":
+            self._bridged()
         return self._outcome()
 
     def on_info(self, message: object) -> list[Effect]:
@@ -178,11 +184,14 @@ class Flow:
         if generation != self._generation or self.hung_up:
             self.note(f"stale timer {name} (generation {generation}) dropped")
         elif name.startswith(GUARD_PREFIX):
-            command = self._awaited.get(name[len(GUARD_PREFIX):])
+            event_uuid = name[len(GUARD_PREFIX):]
+            command = self._awaited.get(event_uuid)
             if command is None:
                 self.note(f"stale timer {name} dropped: its command completed")
+            elif event_uuid in self._talking:
+                self.note(f"guard of {command} dropped: answered, talk time is not guarded")
             else:
-                timeout_s = self.ctx.config.ivr.command_timeout_s
+                timeout_s = self._guard_s(command)
                 self.rescue("CommandTimeout", f"{command}: not completed within {timeout_s:g} s")
         else:
             self.dispatch(Timeout(name))
@@ -256,9 +265,12 @@ class Flow:
         self._next_state = state
 
     def execute(self, app: str, arg: str = "", lock: bool = False,
-                await_as: str | None = None, rescue: bool = False) -> str:
-        """Send a dialplan app; returns its Event-UUID ("" when the call is gone)."""
-        command = Command(app, arg, await_as, rescue)
+                await_as: str | None = None, rescue: bool = False,
+                guard_s: float | None = None) -> str:
+        """Send a dialplan app; returns its Event-UUID ("" when the call is gone).
+        An awaited command is guarded for `guard_s` (default `[ivr] command_timeout_s`);
+        an awaited `bridge` only until it is answered: talk time is never guarded."""
+        command = Command(app, arg, await_as, rescue, guard_s)
         if self.hung_up:
             self.note(f"not sent after hangup: {command}")
             return ""
@@ -297,6 +309,7 @@ class Flow:
         """Give up on the flow: the call goes to the safe destination."""
         self._awaited.clear()
         self._unguarded.clear()
+        self._talking.clear()
         self.record_step(step, why)
         self.execute("transfer", self.ctx.config.ivr.safe_destination, rescue=True)
         self.goto(self.final_state)
@@ -368,8 +381,21 @@ class Flow:
             return  # the dialplan's own apps, or another controller's
         response = event.get("Application-Response", "") or ""
         self.note(f"complete {command.app}: {response}")
+        self._talking.discard(event_uuid)
         if self._awaited.pop(event_uuid, None) is not None:
             self.dispatch(Completed(command.label or "", event))
+
+    def _bridged(self) -> None:
+        """CHANNEL_BRIDGE: the callee answered an awaited bridge. Its completion now
+        comes when the conversation ends, however long that is, so its guard (which
+        covered the ringing) no longer applies."""
+        for event_uuid, command in self._awaited.items():
+            if command.app == "bridge" and event_uuid not in self._talking:
+                self._talking.add(event_uuid)
+                self.note(f"bridged: {command}")
+
+    def _guard_s(self, command: Command) -> float:
+        return command.guard_s if command.guard_s is not None else self.ctx.config.ivr.command_timeout_s
 
     def _note_hangup(self, event: Event) -> None:
         if self.hung_up:
@@ -382,6 +408,7 @@ class Flow:
             self.note(f"abandoned: {abandoned}")
         self._awaited.clear()
         self._unguarded.clear()
+        self._talking.clear()
 
     def _record_fifo(self, event: Event) -> None:
         action = event.get("FIFO-Action", "") or ""
@@ -403,9 +430,10 @@ class Flow:
     def _outcome(self) -> list[Effect]:
         self._settle()
         for event_uuid in self._unguarded:
-            self._effects.append(StartTimer(GUARD_PREFIX + event_uuid,
-                                            self.ctx.config.ivr.command_timeout_s,
-                                            self._generation))
+            command = self._awaited.get(event_uuid)
+            if command is not None:
+                self._effects.append(StartTimer(GUARD_PREFIX + event_uuid,
+                                                self._guard_s(command), self._generation))
         self._unguarded.clear()
         effects, self._effects = self._effects, []
         return effects

@@ -152,7 +152,11 @@ class IcallFlow(Flow):
                 # runs nested inside the previous one (captures: inbound_plain_event_lock).
                 for setting in commands.bridge_settings(self.ivr):
                     self.execute("set", setting, lock=True)
-                self.execute("bridge", commands.dial_user(extension), lock=True, await_as="bridge")
+                # Guarded while it rings (the switch itself gives up after ring_timeout_s,
+                # through call_timeout, and then has the usual time to report it); once
+                # answered, never: the completion comes when the conversation ends.
+                self.execute("bridge", commands.dial_user(extension), lock=True, await_as="bridge",
+                             guard_s=self.ivr.ring_timeout_s + self.ivr.command_timeout_s)
             case Completed("bridge", event):
                 disposition = event.variable("originate_disposition") or ""
                 if disposition in commands.BRIDGE_SUCCEEDED:

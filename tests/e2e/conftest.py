@@ -28,7 +28,8 @@ CHRISTMAS_11 = datetime(2026, 12, 25, 11, 0, tzinfo=TZ)
 
 CRM_TABLE = {"5551002": "801", "5551004": "802", "5551005": "802", "5551006": "802",
              "5551020": "801,sofia/gateway/x/900"}
-USERS = {"801": "answer:1", "802": "noanswer"}
+# 803 talks 4 s of real time at the stand-in's time scale; 804 would ring for 10 s.
+USERS = {"801": "answer:1", "802": "noanswer", "803": "answer:80", "804": "noanswer:200"}
 WAIT_S = 30
 
 

@@ -24,7 +24,7 @@ def cc_menu(extn: str) -> tuple[str, str]:
 
 
 def bridge_commands(extn: str) -> list[tuple[str, str]]:
-    return [("set", "ringback=${us-ring}"), ("set", "continue_on_fail=true"),
+    return [("set", "ringback=${us-ring}"), ("set", "call_timeout=30"), ("set", "continue_on_fail=true"),
             ("set", "hangup_after_bridge=true"), ("bridge", f"user/{extn}")]
 
 
@@ -129,3 +129,23 @@ def test_every_finished_call_has_its_cdr_delivered_once(harness, cdr_sink):
         h.finish(uuid)
     assert cdr_sink.wait_for_accepted(len(uuids), timeout_s=30)
     assert set(uuids) <= cdr_sink.unique_keys()
+
+
+def test_a_bridged_conversation_outlives_every_guard_and_ends_as_a_normal_call(harness):
+    # Guards of 1 s (commands) and 1 + 1 s (the bridge's ringing); the callee talks 4 s.
+    h = harness(ICALL_IVR_COMMAND_TIMEOUT_S="1", ICALL_IVR_RING_TIMEOUT_S="1")
+    r = h.finish(h.place("5551040", "5|803"))
+    assert r.commands[-1] == ("bridge", "user/803"), "nothing may follow the bridge"
+    assert not r.transfers()
+    assert not any(step == "CommandTimeout" for step, _ in r.steps)
+    assert r.row["hangup_cause"] == "NORMAL_CLEARING"
+    assert r.row["billsec_s"] is not None and r.row["billsec_s"] >= 3
+    assert not r.failures
+
+
+def test_an_extension_that_rings_past_ring_timeout_gives_the_caller_the_cc_menu(harness):
+    h = harness(ICALL_IVR_RING_TIMEOUT_S="2")
+    r = h.finish(h.place("5551041", "5|804|2"))
+    assert r.commands[-2:] == [cc_menu("804"), ("transfer", "VM_804 XML new_sales")]
+    assert ("CCFailure", "NO_ANSWER") in r.steps
+    assert not any(step == "CommandTimeout" for step, _ in r.steps)

@@ -108,6 +108,11 @@ class CallScript:
         return self._event(_first(self._ivr, "CHANNEL_HANGUP_COMPLETE", **{"Unique-ID": _IVR_LEG}),
                            **{"Hangup-Cause": cause})
 
+    def bridge(self) -> Event:
+        """CHANNEL_BRIDGE with this channel as the A leg: the callee answered."""
+        template = _first(self._fifo, "CHANNEL_BRIDGE")
+        return self._event(template, **{"Bridge-A-Unique-ID": self.uuid})
+
     def fifo(self, action: str) -> Event:
         template = _first(self._fifo, "CUSTOM", **{"FIFO-Action": action})
         return self._event(template)

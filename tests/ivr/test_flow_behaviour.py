@@ -211,3 +211,53 @@ def test_make_flow_knows_icall_and_refuses_an_unknown_flow():
 def test_going_to_an_unknown_state_is_a_flow_error():
     with pytest.raises(FlowError):
         Driver().flow.goto("limbo")
+
+
+def bridged_to_802(config=None) -> Driver:
+    driver = Driver(config=config)
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="802", read_result="success")
+    return driver
+
+
+def test_a_bridge_is_guarded_for_its_ring_time_not_for_the_command_timeout():
+    driver = bridged_to_802(make_config(ivr_ring_timeout_s="20", ivr_command_timeout_s="10"))
+    bridge = driver.last("bridge")
+    assert driver.timers()[-1].name == f"command:{bridge.event_uuid}"
+    assert driver.timers()[-1].delay_s == 20 + 10  # the ring time, then the usual allowance
+    assert ("set", "call_timeout=20") in driver.executes()
+
+
+def test_an_answered_bridge_talking_past_its_guard_is_left_alone_and_ends_normally():
+    driver = bridged_to_802()
+    guard = driver.timers()[-1]
+    assert driver.send(driver.script.bridge()) == []
+    # The conversation outlives the guard: nothing is sent, nothing is recorded.
+    assert driver.fire(guard) == []
+    assert "CommandTimeout" not in [step for step, _ in driver.steps()]
+    assert driver.flow.state == "call_cc"
+    driver.complete("bridge", originate_disposition="SUCCESS")
+    driver.send(driver.script.hangup())
+    driver.send(driver.script.hangup_complete())
+    assert driver.executes()[-1] == ("bridge", "user/802")
+    cdr = driver.records("cdr")[0].fields
+    assert cdr["hangup_cause"] == "NORMAL_CLEARING"
+    assert cdr["final_state"] == "final_loop"
+
+
+def test_a_bridge_that_rings_past_its_guard_without_an_answer_goes_to_safety():
+    driver = bridged_to_802(make_config(ivr_safe_destination="operator XML default"))
+    effects = driver.fire(driver.timers()[-1])
+    assert [(e.app, e.arg) for e in effects if isinstance(e, Execute)] == [
+        ("transfer", "operator XML default")]
+    assert driver.steps()[-1][0] == "CommandTimeout"
+
+
+def test_a_bridge_of_another_channel_does_not_end_our_ring_guard():
+    driver = bridged_to_802()
+    foreign = driver.script.bridge()
+    foreign.headers["Unique-ID"] = "someone-else"
+    driver.send(foreign)
+    effects = driver.fire(driver.timers()[-1])
+    assert driver.steps()[-1][0] == "CommandTimeout"
+    assert any(isinstance(e, Execute) and e.app == "transfer" for e in effects)

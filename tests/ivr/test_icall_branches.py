@@ -17,7 +17,8 @@ MAIN_MENU = ("play_and_get_digits",
              "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]")
 EXTENSION_ENTRY = ("play_and_get_digits",
                    r"3 3 3 5000 # new_sales/2002.wav new_sales/9004.wav extn_number [68]\d\d")
-BRIDGE_SETTINGS = [("set", "ringback=${us-ring}"), ("set", "continue_on_fail=true"),
+BRIDGE_SETTINGS = [("set", "ringback=${us-ring}"), ("set", "call_timeout=30"),
+                   ("set", "continue_on_fail=true"),
                    ("set", "hangup_after_bridge=true")]
 
 
