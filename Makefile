@@ -14,8 +14,8 @@ test: setup
 
 # ruff, then mypy on the packages (its settings are in pyproject.toml).
 lint: setup
-	$(VENV)/bin/ruff check actors ivr storage fakeswitch tests
-	$(VENV)/bin/mypy actors ivr storage fakeswitch
+	$(VENV)/bin/ruff check actors ivr storage service fakeswitch bench tests
+	$(VENV)/bin/mypy actors ivr storage service fakeswitch
 
 run: setup
 	$(VENV)/bin/icall run --config $(CONFIG)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pykka
 
-from actors.logsetup import set_call_uuid
+from actors.logcontext import set_call_uuid
 from actors.messages import (
     CallFailed,
     CallFinished,

@@ -21,7 +21,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 
@@ -279,3 +279,31 @@ class Supervisor(pykka.ThreadingActor):
         for ref in refs:
             ref.stop(block=False)
         return len(refs)
+
+
+_ActorT = TypeVar("_ActorT", bound=pykka.Actor)
+
+
+def supervised(
+    actor_class: type[_ActorT], name: str, notify: Callable[[ServiceDied], None]
+) -> type[_ActorT]:
+    """A subclass of `actor_class` whose death (an exception, or a stop from outside)
+    is reported at once: pykka has no links. `notify` decides whether it matters (it
+    does not while the service itself is stopping)."""
+
+    # mypy cannot take a class held in a variable as a base; the subclass is still an
+    # `actor_class`, which the return type says.
+    class Supervised(actor_class):  # type: ignore[valid-type,misc]
+        def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+            self._icall_reported = True
+            super().on_failure(exception_type, exception_value, traceback)
+            notify(ServiceDied(name, repr(exception_value)))
+
+        def on_stop(self) -> None:
+            super().on_stop()
+            if not getattr(self, "_icall_reported", False):
+                notify(ServiceDied(name, "stopped"))
+
+    Supervised.__name__ = actor_class.__name__
+    Supervised.__qualname__ = actor_class.__qualname__
+    return Supervised

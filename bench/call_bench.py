@@ -45,12 +45,12 @@ import ESL
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from actors.service import Service  # noqa: E402
 from fakeswitch import FakeSwitch  # noqa: E402
 from fakeswitch.fake_cdr import FakeCdrSink  # noqa: E402
 from fakeswitch.fake_crm import FakeCrm, Reply  # noqa: E402
 from ivr.config import Config, load_config  # noqa: E402
-from storage.demo_support import prepare_database  # noqa: E402
+from service.app import Service  # noqa: E402
+from service.demo_support import prepare_database  # noqa: E402
 
 TZ = "Europe/Berlin"
 OFFICE_HOURS = datetime(2026, 11, 25, 11, 0, tzinfo=ZoneInfo(TZ))  # a Wednesday: main menu

@@ -458,9 +458,9 @@ def _frame_key(frame: str, root: str) -> tuple[str, bool]:
     if match is None:
         return frame, False
     path = match.group("file")
-    ours = path.startswith(root + "/") or path.startswith(("actors/", "ivr/", "storage/"))
+    ours = path.startswith(root + "/") or path.startswith(("actors/", "ivr/", "storage/", "service/"))
     short = path.removeprefix(root + "/") if ours else path.rsplit("/", 1)[-1]
-    ours = ours and short.startswith(("actors/", "ivr/", "storage/"))
+    ours = ours and short.startswith(("actors/", "ivr/", "storage/", "service/"))
     return f"{short}:{match.group('func')}", ours
 
 

@@ -26,7 +26,7 @@ import pykka
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from actors.crm import CrmFetcher  # noqa: E402
+from actors.crm.fetcher import CrmFetcher  # noqa: E402
 from actors.messages import CrmAnswer, CrmLookup  # noqa: E402
 from fakeswitch.fake_crm import FakeCrm, Reply  # noqa: E402
 from ivr.config import load_config  # noqa: E402

@@ -460,13 +460,3 @@ def whole(value: str | None) -> int | None:
     except ValueError:
         return None
 
-
-def make_flow(name: str, uuid: str, ctx: FlowContext) -> Flow:
-    """The flow named by the channel's flow variable (`[ivr] flow`)."""
-    # Imported here: the flows import this module for their base class.
-    from ivr.icall import IcallFlow
-
-    flows: dict[str, type[Flow]] = {IcallFlow.name: IcallFlow}
-    if name not in flows:
-        raise FlowError(f"unknown flow {name!r}; known: {', '.join(sorted(flows))}")
-    return flows[name](uuid, ctx)

@@ -14,7 +14,7 @@ import pytest
 from ivr.config import REQUIRED, SCHEMA, ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-ICALL = [sys.executable, "-m", "actors.cli"]
+ICALL = [sys.executable, "-m", "service.cli"]
 
 # One file holding one mistake of every kind the loader knows.
 BAD_INI = """\
@@ -195,7 +195,7 @@ def test_the_shipped_config_ini_loads_without_errors():
 def test_every_schema_key_is_used_by_the_code():
     """A key that nothing reads is a key that does nothing (issue 2: no such keys)."""
     sources = {path: path.read_text(encoding="utf-8")
-               for folder in ("actors", "ivr", "storage") for path in (ROOT / folder).rglob("*.py")
+               for folder in ("actors", "ivr", "storage", "service") for path in (ROOT / folder).rglob("*.py")
                if path != ROOT / "ivr" / "config.py"}
     unused = []
     for section, keys in SCHEMA.items():

@@ -16,7 +16,8 @@ from actors.messages import DbAck, DbWrite, EslEvent
 from actors.timers import TimerService
 from ivr.config import load_config
 from ivr.event import Event
-from ivr.flow import FlowContext, make_flow
+from ivr.flow import FlowContext
+from ivr.flows import make_flow
 
 WAIT_S = 10
 CALL = "5f1c0d7e-0000-4000-8000-000000000001"

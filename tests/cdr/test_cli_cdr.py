@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from actors.cli_cdr import EXIT_DATABASE, EXIT_STALE, add_commands, cdr_status
+from service.cli_cdr import EXIT_DATABASE, EXIT_STALE, add_commands, cdr_status
 from storage.models import CdrOutbox, utc_now
 from tests.cdr.conftest import add_cdrs, make_config
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pykka
 import pytest
 
-from actors.crm import CrmFetcher
+from actors.crm.fetcher import CrmFetcher
 from actors.messages import CrmAnswer, CrmLookup
 from fakeswitch.fake_crm import FakeCrm
 from ivr.config import Config, load_config

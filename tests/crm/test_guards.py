@@ -6,7 +6,7 @@ import queue
 import threading
 import time
 
-from actors.crm_guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
+from actors.crm.guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
 
 
 class Clock:

@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from actors.service import Service
 from fakeswitch import FakeSwitch
 from fakeswitch.fake_cdr import FakeCdrSink
 from fakeswitch.fake_crm import FakeCrm
 from ivr.config import load_config
+from service.app import Service
 from storage.db import open_database
 from storage.migrations import upgrade
 from storage.models import Call, CallFailure, CallStep

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from actors.demo import CALLS, run_demo
+from service.demo import CALLS, run_demo
 
 
 def test_the_demo_shows_every_branch_and_a_complete_summary():

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from ivr.effects import CrmAnswer, Execute, Hangup, StartTimer
-from ivr.flow import Completed, Enter, Flow, FlowContext, FlowError, Happening, make_flow
+from ivr.flow import Completed, Enter, Flow, FlowContext, FlowError, Happening
+from ivr.flows import make_flow
 from ivr.icall import IcallFlow
 from tests.ivr.calls import CallScript, Driver, capture_events, make_config
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from actors.metrics import MetricsServer, render_prometheus
+from service.metrics import MetricsServer, render_prometheus
 
 
 def get(port: int, path: str) -> tuple[int, str, str]:
@@ -93,7 +93,7 @@ def test_any_other_path_is_a_404(serve):
 
 
 def test_access_lines_are_logged_at_debug_level_only(serve, caplog):
-    caplog.set_level(logging.DEBUG, logger="actors.metrics")
+    caplog.set_level(logging.DEBUG, logger="service.metrics")
     server = serve()
     get(server.port, "/health")
     access = [r for r in caplog.records if "GET /health" in r.getMessage()]

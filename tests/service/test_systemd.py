@@ -12,7 +12,7 @@ import uuid
 import pykka
 import pytest
 
-from actors.systemd import Watchdog, notify, watchdog_interval_s
+from service.systemd import Watchdog, notify, watchdog_interval_s
 
 # A watchdog timeout of 0.4 s means a feed every 0.2 s.
 WATCHDOG_USEC = "400000"
@@ -95,7 +95,7 @@ def test_an_unhealthy_service_stops_feeding_and_logs_why(notify_socket, caplog):
 
 
 def test_feeding_resumes_when_the_service_recovers(notify_socket, caplog):
-    caplog.set_level(logging.INFO, logger="actors.systemd")
+    caplog.set_level(logging.INFO, logger="service.systemd")
     healthy = threading.Event()
 
     def check() -> tuple[bool, str]:
@@ -171,7 +171,7 @@ class _Supervisor(pykka.ThreadingActor):
 
 
 def test_a_stuck_supervisor_stops_the_feeding_until_it_answers_again(notify_socket, caplog):
-    caplog.set_level(logging.INFO, logger="actors.systemd")
+    caplog.set_level(logging.INFO, logger="service.systemd")
     release = threading.Event()
     supervisor = _Supervisor.start(release)
 

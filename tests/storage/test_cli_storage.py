@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.cli import main
+from service.cli import main
 from storage.db import open_database
 from storage.models import TimeConditionRow
 

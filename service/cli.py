@@ -26,7 +26,7 @@ def default_config_path() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from actors import cli_cdr, cli_storage
+    from service import cli_cdr, cli_storage
 
     parser = argparse.ArgumentParser(prog="icall", description="IVR call control for FreeSWITCH")
     parser.add_argument("--config", help="path of the ini file (default: $ICALL_CONFIG, "
@@ -76,13 +76,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from actors.runner import run_service
+    from service.runner import run_service
 
     return run_service(args.config_obj)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from actors.demo import run_demo
+    from service.demo import run_demo
 
     return run_demo(keep=args.keep)
 

@@ -14,7 +14,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pykka
 
@@ -25,45 +25,18 @@ from actors.crm import CrmFetcher
 from actors.db_writer import DbWriter
 from actors.esl_reader import EventReader
 from actors.messages import EslEvent, LinkChanged, ServiceDied
-from actors.supervisor import Supervisor
+from actors.supervisor import Supervisor, supervised
 from actors.timeconditions import TimeConditionSource
 from actors.timers import TimerService
 from ivr.config import Config
 from ivr.event import Event
-from ivr.flow import Flow, FlowContext, make_flow
+from ivr.flow import Flow, FlowContext
+from ivr.flows import make_flow
 from ivr.schedule import local_now
 
 logger = logging.getLogger(__name__)
 
 _ASK_TIMEOUT_S = 5.0
-
-_ActorT = TypeVar("_ActorT", bound=pykka.Actor)
-
-
-def supervised(
-    actor_class: type[_ActorT], name: str, notify: Callable[[ServiceDied], None]
-) -> type[_ActorT]:
-    """A subclass of `actor_class` whose death (an exception, or a stop from outside)
-    is reported at once: pykka has no links. `notify` decides whether it matters (it
-    does not while the service itself is stopping)."""
-
-    # mypy cannot take a class held in a variable as a base; the subclass is still an
-    # `actor_class`, which the return type says.
-    class Supervised(actor_class):  # type: ignore[valid-type,misc]
-        def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-            self._icall_reported = True
-            super().on_failure(exception_type, exception_value, traceback)
-            notify(ServiceDied(name, repr(exception_value)))
-
-        def on_stop(self) -> None:
-            super().on_stop()
-            if not getattr(self, "_icall_reported", False):
-                notify(ServiceDied(name, "stopped"))
-
-    Supervised.__name__ = actor_class.__name__
-    Supervised.__qualname__ = actor_class.__qualname__
-    return Supervised
-
 
 class Service:
     """Builds and owns the actors. `start()` and `stop()` run in the caller's thread."""

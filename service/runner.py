@@ -11,11 +11,11 @@ import logging
 import signal
 import threading
 
-from actors.logsetup import install_stack_dump_on_sigusr1, setup_logging
-from actors.metrics import MetricsServer
-from actors.service import Service
-from actors.systemd import Watchdog, notify
 from ivr.config import Config
+from service.app import Service
+from service.logsetup import install_stack_dump_on_sigusr1, setup_logging
+from service.metrics import MetricsServer
+from service.systemd import Watchdog, notify
 from storage.db import open_database, redact
 from storage.migrations import SchemaError, check_schema
 

@@ -8,7 +8,7 @@ deadline passes (`deadline passed`). In between:
   crm disabled  -> None at once ("crm disabled")
   cached answer -> at once ("cached: found" / "cached: not found")
   breaker open  -> None at once ("breaker open"), one probe per cool-down goes through
-  otherwise     -> a worker thread asks the CRM (actors.crm_client), retrying within
+  otherwise     -> a worker thread asks the CRM (actors.crm.http_client), retrying within
                    the deadline; the deadline watch answers if the worker is late.
 
 Threads: the actor's own thread only admits lookups and answers `stats()`; the HTTP
@@ -31,8 +31,8 @@ from typing import Any
 
 import pykka
 
-from actors.crm_client import CrmClient
-from actors.crm_guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
+from actors.crm.guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
+from actors.crm.http_client import CrmClient
 from actors.messages import CrmAnswer, CrmLookup
 from ivr.config import Config
 

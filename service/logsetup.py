@@ -15,17 +15,12 @@ import threading
 import traceback
 from collections.abc import Mapping
 
-_call = threading.local()
-
-
-def set_call_uuid(uuid: str | None) -> None:
-    """Tag every later log line of the current thread with this call UUID."""
-    _call.uuid = uuid
+from actors.logcontext import current_call_uuid
 
 
 class _CallFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        uuid = getattr(_call, "uuid", None)
+        uuid = current_call_uuid()
         record.call = f" [{uuid}]" if uuid else ""
         return True
 

@@ -18,11 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from actors.service import Service
 from fakeswitch import FakeSwitch
 from fakeswitch.fake_cdr import FakeCdrSink
 from fakeswitch.fake_crm import FakeCrm
 from ivr.config import Config, load_config
+from service.app import Service
 
 TZ = "Europe/Berlin"
 WEDNESDAY_11 = datetime(2026, 11, 25, 11, 0, tzinfo=ZoneInfo(TZ))
@@ -81,8 +81,8 @@ def demo_config(switch_port: int, crm_url: str, cdr_url: str, db_path: Path) -> 
 
 
 def run_demo(keep: bool = False, time_scale: float = 0.05, out=sys.stdout) -> int:
-    from actors.logsetup import setup_logging
-    from storage.demo_support import add_holiday, prepare_database, summary_rows
+    from service.demo_support import add_holiday, prepare_database, summary_rows
+    from service.logsetup import setup_logging
 
     setup_logging("warning")
     logging.getLogger("fakeswitch").setLevel(logging.WARNING)
