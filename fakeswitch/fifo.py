@@ -1,6 +1,6 @@
 """mod_fifo stand-in: the ``fifo`` app, run on the switch's event-loop thread.
 
-Held to the fifo_real_* captures (shared/captures/README.md, "mod_fifo captures"):
+Held to the fifo_real_* captures (tests/captures/README.md, "mod_fifo captures"):
 
 * ``fifo <name> in`` (caller): push (FIFO-Slot 0), hold music (PLAYBACK_START of
   ``fifo_music``), then either

@@ -1,7 +1,7 @@
 """ESL wire format: URL-encoding, outgoing frames, incoming command parsing.
 
 Pure functions and one incremental parser; no sockets, no threads. Everything here is
-held to the recordings in ``shared/captures`` (header order, byte-counted
+held to the recordings in ``tests/captures`` (header order, byte-counted
 Content-Length, FreeSWITCH's URL-encoding rules).
 """
 

@@ -1,4 +1,4 @@
-"""The stand-in held to the recordings in shared/captures.
+"""The stand-in held to the recordings in tests/captures.
 
 Each capture's client commands are replayed over a real socket (recorded UUIDs replaced
 by the ones the stand-in hands out; a command is sent once the stand-in has produced as
