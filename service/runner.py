@@ -50,8 +50,8 @@ def _warn_if_the_cli_would_miss_the_database(config: Config) -> None:
     defaulted = config.database.url == f"sqlite:///{state_dir / 'icall.sqlite3'}"
     if defaulted and state_dir != INSTALLED_STATE_DIR:
         logger.warning("database %s is in $STATE_DIRECTORY, not %s: `icall db|timecond|cdr` "
-                       "run from a shell will not find it; set [database] url to this file",
-                       redact(config.database.url), INSTALLED_STATE_DIR)
+                       "run without that STATE_DIRECTORY will not find it; set [database] url "
+                       "to this file", redact(config.database.url), INSTALLED_STATE_DIR)
 
 
 def run_service(config: Config) -> int:

@@ -182,7 +182,7 @@ def test_the_service_warns_when_its_state_directory_is_not_where_the_cli_looks(
     config = load_config(None, environ={"STATE_DIRECTORY": str(tmp_path)}, sections=("database",))
     with caplog.at_level(logging.WARNING, logger="icall"):
         runner._warn_if_the_cli_would_miss_the_database(config)
-    assert "run from a shell will not find it; set [database] url" in caplog.text
+    assert "run without that STATE_DIRECTORY will not find it; set [database] url" in caplog.text
 
     caplog.clear()
     monkeypatch.setenv("STATE_DIRECTORY", str(INSTALLED_STATE_DIR))
