@@ -100,7 +100,7 @@ def test_the_readme_install_steps_make_everything_the_unit_needs_before_enabling
         _first(lines, rf"^runuser -u {user} -- .* db upgrade$"),
         _first(lines, r"^cp systemd/icall\.service /etc/systemd/system/"),
         _first(lines, r"systemctl daemon-reload"),
-        _first(lines, rf"^systemctl enable --now icall$"),
+        _first(lines, r"^systemctl enable --now icall$"),
     ]
     assert steps == sorted(steps), [lines[n] for n in steps]
     apt = lines[steps[0]].split()
