@@ -99,6 +99,13 @@ class Commander(pykka.ThreadingActor):
     def is_connected(self) -> bool:
         return self._session is not None
 
+    def switch_is_back(self) -> None:
+        """The event link is up again, so the switch is: the next command connects at
+        once instead of waiting out a backoff window opened while it was away (which
+        would fail the resync that adopts the calls parked meanwhile)."""
+        self._next_attempt_at = 0.0
+        self._backoff.reset()
+
     def ensure_connected(self) -> bool:
         """Connect now if not connected and the backoff allows; True if connected."""
         try:

@@ -13,7 +13,9 @@ writes (the call logs) are refused loudly and left unacknowledged, so their call
 still holds them; call, cdr and failure writes (a few per call) are always kept.
 
 A write that can never be stored (malformed fields, a value the database rejects) is
-logged at ERROR with its content and acknowledged, so no call waits on it forever.
+logged at ERROR and acknowledged, so no call waits on it forever. Its values (caller
+ids, names: personal data) stay out of that line, masked even where the database's
+message quotes them; the whole write is logged at DEBUG.
 
 Threads: every method below runs in the actor's own thread, except `__init__` (the
 starter's) and the retry timer, which only tells the actor a flush marker.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pykka
@@ -101,7 +104,7 @@ class DbWriter(pykka.ThreadingActor):
                 self._flush_queued = False
                 self._write_next_batch()
             else:
-                logger.warning("DbWriter ignores unexpected message %r", message)
+                logger.warning("DbWriter ignores an unexpected %s", type(message).__name__)
         except Exception:
             logger.exception("DbWriter: unexpected error; the backlog is kept")
 
@@ -153,7 +156,8 @@ class DbWriter(pykka.ThreadingActor):
             self._ensure_connected()
             commit_batch(self._db, [p.prepared for p in batch], self._known_calls)
         except REJECTED_ERRORS as exc:
-            logger.warning("DbWriter: a batch failed (%s); writing its rows one by one", exc)
+            logger.warning("DbWriter: a batch failed (%s); writing its rows one by one",
+                           _masked(f"{type(exc).__name__}: {exc}", [p.write for p in batch]))
             return self._write_one_by_one(len(batch))
         except (SchemaError, DatabaseError) as exc:
             self._schedule_retry(exc)
@@ -253,7 +257,10 @@ class DbWriter(pykka.ThreadingActor):
 
     def _reject(self, write: DbWrite, why: str) -> None:
         self._counts["rejected"] += 1
-        logger.error("DbWriter: write cannot be stored and is dropped: %s; write: %r", why, write)
+        logger.error("DbWriter: write cannot be stored and is dropped: %s write of call %s "
+                     "(seq %s, fields %s): %s", write.kind, write.call_uuid, write.seq,
+                     ", ".join(sorted(write.fields)) or "none", _masked(why, [write]))
+        logger.debug("DbWriter: the dropped write: %r", write)
         self._ack(write)
 
     def _refuse(self, write: DbWrite) -> None:
@@ -274,3 +281,24 @@ class DbWriter(pykka.ThreadingActor):
             "DbWriter: backlog at %d of backlog_max %d writes; database %s: %s",
             len(self._pending), self._backlog_max, redact(self._url), self._last_error or "slow",
         )
+
+
+def _masked(text: str, writes: list[DbWrite]) -> str:
+    """`text` (a database's error message) with every value of `writes` masked: a
+    message such as "invalid input syntax: '5551002'" must not carry a caller id into
+    the journal. Runs only on the rare refused write, never per row."""
+    for value in sorted({v for w in writes for v in _values(w.fields)}, key=len, reverse=True):
+        text = text.replace(value, "<value>")
+    return text
+
+
+def _values(item: object) -> Iterator[str]:
+    """The texts inside a write's fields worth masking (three characters or more)."""
+    if isinstance(item, dict):
+        for value in item.values():
+            yield from _values(value)
+    elif isinstance(item, list | tuple | set | frozenset):
+        for value in item:
+            yield from _values(value)
+    elif isinstance(item, str | int | float) and not isinstance(item, bool) and len(str(item)) >= 3:
+        yield str(item)

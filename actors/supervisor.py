@@ -221,6 +221,7 @@ class Supervisor(pykka.ThreadingActor):
         their flow from the channel's own data (`uuid_dump`), as a CHANNEL_PARK would."""
         timeout_s = self.config.freeswitch.command_timeout_s
         commander = self.services.commander_proxy()
+        commander.switch_is_back()  # queued ahead of the asks below
         try:
             live = commander.live_calls(self.config.ivr.flow_variable, self.config.ivr.flow).get(
                 timeout=timeout_s)

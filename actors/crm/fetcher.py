@@ -85,7 +85,7 @@ class CrmFetcher(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> None:
         if not isinstance(message, CrmLookup):
-            logger.warning("CRM fetcher ignores %r", message)
+            logger.warning("CRM fetcher ignores a %s", type(message).__name__)
             return
         try:
             self.lookup(message)
@@ -156,7 +156,7 @@ class CrmFetcher(pykka.ThreadingActor):
                 self._cache.put(caller_id, outcome.extension, outcome.reason)
             pending.settle(outcome.extension, outcome.reason)
         except Exception:  # edge of the worker: the caller still gets an answer
-            logger.exception("CRM lookup for %r crashed", caller_id)
+            logger.exception("a CRM lookup crashed")  # the caller id is personal data: not here
             pending.settle(None, "internal error")
 
     def _deliver(self, request: CrmLookup, extension: str | None, reason: str) -> None:
@@ -164,8 +164,10 @@ class CrmFetcher(pykka.ThreadingActor):
         (actor, worker or deadline watch); ActorRef.tell is safe from any thread."""
         self._count("answers")
         self._count("extensions" if extension else "unknown")
-        logger.info("call %s: CRM says %s for %r (%s)", request.call_uuid, extension or "nothing",
-                    request.caller_id, reason)
+        # The caller id is personal data: at INFO the call's UUID links the answer to
+        # the call's row, which holds it; DEBUG names it for troubleshooting.
+        logger.info("call %s: CRM says %s (%s)", request.call_uuid, extension or "nothing", reason)
+        logger.debug("call %s: CRM lookup was for caller id %r", request.call_uuid, request.caller_id)
         if request.reply_to is None:
             return
         try:

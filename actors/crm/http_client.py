@@ -107,8 +107,12 @@ class CrmClient:
         except CrmUnavailable as exc:
             return Lookup(None, exc.reason, reachable=False)
         except CrmBadAnswer as exc:
-            logger.warning("CRM answer for %r refused: %s", caller_id, exc.reason)
-            return Lookup(None, exc.reason, reachable=True)
+            # The reason quotes the CRM's answer, which may echo the caller id: it goes
+            # to the log and the call's record, so the caller id is masked in it.
+            reason = _without(caller_id, exc.reason)
+            logger.warning("CRM answer refused: %s", reason)
+            logger.debug("CRM answer refused for caller id %r: %s", caller_id, exc.reason)
+            return Lookup(None, reason, reachable=True)
         return Lookup(extension, reason, reachable=True, cacheable=True)
 
     def _back_off(self, seconds: float) -> None:
@@ -220,6 +224,11 @@ def _text(body: bytes) -> str:
         return body.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise CrmBadAnswer("answer is not UTF-8 text") from None
+
+
+def _without(caller_id: str, text: str) -> str:
+    """`text` with the caller id masked (personal data stays out of INFO/WARNING logs)."""
+    return text.replace(caller_id, "<caller id>") if caller_id else text
 
 
 def _short(exc: Exception) -> str:

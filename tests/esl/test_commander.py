@@ -10,6 +10,7 @@ import pytest
 from actors.commander import Commander
 from actors.esl import Disconnected
 from actors.messages import CommandFailed
+from fakeswitch import FakeSwitch
 from tests.esl.conftest import Collector, link_threads, make_config
 from tests.esl.replay import Capture, Knobs, api_response
 
@@ -111,6 +112,20 @@ def test_with_the_switch_away_commands_fail_fast_with_not_connected(
     attempts = [r for r in link_logs.records if "ESL connect to" in r.getMessage()]
     assert len(attempts) == 1  # one attempt per backoff window, not one per command
     assert not commander.is_connected().get(timeout=WAIT_S)
+
+
+def test_once_the_switch_is_back_the_next_command_connects_without_waiting_out_the_backoff(
+        refused_port):
+    # A backoff window of 30 s or more is open: commands fail fast with "not connected".
+    commander = Commander.start(make_config(refused_port, reconnect_min_s="30",
+                                            reconnect_max_s="60")).proxy()
+    with pytest.raises(Disconnected, match="not connected"):
+        commander.api("status").get(timeout=WAIT_S)
+    with FakeSwitch(port=refused_port, password="ClueCon"):
+        with pytest.raises(Disconnected, match="not connected"):
+            commander.api("status").get(timeout=WAIT_S)  # still inside the window
+        commander.switch_is_back()  # the event link says so (see Supervisor._resync)
+        assert commander.api("status").get(timeout=WAIT_S).startswith("UP ")
 
 
 def test_the_commander_reconnects_when_a_command_finds_the_link_dropped(replay):
