@@ -21,7 +21,7 @@ def number(value: float, digits: int = 1) -> str:
 HEADER = (f"{'controller':<9} {'load':>8} {'placed':>6} {'right':>5} {'wrong':>5} {'unfin':>5} "
           f"{'peak':>5} {'react p50/p90/p99 ms':>21} {'takeover p50/p99':>16} "
           f"{'CPU% ctl':>8} {'sw':>5} {'drv':>5} {'ms/call':>7} {'RSS idle/peak MB':>16} "
-          f"{'KiB/call':>8}")
+          f"{'KiB/call':>8} {'others%':>7}")
 
 
 def row(r: dict) -> str:
@@ -35,7 +35,7 @@ def row(r: dict) -> str:
             f"{r['unfinished']:>5} {r['peak_live']:>5} {reaction:>21} {takeover:>16} "
             f"{number(cpu['controller']['percent']):>8} {number(cpu['stand-in']['percent']):>5} "
             f"{number(cpu['callers']['percent']):>5} {number(r['cpu_ms_per_call'], 2):>7} "
-            f"{rss:>16} {number(r['rss_kib_per_call']):>8}")
+            f"{rss:>16} {number(r['rss_kib_per_call']):>8} {number(r['others_percent']):>7}")
 
 
 def ratio(a: float, b: float) -> str:
@@ -45,7 +45,8 @@ def ratio(a: float, b: float) -> str:
 def print_table(results: list[dict], args: argparse.Namespace) -> None:
     print(f"\nstand-in time scale {args.time_scale:g}; 801 talks {args.talk_s:g} s, 802 rings "
           f"{args.ring_s:g} s; {args.duration:g} s of offering per run; CPU over first call "
-          "placed -> last call ended, % of one core")
+          "placed -> last call ended, % of one core; others% = the rest of the machine "
+          "(processes not in this bench) over the same time")
     print("react = EXECUTE_COMPLETE of an awaited app -> next EXECUTE on the leg; takeover = "
           "CHANNEL_PARK -> first EXECUTE (switch clock)\n")
     print(HEADER)

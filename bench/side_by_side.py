@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._procs import Child, Sampler, Series, free_port, read_usage
+from bench._procs import CLOCK_TICKS, Child, Sampler, Series, free_port, read_usage
 from bench.capacity_bench import wait_for_link, write_config
 from bench.report import print_table
 from bench.scenarios import CRM_TABLE
@@ -109,16 +109,22 @@ def run_one(controller: str, calls: int, cps: float, duration_s: float,
             f"{drain_s:g}", "--time-scale", f"{args.time_scale:g}", "--out", str(out)], workdir)
         children.append(callers)
         sampler = Sampler({"controller": control.pid, "stand-in": switch.pid,
-                           "callers": callers.pid}, interval_s=0.25).start()
+                           "callers": callers.pid, "crm": crm.pid}, interval_s=0.25).start()
+        machine_before = machine_busy_s()
         try:
             callers.proc.wait(duration_s + drain_s + 60)
         except subprocess.TimeoutExpired:
             callers.end()
+        machine_after = machine_busy_s()
         sampler.stop()
         if not out.exists():
             raise RuntimeError(f"the callers wrote no result: {callers.tail()}")
         load = json.loads(out.read_text())
         result = measure(controller, calls, cps, duration_s, load, sampler.series, idle)
+        busy_s, wall_s = (after - before for before, after in zip(machine_before, machine_after, strict=True))
+        ours = sum(cpu["percent"] for cpu in result["cpu"].values())
+        result["machine_percent"] = 100 * busy_s / wall_s
+        result["others_percent"] = result["machine_percent"] - ours
         result["controller_alive"] = control.alive()
         result["controller_stderr_lines"] = len(control.err_path.read_text(
             errors="replace").splitlines())
@@ -132,6 +138,15 @@ def run_one(controller: str, calls: int, cps: float, duration_s: float,
             print(f"  ({controller}: logs kept in {workdir})")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def machine_busy_s() -> tuple[float, float]:
+    """(CPU seconds busy on all cores, monotonic now) from /proc/stat: to tell how much
+    of the machine something other than the bench used (the box may be shared)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS, time.monotonic()
 
 
 def cpu_seconds(series: Series, start: float, end: float) -> tuple[float, float]:
