@@ -72,7 +72,7 @@ class Driver:
         self.calls: dict[str, CallSeen] = {}  # by caller id name
         self.by_uuid: dict[str, CallSeen] = {}
         self.by_job: dict[str, CallSeen] = {}
-        self.live = self.peak_live = self.refused = self.dtmf_refused = 0
+        self.live = self.peak_live = self.refused = self.dtmf_refused = self.skipped = 0
         self.peak_at = 0.0
         self.takeover_us: list[int] = []
         self.reaction_us: list[int] = []
@@ -174,7 +174,7 @@ class Driver:
                 wrong.append({"scenario": call.scenario.name, "verdict": verdict,
                               "uuid": call.uuid, "seen": call.path,
                               "originate": call.originate_failed})
-        return {"placed": len(self.calls), "refused": self.refused,
+        return {"placed": len(self.calls), "refused": self.refused, "skipped": self.skipped,
                 "dtmf_refused": self.dtmf_refused, "peak_live": self.peak_live,
                 "peak_at": self.peak_at, **{k: verdicts[k] for k in ("right", "wrong", "unfinished")},
                 "by_scenario": {k: dict(v) for k, v in sorted(by_scenario.items())},
@@ -225,6 +225,8 @@ def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
                 if driver.live < args.calls:
                     driver.place(placed)
                     placed += 1
+                else:
+                    driver.skipped += 1  # --calls are up: this offer is not made
                 next_offer += 1 / args.cps
             driver.press_due(now)
             wake_at = min(next_offer if offering else give_up_at, driver.next_press_at())

@@ -18,7 +18,7 @@ def number(value: float, digits: int = 1) -> str:
     return "-" if value != value else f"{value:.{digits}f}"
 
 
-HEADER = (f"{'controller':<9} {'load':>8} {'placed':>6} {'right':>5} {'wrong':>5} {'unfin':>5} "
+HEADER = (f"{'controller':<9} {'load':>8} {'placed':>6} {'skip':>4} {'right':>5} {'wrong':>5} {'unfin':>5} "
           f"{'peak':>5} {'react p50/p90/p99 ms':>21} {'takeover p50/p99':>16} "
           f"{'CPU% ctl':>8} {'sw':>5} {'drv':>5} {'ms/call':>7} {'RSS idle/peak MB':>16} "
           f"{'KiB/call':>8} {'others%':>7}")
@@ -31,7 +31,7 @@ def row(r: dict) -> str:
     cpu = r["cpu"]
     load = f"{r['calls']}/{r['cps']:g}"
     rss = f"{number(r['rss_idle_mb'])}/{number(r['rss_peak_mb'])}"
-    return (f"{r['controller']:<9} {load:>8} {r['placed']:>6} {r['right']:>5} {r['wrong']:>5} "
+    return (f"{r['controller']:<9} {load:>8} {r['placed']:>6} {r['skipped']:>4} {r['right']:>5} {r['wrong']:>5} "
             f"{r['unfinished']:>5} {r['peak_live']:>5} {reaction:>21} {takeover:>16} "
             f"{number(cpu['controller']['percent']):>8} {number(cpu['stand-in']['percent']):>5} "
             f"{number(cpu['callers']['percent']):>5} {number(r['cpu_ms_per_call'], 2):>7} "
@@ -48,7 +48,8 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
           "placed -> last call ended, % of one core; others% = the rest of the machine "
           "(processes not in this bench) over the same time")
     print("react = EXECUTE_COMPLETE of an awaited app -> next EXECUTE on the leg; takeover = "
-          "CHANNEL_PARK -> first EXECUTE (switch clock)\n")
+          "CHANNEL_PARK -> first EXECUTE (switch clock)")
+    print("skip = offers not made because --calls calls were up\n")
     print(HEADER)
     for r in results:
         print(row(r))

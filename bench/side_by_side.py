@@ -177,7 +177,7 @@ def measure(controller: str, calls: int, cps: float, duration_s: float, load: di
     return {
         "controller": controller, "calls": calls, "cps": cps, "duration_s": duration_s,
         "window_s": end - start, **{k: load[k] for k in (
-            "placed", "refused", "dtmf_refused", "right", "wrong", "unfinished", "peak_live",
+            "placed", "skipped", "refused", "dtmf_refused", "right", "wrong", "unfinished", "peak_live",
             "by_scenario", "not_right", "reaction_ms", "takeover_ms")},
         "cpu": cpu,
         "cpu_ms_per_call": 1000 * cpu["controller"]["cpu_s"] / placed,
