@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench._procs import CLOCK_TICKS, Child, Sampler, Series, free_port, read_usage
 from bench.capacity_bench import wait_for_link, write_config
-from bench.report import print_table
+from bench.report import percentile, print_table
 from bench.scenarios import CRM_TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,6 +179,8 @@ def measure(controller: str, calls: int, cps: float, duration_s: float, load: di
         "window_s": end - start, **{k: load[k] for k in (
             "placed", "skipped", "refused", "dtmf_refused", "right", "wrong", "unfinished", "peak_live",
             "by_scenario", "not_right", "reaction_ms", "takeover_ms")},
+        **{f"{kind}_p{q}_ms": percentile(load[f"{kind}_ms"], q / 100)
+           for kind in ("reaction", "takeover") for q in (50, 90, 99)},
         "cpu": cpu,
         "cpu_ms_per_call": 1000 * cpu["controller"]["cpu_s"] / placed,
         "rss_idle_mb": idle_rss, "rss_peak_mb": series["controller"].peak("rss_mb"),
