@@ -8,8 +8,9 @@ and each controller, one at a time and each with fresh processes:
               803 is not registered
   CRM         python -m fakeswitch.fake_crm with bench.scenarios.CRM_TABLE
   controller  icall: `icall run` (bench.capacity_bench's config: SQLite in a temp dir,
-              schedule open all week; here also the CRM cache off, since the bench
-              reuses three CRM callers where real ones would differ)
+              schedule open all week, logging at warning; here also no [cdr] url, so
+              CDRs stay in the database, and the CRM cache off, since the bench
+              reuses three CRM callers where real ones would differ; --set adds more)
               baseline: bench.baseline_controller (one thread, a static CRM table)
   callers     bench.callers: places the calls, presses keys, judges every path
 
@@ -17,7 +18,9 @@ CPU is utime+stime from /proc/<pid>/stat over the window from the first call pla
 to the last one ended, as % of one core; CPU ms per call is the controller's CPU over
 that window divided by the calls placed. RSS per call is (RSS at peak concurrency -
 RSS idle before the load) / peak live calls. Latencies come from the switch's event
-timestamps (see bench.callers). A few numbers, not a test.
+timestamps (see bench.callers). "others%" is what the rest of the machine used
+meanwhile: on a shared box, a high value makes the tail latencies worthless. The
+exit status is 1 when a call's path was wrong or unfinished. A few numbers, not a test.
 
     .venv/bin/python -m bench.side_by_side --calls 200 --cps 20 --duration 60
         [--controllers icall,baseline] [--loads 200/20,1000/50] [--quick] [--json out.json]
