@@ -64,13 +64,12 @@ class CallSeen:
 
 
 class Driver:
-    """Runs in the main thread only; owns both connections."""
+    """Runs in the main thread only: sends on the command connection and folds the
+    events that `read_burst` reads from the other one."""
 
-    def __init__(self, events: ESL.ESLconnection, commands: ESL.ESLconnection,
-                 args: argparse.Namespace):
-        self.events, self.commands, self.args = events, commands, args
+    def __init__(self, commands: ESL.ESLconnection, args: argparse.Namespace):
+        self.commands, self.args = commands, args
         self.calls: dict[str, CallSeen] = {}  # by caller id name
-        self.by_uuid: dict[str, CallSeen] = {}
         self.by_job: dict[str, CallSeen] = {}
         self.live = self.peak_live = self.refused = self.dtmf_refused = self.skipped = 0
         self.peak_at = 0.0
@@ -209,7 +208,7 @@ def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
         reply = events.sendRecv(line)
         if reply is None or not (reply.getHeader("Reply-Text") or "").startswith("+OK"):
             raise SystemExit(f"{line!r} refused")
-    driver = Driver(events, commands, args)
+    driver = Driver(commands, args)
     started = time.monotonic()
     offer_until = started + args.duration
     give_up_at = offer_until + args.drain_s
