@@ -32,7 +32,8 @@ EXTENSION = r"[68]\d\d"
 MAIN_MENU = "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]"
 EXTENSION_ENTRY = r"3 3 3 5000 # new_sales/2002.wav new_sales/9004.wav extn_number [68]\d\d"
 CC_MENU = "1 1 2 5000 # new_sales/8{0}.wav new_sales/9004.wav cc_menu_number [12]"
-BRIDGE_SETTINGS = ("ringback=${us-ring}", "continue_on_fail=true", "hangup_after_bridge=true")
+BRIDGE_SETTINGS = ("ringback=${us-ring}", "call_timeout=30", "continue_on_fail=true",
+                   "hangup_after_bridge=true")
 BRIDGE_SUCCEEDED = ("SUCCESS", "ANSWER")
 RECV_TIMEOUT_MS = 200  # how often the loop looks at the stop flag
 

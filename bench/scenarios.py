@@ -23,7 +23,7 @@ EXTENSION_ENTRY = ("play_and_get_digits",
                    r"3 3 3 5000 # new_sales/2002.wav new_sales/9004.wav extn_number [68]\d\d")
 TRANSFERRING = ("playback", "new_sales/1002.wav")
 INVALID_CHOICE = ("playback", "new_sales/9003.wav")
-BRIDGE_SETTINGS = (("set", "ringback=${us-ring}"), ("set", "continue_on_fail=true"),
+BRIDGE_SETTINGS = (("set", "ringback=${us-ring}"), ("set", "call_timeout=30"), ("set", "continue_on_fail=true"),
                    ("set", "hangup_after_bridge=true"))
 
 Step = tuple[str, str]
