@@ -38,6 +38,7 @@ import urllib3
 from peewee import Database, DatabaseError, fn
 
 from actors.messages import CdrQueued
+from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import close_quietly, open_database, redact
 from storage.models import CdrOutbox, utc_now
@@ -81,9 +82,10 @@ def retry_delay_s(failures: int, retry_min_s: float, retry_max_s: float) -> floa
 class CdrPoster(pykka.ThreadingActor):
     """Built as `CdrPoster.start(config)`; `poke()` (or a CdrQueued tell), `status()`."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
         self.config = config
+        self._telemetry = telemetry
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -191,6 +193,9 @@ class CdrPoster(pykka.ThreadingActor):
                 (CdrOutbox.update(attempts=row.attempts + 1, last_error=error[:500],
                                   next_attempt_at=now + timedelta(seconds=row_wait_s))
                  .where(CdrOutbox.id == row.id).execute(db))
+        for row, outcome in zip(rows, errors, strict=True):
+            if outcome is None:  # accepted at `now`, queued when the DbWriter took it
+                self._telemetry.cdr_delivered((now - row.created_at).total_seconds())
         if failed:
             self._endpoint_failures += 1
             endpoint_wait_s = retry_delay_s(self._endpoint_failures, cdr.retry_min_s, cdr.retry_max_s)

@@ -24,6 +24,7 @@ import pykka
 
 from actors.esl import MAX_HEADER_ARG, Backoff, Disconnected, EslError, EslSession
 from actors.messages import CommandFailed
+from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ logger = logging.getLogger(__name__)
 class Commander(pykka.ThreadingActor):
     """Owns the command connection; every api/bgapi/sendmsg goes through it."""
 
-    def __init__(self, config):
+    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
+        self._telemetry = telemetry
         fs = config.freeswitch
         self._host, self._port, self._password = fs.host, fs.port, fs.password
         self._connect_timeout_s = fs.connect_timeout_s
@@ -45,10 +47,11 @@ class Commander(pykka.ThreadingActor):
     # --- fire and forget (report failures to reply_to)
 
     def execute(self, call_uuid: str, app: str, arg: str, event_uuid: str,
-                lock: bool = False, reply_to=None) -> None:
+                lock: bool = False, reply_to=None, since: Cause | None = None) -> None:
         """`sendmsg <call_uuid>` execute `app arg`, tagged with `event_uuid` (echoed as
         Application-UUID). An argument too long for a header line, or holding a
-        newline, goes as a text/plain body."""
+        newline, goes as a text/plain body. With `since` (what caused the command, and
+        when), the time from it to the write goes to telemetry once the switch took it."""
         headers = [("call-command", "execute"), ("execute-app-name", app)]
         body = None
         if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
@@ -58,12 +61,13 @@ class Commander(pykka.ThreadingActor):
         if lock:
             headers.append(("event-lock", "true"))
         headers.append(("Event-UUID", event_uuid))
-        self._sendmsg(call_uuid, event_uuid, headers, body, reply_to)
+        self._sendmsg(call_uuid, event_uuid, headers, body, reply_to, since)
 
-    def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to=None) -> None:
-        """`sendmsg <call_uuid>` hangup with `cause`."""
+    def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to=None,
+               since: Cause | None = None) -> None:
+        """`sendmsg <call_uuid>` hangup with `cause` (`since`: as for execute)."""
         headers = [("call-command", "hangup"), ("hangup-cause", cause)]
-        self._sendmsg(call_uuid, "", headers, None, reply_to)
+        self._sendmsg(call_uuid, "", headers, None, reply_to, since)
 
     # --- asked with a timeout (raise EslError)
 
@@ -125,9 +129,16 @@ class Commander(pykka.ThreadingActor):
     # --- inside the actor thread
 
     def _sendmsg(self, call_uuid: str, event_uuid: str, headers: list[tuple[str, str]],
-                 body: str | None, reply_to) -> None:
+                 body: str | None, reply_to, since: Cause | None = None) -> None:
+        written_at = 0.0
+
+        def send(session: EslSession) -> str:
+            nonlocal written_at
+            written_at = time.monotonic()  # after any reconnect: that delay is icall's too
+            return session.sendmsg(call_uuid, headers, body)
+
         try:
-            answer = self._call(lambda session: session.sendmsg(call_uuid, headers, body))
+            answer = self._call(send)
         except EslError as exc:
             answer = f"-ERR {exc}"
         except ValueError as exc:  # a header value that would break the frame
@@ -136,6 +147,8 @@ class Commander(pykka.ThreadingActor):
             logger.exception("sendmsg to %s failed unexpectedly", call_uuid)
             answer = f"-ERR internal error: {exc}"
         if answer.startswith("+OK"):
+            if since is not None:
+                self._telemetry.command_written(since, written_at)
             return
         logger.warning("sendmsg %s to %s failed: %s", _command_name(headers), call_uuid, answer)
         if reply_to is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import pykka
 from peewee import DatabaseError, DataError, IntegrityError
 
 from actors.messages import CdrQueued, DbAck, DbWrite
+from actors.telemetry import NO_TELEMETRY, Telemetry
 from storage.db import close_quietly, open_database, redact
 from storage.migrations import SchemaError, check_schema
 from storage.records import BadRecord, KnownCalls, Prepared, commit_batch, prepare
@@ -64,8 +66,9 @@ class _Pending:
 class DbWriter(pykka.ThreadingActor):
     """Batches DbWrites into transactions and acks each after commit; see module doc."""
 
-    def __init__(self, config):
+    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
+        self._telemetry = telemetry
         settings = config.database
         self._url = settings.url
         self._batch_size = settings.batch_size
@@ -90,6 +93,8 @@ class DbWriter(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         """Connect now if we can; if not, the first write retries (we still start)."""
+        # stats() only reads counters and lengths: safe from the scrape thread too.
+        self._telemetry.watch("db_writer", self.stats)
         try:
             self._ensure_connected()
         except (SchemaError, DatabaseError) as exc:
@@ -154,7 +159,9 @@ class DbWriter(pykka.ThreadingActor):
         batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
         try:
             self._ensure_connected()
+            started = time.monotonic()
             commit_batch(self._db, [p.prepared for p in batch], self._known_calls)
+            self._telemetry.db_committed(time.monotonic() - started, len(batch))
         except REJECTED_ERRORS as exc:
             logger.warning("DbWriter: a batch failed (%s); writing its rows one by one",
                            _masked(f"{type(exc).__name__}: {exc}", [p.write for p in batch]))
@@ -170,7 +177,9 @@ class DbWriter(pykka.ThreadingActor):
         for _ in range(count):
             item = self._pending[0]
             try:
+                started = time.monotonic()
                 commit_batch(self._db, [item.prepared], self._known_calls)
+                self._telemetry.db_committed(time.monotonic() - started, 1)
             except REJECTED_ERRORS as exc:
                 self._pending.popleft()
                 self._reject(item.write, f"{type(exc).__name__}: {exc}")

@@ -55,6 +55,11 @@ class EventReader:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def alive(self) -> bool:
+        """True while the reader thread runs (any thread may ask)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="esl-reader", daemon=True)

@@ -28,6 +28,7 @@ __all__ = [
 @dataclass(frozen=True)
 class EslEvent:
     event: Event
+    read_at: float = 0.0  # time.monotonic() when the reader read it (0: not stamped)
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     ),
     "metrics": _keys(
         Key("listen", host_port(optional=True), ""),
+        Key("health_link_down_s", number(0, 86400), "10"),
     ),
 }
 

@@ -2,7 +2,8 @@
 
 SIGTERM or SIGINT stops the service cleanly (actors stopped in reverse start order);
 SIGUSR1 logs every thread's stack. Under systemd, READY=1 is sent once the actors are
-up and the watchdog is fed only while the supervisor answers.
+up and the watchdog is fed only while Service.health says healthy (the supervisor
+answers, the ESL reader runs, the event link is not down too long).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def run_service(config: Config) -> int:
 
     service = Service(config)
     watchdog = Watchdog(service.health)
-    metrics = MetricsServer(config.metrics.listen, service.stats, service.health) if config.metrics.listen else None
+    metrics = (MetricsServer(config.metrics.listen, service.telemetry.registry, service.health)
+               if config.metrics.listen else None)
     try:
         logger.info("icall starting (config %s, FreeSWITCH %s:%d, database %s)", config.source,
                     config.freeswitch.host, config.freeswitch.port, redact(config.database.url))

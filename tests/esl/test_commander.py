@@ -10,9 +10,11 @@ import pytest
 from actors.commander import Commander
 from actors.esl import Disconnected
 from actors.messages import CommandFailed
+from actors.telemetry import Cause
 from fakeswitch import FakeSwitch
 from tests.esl.conftest import Collector, link_threads, make_config
 from tests.esl.replay import Capture, Knobs, api_response
+from tests.telemetry import RecordingTelemetry
 
 CALL = "9aaaa7f6-5f2f-4a3a-b5f9-0b2adcb4e71d"
 WAIT_S = 10
@@ -157,3 +159,39 @@ def test_stopping_the_commander_leaves_no_thread(replay):
     assert ref.proxy().ensure_connected().get(timeout=WAIT_S)
     ref.stop(timeout=WAIT_S)
     assert link_threads() == []
+
+
+def test_a_command_sent_with_its_cause_reports_the_time_from_the_cause_to_the_write(replay):
+    server = replay()
+    telemetry = RecordingTelemetry()
+    commander = Commander.start(make_config(server.port), telemetry=telemetry).proxy()
+    event_at = time.monotonic()
+    commander.execute(CALL, "playback", "x.wav", "ev-1", since=Cause("reaction", event_at)).get(timeout=WAIT_S)
+    commander.hangup(CALL, since=Cause("takeover", event_at)).get(timeout=WAIT_S)
+    commander.execute(CALL, "playback", "y.wav", "ev-2").get(timeout=WAIT_S)  # no cause: not timed
+    done_at = time.monotonic()
+    assert [cause for cause, _ in telemetry.commands] == [Cause("reaction", event_at),
+                                                          Cause("takeover", event_at)]
+    assert all(event_at <= written_at <= done_at for _, written_at in telemetry.commands)
+
+
+def test_a_command_the_switch_refuses_is_not_timed(replay, inbox):
+    refusal = Capture("junk_command").replies_to(b"sendmsg ")[0]
+    server = replay(Knobs(sendmsg_reply=refusal))
+    messages, collector = inbox
+    telemetry = RecordingTelemetry()
+    commander = Commander.start(make_config(server.port), telemetry=telemetry).proxy()
+    commander.execute(CALL, "playback", "x.wav", "ev-9", reply_to=collector,
+                      since=Cause("reaction", time.monotonic()))
+    assert isinstance(messages.get(timeout=WAIT_S), CommandFailed)
+    assert telemetry.commands == []
+
+
+def test_a_command_that_cannot_reach_the_switch_is_not_timed(refused_port, inbox):
+    messages, collector = inbox
+    telemetry = RecordingTelemetry()
+    commander = Commander.start(make_config(refused_port), telemetry=telemetry).proxy()
+    commander.execute(CALL, "playback", "x.wav", "ev-9", reply_to=collector,
+                      since=Cause("reaction", time.monotonic()))
+    assert messages.get(timeout=WAIT_S).reply.startswith("-ERR not connected")
+    assert telemetry.commands == []
