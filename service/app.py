@@ -198,11 +198,11 @@ class Service:
 
     # --- health, for the watchdog and the metrics endpoint
 
-    def health(self) -> tuple[bool, str]:
+    def health(self, include_link: bool = True) -> tuple[bool, str]:
         """Healthy when the supervisor answers promptly (not stuck), the ESL reader
-        thread runs, and the event link has not been down longer than
-        `[metrics] health_link_down_s`. The reason names every problem found. Runs in
-        the asking thread (the watchdog's, an HTTP request's); bounded by the ask."""
+        thread runs, and (with `include_link`) the event link has not been down longer
+        than `[metrics] health_link_down_s`. The reason names every problem found. Runs
+        in the asking thread (the watchdog's, an HTTP request's); bounded by the ask."""
         if self.supervisor is None or self.reader is None:
             return False, "not started"
         problems = []
@@ -218,11 +218,18 @@ class Service:
             link = "FreeSWITCH link up"
         else:
             link = f"FreeSWITCH link down for {down_s:.0f} s"
-            if limit_s and down_s > limit_s:
+            if include_link and limit_s and down_s > limit_s:
                 problems.append(f"{link} (more than [metrics] health_link_down_s = {limit_s:g})")
         if problems:
             return False, "; ".join(problems)
         return True, f"supervisor ok, {link}"
+
+    def process_health(self) -> tuple[bool, str]:
+        """`health` without the event link: what the systemd watchdog feeds on. A
+        restart of icall cannot bring a switch back, and a switch away for an hour of
+        maintenance must not turn into a restart every WatchdogSec; the reader
+        reconnects on its own, and /health still reports the link."""
+        return self.health(include_link=False)
 
     def link_down_s(self) -> float | None:
         """Seconds the event link has been down (since start if it never came up), or

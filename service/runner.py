@@ -70,7 +70,7 @@ def run_service(config: Config) -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     service = Service(config)
-    watchdog = Watchdog(service.health)
+    watchdog = Watchdog(service.process_health)
     metrics = (MetricsServer(config.metrics.listen, service.telemetry.registry, service.health)
                if config.metrics.listen else None)
     try:

@@ -1,6 +1,6 @@
 """/health tells the truth about the event link: a switch away longer than
-[metrics] health_link_down_s, or a dead ESL reader thread, is a 503 with the reason,
-and the systemd watchdog is not fed meanwhile."""
+[metrics] health_link_down_s, or a dead ESL reader thread, is a 503 with the reason;
+the systemd watchdog stops for a dead reader, not for a switch that is away."""
 
 from __future__ import annotations
 
@@ -64,9 +64,13 @@ def notify_socket():
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def test_a_switch_away_longer_than_the_limit_is_a_503_until_the_link_is_back(harness, switch, endpoint):
+def test_a_switch_away_longer_than_the_limit_is_a_503_until_the_link_is_back(
+        harness, switch, endpoint, notify_socket):
     h = harness(ICALL_METRICS_HEALTH_LINK_DOWN_S=str(LINK_DOWN_LIMIT_S))
     port = endpoint(h.service)
+    watchdog = Watchdog(h.service.process_health, {"NOTIFY_SOCKET": notify_socket.address,
+                                                   "WATCHDOG_USEC": WATCHDOG_USEC})
+    watchdog.start()
     assert get(port, "/health") == (200, "ok: supervisor ok, FreeSWITCH link up\n")
 
     stopped_at = time.monotonic()
@@ -86,6 +90,10 @@ def test_a_switch_away_longer_than_the_limit_is_a_503_until_the_link_is_back(har
     assert "icall_esl_connected 0.0" in metrics
     down_line = next(line for line in metrics.splitlines() if line.startswith("icall_esl_link_down_seconds "))
     assert float(down_line.split()[1]) > LINK_DOWN_LIMIT_S
+    # The watchdog is still fed: restarting icall would not bring the switch back.
+    notify_socket.receive(0.5)
+    assert notify_socket.receive(WAIT_S) == "WATCHDOG=1"
+    watchdog.stop()
 
     switch.start()  # the same port: the reader reconnects within its backoff (0.5 s)
     assert wait_until(lambda: get(port, "/health")[0] == 200, WAIT_S)
@@ -112,7 +120,7 @@ def test_a_dead_reader_thread_is_a_503_and_the_watchdog_is_no_longer_fed(
     monkeypatch.setattr(Service, "_deliver_event", deliver_or_die)
     h = harness()
     port = endpoint(h.service)
-    watchdog = Watchdog(h.service.health, {"NOTIFY_SOCKET": notify_socket.address,
+    watchdog = Watchdog(h.service.process_health, {"NOTIFY_SOCKET": notify_socket.address,
                                            "WATCHDOG_USEC": WATCHDOG_USEC})
     watchdog.start()
     try:
