@@ -95,8 +95,9 @@ def choice(*values: str) -> Callable[[str], str]:
 
 
 def regex(raw: str) -> str:
+    # Compiled as the flows use it (ivr.commands.matches): ASCII only.
     try:
-        re.compile(raw)
+        re.compile(raw, re.ASCII)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
     return raw
