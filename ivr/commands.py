@@ -91,7 +91,7 @@ def matches(pattern: str, text: str | None) -> bool:
     """True when `text` is wholly matched by `pattern`, in ASCII only.
 
     What matches goes into dial strings (`user/<extension>`), file paths
-    (`8{extension}.wav`) and commands, so Unicode digits (`8٠١`, which a plain `\d`
+    (`8{extension}.wav`) and commands, so Unicode digits (`8٠١`, which a plain `\\d`
     accepts) must not: the pattern is compiled with re.ASCII, and text that is not
     ASCII never matches, whatever characters the pattern itself names."""
     if not text or not text.isascii():
@@ -101,5 +101,5 @@ def matches(pattern: str, text: str | None) -> bool:
 
 @lru_cache(maxsize=64)
 def ascii_pattern(pattern: str) -> re.Pattern[str]:
-    """`pattern` compiled once with re.ASCII (`\d` is [0-9], `\w` [a-zA-Z0-9_])."""
+    """`pattern` compiled once with re.ASCII (`\\d` is [0-9], `\\w` [a-zA-Z0-9_])."""
     return re.compile(pattern, re.ASCII)
