@@ -175,6 +175,7 @@ class EslSession:
         self.address = address
         self.reply_timeout_s = reply_timeout_s
         self._watchdog = _Watchdog(connection.socketDescriptor(), f"esl-watchdog {address}")
+        self._armed_s = reply_timeout_s  # the deadline of the last command sent
         self._closed = False
 
     @classmethod
@@ -214,8 +215,10 @@ class EslSession:
         """`bgapi <command>` with our Job-UUID; returns the Reply-Text (`+OK Job-UUID: ...`)."""
         return self.command(f"bgapi {command}\nJob-UUID: {job_uuid}")
 
-    def sendmsg(self, uuid: str, headers: list[tuple[str, str]], body: str | None = None) -> str:
-        """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text."""
+    def sendmsg(self, uuid: str, headers: list[tuple[str, str]], body: str | None = None,
+                reply_timeout_s: float | None = None) -> str:
+        """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text.
+        `reply_timeout_s` (default: the session's) bounds the wait for its +OK."""
         lines = [f"sendmsg {uuid}"]
         for name, value in headers:
             _check_header_value(name, value)
@@ -228,7 +231,21 @@ class EslSession:
             text = "\n".join(lines) + "\n\n" + body
         else:
             text = "\n".join(lines)
-        return self.command(text)
+        return self._send_recv(text, reply_timeout_s).getHeader("Reply-Text") or ""
+
+    def peer_closed(self) -> bool:
+        """True when the switch has closed this idle connection (EOF is waiting):
+        a command sent now would be lost, so the caller reconnects first. One
+        non-blocking peek, a few microseconds."""
+        sock = socket.socket(fileno=self._connection.socketDescriptor())
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # nothing to read: open and quiet
+        except OSError:
+            return True
+        finally:
+            sock.detach()
 
     def close(self) -> None:
         """Close the connection and stop the watchdog; safe to call twice."""
@@ -238,10 +255,11 @@ class EslSession:
         self._watchdog.close()
         self._connection.disconnect()
 
-    def _send_recv(self, text: str) -> ESL.ESLevent:
+    def _send_recv(self, text: str, reply_timeout_s: float | None = None) -> ESL.ESLevent:
         if self._closed:
             raise Disconnected("the session is closed")
-        self._watchdog.arm(self.reply_timeout_s)
+        self._armed_s = reply_timeout_s or self.reply_timeout_s
+        self._watchdog.arm(self._armed_s)
         try:
             reply = self._connection.sendRecv(text)
         finally:
@@ -252,7 +270,7 @@ class EslSession:
 
     def _lost_reason(self) -> str:
         if self._watchdog.fired:
-            return f"no reply within {self.reply_timeout_s:g} s"
+            return f"no reply within {self._armed_s:g} s"
         return "the switch closed the connection"
 
 
