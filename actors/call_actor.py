@@ -140,7 +140,8 @@ class CallActor(pykka.ThreadingActor):
                 self._apply(self.flow.on_timer(message.name, message.generation))
         elif isinstance(message, CommandFailed):
             logger.warning("command %s refused: %s", message.event_uuid, message.reply)
-            self._apply(self.flow.on_command_failed(message.event_uuid, message.reply))
+            self._apply(self.flow.on_command_failed(message.event_uuid, message.reply,
+                                                    message.uncertain))
         elif isinstance(message, ChannelGone):
             self._apply(self.flow.on_channel_gone())
         elif isinstance(message, WriterReplaced):

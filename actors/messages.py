@@ -66,6 +66,8 @@ class CommandFailed:
     call_uuid: str
     event_uuid: str
     reply: str
+    # True when the reply was lost: the switch may have run the command all the same.
+    uncertain: bool = False
 
 
 @dataclass(frozen=True)

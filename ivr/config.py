@@ -95,8 +95,9 @@ def choice(*values: str) -> Callable[[str], str]:
 
 
 def regex(raw: str) -> str:
+    # Compiled as the flows use it (ivr.commands.matches): ASCII only.
     try:
-        re.compile(raw)
+        re.compile(raw, re.ASCII)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
     return raw
@@ -200,6 +201,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("password", string, REQUIRED, secret=True),
         Key("connect_timeout_s", number(0.1, 60), "5"),
         Key("command_timeout_s", number(0.1, 300), "10"),
+        Key("sendmsg_timeout_s", number(0.1, 300), "2"),
         Key("reconnect_min_s", number(0.05, 60), "0.5"),
         Key("reconnect_max_s", number(0.1, 600), "2"),
     ),

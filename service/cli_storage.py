@@ -45,8 +45,11 @@ def add_commands(subparsers) -> None:
     listing = _leaf(actions, "list", "list the time conditions", _tc_list, DB)
     listing.add_argument("--name", help="only this name (default: all)")
     add = _leaf(actions, "add", "add a time condition", _tc_add, DB_IVR)
+    add.formatter_class = argparse.RawDescriptionHelpFormatter
+    add.epilog = "actions (the IVR's part of the call ends with each):\n" + _actions_text()
     add.add_argument("--name", help="condition set (default: [ivr] time_condition)")
-    add.add_argument("--action", required=True, help=f"one of {', '.join(timecond.ALLOWED_ACTIONS)}")
+    add.add_argument("--action", required=True,
+                     help=f"one of {', '.join(timecond.ALLOWED_ACTIONS)}: see below")
     add.add_argument("--args", default="", help="the action's argument, e.g. 'closed XML new_sales'")
     add.add_argument("--from", dest="from_date", help="first day, YYYY-MM-DD")
     add.add_argument("--to", dest="to_date", help="last day (included), YYYY-MM-DD")
@@ -61,6 +64,10 @@ def add_commands(subparsers) -> None:
                  DB_IVR_SCHEDULE)
     test.add_argument("--at", help='"YYYY-MM-DD HH:MM" in the schedule\'s time zone (default: now)')
     test.add_argument("--name", help="condition set (default: [ivr] time_condition)")
+
+
+def _actions_text() -> str:
+    return "\n".join(f"  {text}" for text in timecond.ACTIONS.values())
 
 
 def _leaf(actions, name: str, help_text: str, run: Callable,
@@ -173,7 +180,10 @@ def _columns_from_args(args, default_name: str) -> dict:
     action = args.action.strip().lower()
     if action not in timecond.ALLOWED_ACTIONS:
         raise UsageError(f"--action {args.action!r} is not allowed; use one of "
-                         f"{', '.join(timecond.ALLOWED_ACTIONS)}")
+                         f"{', '.join(timecond.ALLOWED_ACTIONS)}:\n{_actions_text()}")
+    problem = timecond.problem_with(action, args.args.strip())
+    if problem is not None:
+        raise UsageError(f"--args: {problem}")
     start, end = _date(args.from_date, "--from"), _date(args.to_date, "--to")
     if start and end and end < start:
         raise UsageError(f"--to {end} is before --from {start}")
@@ -236,6 +246,9 @@ def _tc_test(db, config, args) -> int:
     if chosen is not None:
         print(f"route: {chosen.action} {chosen.args}".rstrip()
               + f"  (override #{chosen.id}, priority {chosen.priority}{', ' + chosen.note if chosen.note else ''})")
+        problem = timecond.problem_with(chosen.action, chosen.args)
+        print(f"  then: {problem}; the call goes to {config.ivr.safe_destination}" if problem
+              else f"  then: {timecond.ACTIONS[chosen.action]}")
         return EXIT_OK
     try:
         from ivr.schedule import route_for

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+
+from ivr import commands
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class CrmClient:
 
     def __init__(self, crm: SimpleNamespace, extension_pattern: str):
         self.crm = crm
-        self._extension = re.compile(extension_pattern)
+        self._extension_pattern = extension_pattern
         self._url = crm.base_url.rstrip("/") + crm.path
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=crm.max_concurrent, block=True,
                                          retries=False)
@@ -181,7 +182,7 @@ class CrmClient:
             value = _text(body)
         if not value:
             raise CrmBadAnswer("empty answer")
-        if not self._extension.fullmatch(value):
+        if not commands.matches(self._extension_pattern, value):
             raise CrmBadAnswer(f"not an extension: {value[:40]!r}")
         return value, "found"
 
