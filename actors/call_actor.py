@@ -38,9 +38,10 @@ from actors.messages import (
 )
 from actors.timers import TimerService
 from ivr.config import Config
-from ivr.effects import Execute, Finished, Hangup, LookupCaller, Record, StartTimer
+from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
 from ivr.event import Event
 from ivr.flow import Flow
+from ivr.resume import CHECKPOINT_VARIABLE
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,11 @@ class CallActor(pykka.ThreadingActor):
                 self.services.commander_proxy().execute(
                     self.uuid, effect.app, effect.arg, effect.event_uuid,
                     lock=effect.lock, reply_to=self.actor_ref)
+            elif isinstance(effect, Checkpoint):
+                # Nobody waits on it: a refusal (the channel just left) needs no answer.
+                self.services.commander_proxy().execute(
+                    self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}", effect.event_uuid,
+                    lock=True, reply_to=None)
             elif isinstance(effect, Hangup):
                 self.services.commander_proxy().hangup(self.uuid, effect.cause, reply_to=self.actor_ref)
             elif isinstance(effect, LookupCaller):
@@ -225,10 +231,10 @@ class CallActor(pykka.ThreadingActor):
 
     def _safe_checkpoint(self) -> dict[str, Any]:
         try:
-            return self.flow.checkpoint()
+            return self.flow.handler_checkpoint()
         except Exception:  # the flow just failed; its checkpoint may fail too
             logger.exception("checkpoint failed")
-            return {"state": self.flow.state}
+            return {"s": self.flow.state}
 
     def _tell(self, ref: Any, message: Any) -> None:
         try:
