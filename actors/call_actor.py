@@ -23,6 +23,7 @@ import pykka
 
 from actors.logcontext import set_call_uuid
 from actors.messages import (
+    CallDeclined,
     CallFailed,
     CallFinished,
     CallStopped,
@@ -37,9 +38,10 @@ from actors.messages import (
     WriterReplaced,
 )
 from actors.timers import TimerService
+from ivr import resume
 from ivr.config import Config
 from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
-from ivr.event import Event
+from ivr.event import Event, channel_data_event
 from ivr.flow import Flow
 from ivr.resume import CHECKPOINT_VARIABLE
 
@@ -48,6 +50,12 @@ logger = logging.getLogger(__name__)
 _LINGER = "__linger__"
 # A finished call waits for its writes to be acknowledged at most this many lingers.
 _MAX_LINGERS = 12
+# Reads of a channel before a take-over gives up (the next resync tries again).
+_DUMP_TRIES = 3
+
+
+class _Gone(Exception):
+    """The channel no longer exists."""
 
 
 @dataclass
@@ -83,12 +91,18 @@ class CallActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
-                 inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0):
+                 inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
+                 takeover: dict[str, Any] | None = None):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
-        goes on after it, since a reused number would be taken for a repeat and dropped."""
+        goes on after it, since a reused number would be taken for a repeat and dropped.
+        `takeover` makes this actor look at the channel (`uuid_dump`) before acting:
+        `{}` adopts a call found on the switch (its checkpoint is on the channel), a
+        dead handler's checkpoint resumes the call where that handler was."""
         super().__init__()
+        self._takeover = takeover
+        self._declined = False
         self.uuid = uuid
         self.flow = flow
         self.services = services
@@ -113,7 +127,11 @@ class CallActor(pykka.ThreadingActor):
             self.actor_ref.stop(block=False)
 
     def _begin(self) -> None:
-        if self._first_event is not None:
+        if self._takeover is not None:
+            self._unacked = {seq: replace(w, reply_to=self.actor_ref) for seq, w in self._unacked.items()}
+            self._resend_unacked()
+            self._take_over(self._takeover)
+        elif self._first_event is not None:
             self._apply(self.flow.start(self._first_event))
         else:  # a replacement resuming a call: its writes now answer to this actor
             self._unacked = {seq: replace(w, reply_to=self.actor_ref) for seq, w in self._unacked.items()}
@@ -153,8 +171,8 @@ class CallActor(pykka.ThreadingActor):
         ))
 
     def on_stop(self) -> None:
-        if self._failed:
-            return  # on_failure already told the supervisor
+        if self._failed or self._declined:
+            return  # on_failure or _decline already told the supervisor
         if self._unacked:
             logger.warning("stopping with %d unacknowledged writes", len(self._unacked))
         self._tell_supervisor(CallStopped(
@@ -162,6 +180,61 @@ class CallActor(pykka.ThreadingActor):
             checkpoint=self._safe_checkpoint() if not self.flow.finished else {},
             unacked=tuple(self._unacked.values()), last_seq=self._seq,
         ))
+
+    # --- taking a call over (adoption after a start or reconnect, or a dead handler)
+
+    def _take_over(self, checkpoint: dict[str, Any]) -> None:
+        """Look before acting: read the channel, then start, resume or leave the call.
+        Blocks this call's own thread only, on one bounded ask per try."""
+        ivr = self.services.config.ivr
+        try:
+            channel = self._channel_dump()
+        except _Gone:
+            if checkpoint:  # ours, and it ended while no handler listened
+                self.flow.resume_after_failure(checkpoint)
+                self._apply(self.flow.on_channel_gone())
+            else:
+                self._decline("the channel is gone")
+            return
+        if checkpoint and checkpoint.get("s") != self.flow.final_state:
+            self._apply(self.flow.resume(checkpoint, channel))
+            return
+        verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
+        logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
+        if checkpoint or verdict.action == resume.SKIP:
+            if checkpoint:  # handed off before its handler died: listen until hangup
+                self.flow.resume_after_failure(checkpoint)
+                return
+            self._decline(verdict.reason)
+        elif verdict.action == resume.START:
+            self._apply(self.flow.start(channel))
+        else:
+            assert verdict.checkpoint is not None
+            self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
+            self._apply(self.flow.resume(verdict.checkpoint, channel))
+
+    def _channel_dump(self) -> Event:
+        """`uuid_dump <uuid> json`, tried a few times (each bounded): the Commander may
+        be busy with many adoptions at once after a restart."""
+        timeout_s = self.services.config.freeswitch.command_timeout_s
+        error: Exception | None = None
+        for _ in range(_DUMP_TRIES):
+            try:
+                text = self.services.commander_proxy().api(f"uuid_dump {self.uuid} json").get(
+                    timeout=timeout_s)
+            except Exception as exc:  # a timeout or a dropped link: try again
+                error = exc
+                continue
+            if text.startswith("-ERR"):
+                raise _Gone(text)
+            return channel_data_event(text)
+        raise RuntimeError(f"could not read the channel: {error}")
+
+    def _decline(self, reason: str) -> None:
+        logger.info("not ours to touch: %s", reason)
+        self._declined = True
+        self._tell_supervisor(CallDeclined(self.uuid, reason))
+        self.actor_ref.stop(block=False)
 
     # --- queries (asked by the supervisor and tests, with a timeout)
 

@@ -161,6 +161,7 @@ class Flow:
         self._talking: set[str] = set()  # awaited bridges that were answered (CHANNEL_BRIDGE)
         self._records = 0  # Records emitted: a resumed actor numbers its writes after them
         self._written: tuple[str, tuple[str, ...]] | None = None  # (state, awaited) checkpointed
+        self._last_written: dict[str, Any] | None = None
         self._resumed: set[str] = set()  # awaited commands a resumed flow did not start itself
         self.entries = 1  # how many times the call has entered the flow (see on_event)
 
@@ -246,9 +247,11 @@ class Flow:
         return self._outcome()
 
     def handler_checkpoint(self) -> dict[str, Any]:
-        """What a dying handler hands its replacement: the checkpoint and the caller
+        """What a dying handler hands its replacement: the last checkpoint written (a
+        consistent point: the handler may have died inside a transition) and the caller
         (whom the channel's variables no longer name once mod_fifo swapped the ids)."""
-        return {**self.checkpoint(), "c": vars(self.call).copy()}
+        snapshot = self._last_written or self.checkpoint()
+        return {**snapshot, "c": vars(self.call).copy()}
 
     def checkpoint(self) -> dict[str, Any]:
         """The compact JSON-able snapshot written on the channel (`ivr.resume`)."""
@@ -558,6 +561,7 @@ class Flow:
             handoff = self._effects[commands[-1]]
             assert isinstance(handoff, Execute)
             snapshot["x"] = [handoff.app, handoff.arg]
+        self._last_written = snapshot
         checkpoint = Checkpoint(resume.encode(snapshot), self.ctx.new_id())
         self._effects.insert(commands[0] if commands else len(self._effects), checkpoint)
 

@@ -16,7 +16,16 @@ from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from ivr.config import Config, load_config
-from ivr.effects import Checkpoint, Effect, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
+from ivr.effects import (
+    Checkpoint,
+    Effect,
+    Execute,
+    Finished,
+    Hangup,
+    LookupCaller,
+    Record,
+    StartTimer,
+)
 from ivr.event import Event
 from ivr.flow import FlowContext
 from ivr.icall import IcallFlow
