@@ -42,7 +42,7 @@ from ivr import resume
 from ivr.config import Config
 from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
 from ivr.event import Event, channel_data_event
-from ivr.flow import Flow
+from ivr.flow import UNSEEN_HANGUP_CAUSE, Flow
 from ivr.resume import CHECKPOINT_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ class CallActor(pykka.ThreadingActor):
         except _Gone:
             if checkpoint:  # ours, and it ended while no handler listened
                 self.flow.resume_after_failure(checkpoint)
-                self._apply(self.flow.on_channel_gone())
+                self._apply(self.flow.on_channel_gone(UNSEEN_HANGUP_CAUSE))
             else:
                 self._decline("the channel is gone")
             return
@@ -201,17 +201,19 @@ class CallActor(pykka.ThreadingActor):
             return
         verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
-        if checkpoint or verdict.action == resume.SKIP:
-            if checkpoint:  # handed off before its handler died: listen until hangup
-                self.flow.resume_after_failure(checkpoint)
-                return
-            self._decline(verdict.reason)
-        elif verdict.action == resume.START:
+        found = checkpoint or verdict.checkpoint
+        if verdict.action == resume.START:
             self._apply(self.flow.start(channel))
-        else:
-            assert verdict.checkpoint is not None
+        elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
             self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
             self._apply(self.flow.resume(verdict.checkpoint, channel))
+        elif found:
+            # Ours, handed off: never touched again, but listened to until its hangup,
+            # which writes the CDR (and its queue's events their rows).
+            self._seq = max(self._seq, int(found.get("n") or 0))
+            self.flow.resume_after_failure(found)
+        else:
+            self._decline(verdict.reason)
 
     def _channel_dump(self) -> Event:
         """`uuid_dump <uuid> json`, tried a few times (each bounded): the Commander may

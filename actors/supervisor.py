@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid as uuidlib
@@ -45,7 +46,6 @@ from actors.messages import (
 )
 from ivr.event import Event
 from ivr.flow import Flow
-from ivr.resume import OUR_APPS
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,8 @@ _SUPERVISOR_SEQ_BASE = 1_000_000
 # transfer to safety); fewer deaths resume it where it was.
 _MAX_RESTARTS = 3
 _RESTART_WINDOW_S = 10.0
+# Write numbers of the record closing a call left open by an earlier process.
+_CLOSING_SEQ = 900_000
 
 
 @dataclass
@@ -88,9 +90,11 @@ class Supervisor(pykka.ThreadingActor):
         self.counters = {"calls_started": 0, "calls_overflowed": 0, "calls_failed": 0,
                          "events_routed": 0, "events_unowned": 0, "calls_adopted": 0,
                          "calls_declined": 0, "calls_resumed": 0, "calls_given_up": 0,
+                         "calls_closed_unseen": 0,
                          "services_replaced": 0}
         self.last_event_at = time.monotonic()
         self.stopping = False
+        self._rows_checked = False  # calls left open by an earlier process (once)
 
     def on_start(self) -> None:
         self.services.supervisor = self.actor_ref
@@ -245,9 +249,8 @@ class Supervisor(pykka.ThreadingActor):
 
     def _resync(self) -> None:
         """After a start or a (re)connect: calls parked or moved on meanwhile had no
-        owner. One `show channels` lists them; each channel that may be ours (its last
-        application is one we or the park dialplan run) gets an actor that reads the
-        channel and decides (`CallActor._take_over`), so this thread goes back to routing
+        owner. One `show channels` lists them; each channel that may be ours gets an
+        actor that reads the channel and decides (`CallActor._take_over`), so this thread goes back to routing
         events at once."""
         commander = self.services.commander_proxy()
         try:
@@ -255,14 +258,44 @@ class Supervisor(pykka.ThreadingActor):
         except Exception as exc:  # the link may have dropped again; the next LinkChanged retries
             logger.warning("could not list live channels after connecting: %s", exc)
             return
-        self._close_vanished_calls({uuid for uuid, _ in channels})
+        live = {uuid for uuid, _ in channels}
+        self._close_vanished_calls(live)
+        self._close_unended_rows(live)
         for uuid, application in channels:
-            if uuid in self.calls or application not in OUR_APPS:
+            # Any channel with an application may be ours, even one handed off to a
+            # queue (then listened to for its CDR, never touched).
+            if uuid in self.calls or not application:
                 continue
             self.counters["calls_adopted"] += 1
             ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={})
             self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
             self.unfinished.add(uuid)
+
+    def _close_unended_rows(self, live: set[str]) -> None:
+        """Calls with a row but no end, no owner and no channel: they ended while no
+        icall ran (a stop, a crash). Each gets an actor that confirms the channel is
+        gone (`uuid_dump`) and closes the row with a cause saying the hangup was not
+        seen, queueing its CDR. Done once per process: later ends are seen."""
+        if self._rows_checked:
+            return
+        try:
+            rows = self.services.db_writer.proxy().unended_calls().get(
+                timeout=self.config.freeswitch.command_timeout_s)
+        except Exception as exc:  # the database is down: the next resync tries again
+            logger.warning("could not read the calls left open: %s", exc)
+            return
+        self._rows_checked = True
+        for row in rows:
+            uuid = row["uuid"]
+            if uuid in live or uuid in self.calls:
+                continue
+            path = json.loads(row["path"]) if row.get("path") else []
+            takeover = {"s": self.make_flow(uuid).final_state, "p": path, "n": _CLOSING_SEQ}
+            logger.info("call %s has no end and no channel: closing it", uuid)
+            self.counters["calls_closed_unseen"] += 1
+            ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None,
+                                  last_seq=_CLOSING_SEQ, takeover=takeover)
+            self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
 
     def _close_vanished_calls(self, live: set[str]) -> None:
         """Calls we own that hung up while the link was down: their hangup is lost, so

@@ -33,6 +33,7 @@ class ChannelRuntime:
         self.waiter: asyncio.Future | None = None
         self.task: asyncio.Task | None = None
         self.prompts_seen = 0
+        self.last_prompt = ""  # the arg of the last prompt that pressed scenario keys
 
     def wake(self, reason: str) -> None:
         waiter = self.waiter

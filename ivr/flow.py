@@ -43,9 +43,11 @@ logger = logging.getLogger(__name__)
 GUARD_PREFIX = "command:"
 # The CDR's hangup cause when the channel vanished while the event link was down.
 LOST_HANGUP_CAUSE = "UNKNOWN (hangup not seen: event link down)"
+# ... and when it ended while no icall ran (a restart, a crash, a stop).
+UNSEEN_HANGUP_CAUSE = "UNKNOWN (hangup not seen: icall not running)"
 
 
-# Added to two prompt timeouts to bound the wait for a prompt found running on resume.
+# Per try of a prompt found running on resume: its sound files and the bad-input prompt.
 RESUME_SLACK_S = 5.0
 
 
@@ -236,14 +238,14 @@ class Flow:
             self.rescue("CommandFailed", f"{command}: {reply}")
         return self._outcome()
 
-    def on_channel_gone(self) -> list[Effect]:
+    def on_channel_gone(self, cause: str = LOST_HANGUP_CAUSE) -> list[Effect]:
         """The channel no longer exists, yet its hangup never reached us: the event link
         was down when it happened, and FreeSWITCH does not replay events. Close the call
         as a hangup of unknown cause, so its CDR is still written."""
         if not self.finished:
             self.note("the channel is gone; its hangup was lost while the link was down")
             self.handle_common(Event({"Event-Name": "CHANNEL_HANGUP_COMPLETE", "Unique-ID": self.uuid,
-                                      "Hangup-Cause": self.hangup_cause or LOST_HANGUP_CAUSE}))
+                                      "Hangup-Cause": self.hangup_cause or cause}))
         return self._outcome()
 
     def handler_checkpoint(self) -> dict[str, Any]:
@@ -285,6 +287,7 @@ class Flow:
         waits = checkpoint.get("w") or []
         if not waits:
             self.dispatch(Enter(self.state))  # a state that waits on a timer: enter it again
+        self._written = (self.state, tuple(str(w[0]) for w in waits))  # on the channel already
         for event_uuid, app, arg, label in waits:
             self._resume_wait(str(event_uuid), app, arg, label, channel)
         return self._outcome()
@@ -497,10 +500,8 @@ class Flow:
         if app == "bridge":  # its guard covers the ringing, as when it was sent
             command = Command(app, arg, label, guard_s=ivr.ring_timeout_s + ivr.command_timeout_s)
         else:
-            # A prompt still running ends within a try or two; past that, it had ended
-            # unseen (a failed try's read_result looks the same as a failed end).
-            command = Command(app, arg, label, guard_s=min(
-                ivr.command_timeout_s, 2 * ivr.prompt_timeout_ms / 1000 + RESUME_SLACK_S))
+            command = Command(app, arg, label, guard_s=resume.running_bound_s(
+                app, arg, ivr.command_timeout_s, RESUME_SLACK_S))
         where = resume.progress(app, arg, channel)
         self.note(f"resume: {command} {where}")
         if where == resume.NOT_STARTED:

@@ -83,7 +83,8 @@ def look(channel: Event, flow_variable: str, flow: str, final_state: str) -> Ver
     if checkpoint is not None and (checkpoint.get("h") or checkpoint.get("s") == final_state):
         if handoff_never_ran(checkpoint, channel):
             return Verdict(RESUME, "handed off, but the hand-off never ran", checkpoint)
-        return Verdict(SKIP, f"handed off ({app or 'no application'})")
+        # Never touched again, but still listened to: its hangup writes the CDR.
+        return Verdict(SKIP, f"handed off ({app or 'no application'})", checkpoint)
     if app not in OUR_APPS:
         return Verdict(SKIP, f"running {app}, not ours")
     if checkpoint is None:
@@ -114,6 +115,20 @@ def progress(app: str, arg: str, channel: Event) -> str:
             return RUNNING
         return TALKING if disposition in ("SUCCESS", "ANSWER") else COMPLETED
     return RUNNING
+
+
+def running_bound_s(app: str, arg: str, command_timeout_s: float, per_try_s: float) -> float:
+    """How long a command found running on resume may still run: a play_and_get_digits
+    has at most `tries` tries of `timeout` plus its prompts (a failed try's read_result
+    looks the same as a failed end, so past this bound it had ended unseen)."""
+    if app == "play_and_get_digits":
+        words = arg.split()
+        try:
+            tries, timeout_ms = int(words[2]), int(words[3])
+        except (IndexError, ValueError):
+            return command_timeout_s
+        return min(command_timeout_s, tries * (timeout_ms / 1000 + per_try_s))
+    return command_timeout_s
 
 
 def _last_was_checkpoint(channel: Event) -> bool:

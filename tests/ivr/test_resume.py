@@ -148,7 +148,7 @@ def test_a_menu_that_ended_unseen_is_played_again_once_then_the_usual_guard_appl
     fresh, effects = successor(driver, current_application=MAIN_MENU[0],
                                current_application_data=MAIN_MENU[1], read_result="failure")
     guard = [e for e in effects if isinstance(e, StartTimer)][0]
-    assert guard.delay_s == 15.0, "two prompt timeouts and the slack"
+    assert guard.delay_s == 30.0, "three tries of the 5 s timeout and 5 s of prompts each"
     effects = fresh.fire(guard)
     assert commands(effects) == [MAIN_MENU]
     effects = fresh.fire([e for e in effects if isinstance(e, StartTimer)][0])
