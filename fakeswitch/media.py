@@ -57,6 +57,8 @@ async def wait(chan: Channel, seconds: float | None, *, on_dtmf: bool = False,
         if rt.broken:
             rt.broken = False
             return BREAK
+        if chan.pending_transfer:  # a transfer from outside (the scheduler) ends the wait
+            return MESSAGE
         if on_dtmf and rt.dtmf:
             return DTMF
         if rt.inbox:

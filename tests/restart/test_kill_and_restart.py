@@ -89,7 +89,12 @@ def test_a_sigkilled_service_started_again_takes_every_call_over_where_it_was(tm
         second = start_icall(config, tmp_path)
         try:
             for uuid in placed:
-                assert switch.wait_hangup(uuid, timeout=120), f"call {uuid} never ended"
+                if not switch.wait_hangup(uuid, timeout=120):
+                    record = switch.call_record(uuid)
+                    lines = [line for _, line in first.lines + second.lines if uuid[:8] in line]
+                    raise AssertionError(f"call {uuid} {placed[uuid][0]} never ended: "
+                                         f"{record.commands} {record.received} {record.events[-8:]}\n"
+                                         + "\n".join(lines[-30:]))
             db = open_database(f"sqlite:///{db_path}")
             ended = Call.hangup_cause.is_null(False)
             if not wait_until(lambda: Call.select().where(ended).count(db) >= CALLS, timeout_s=60):
