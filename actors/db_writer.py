@@ -37,6 +37,7 @@ from actors.messages import CdrQueued, DbAck, DbWrite
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from storage.db import close_quietly, open_database, redact
 from storage.migrations import SchemaError, check_schema
+from storage.models import Call
 from storage.records import BadRecord, KnownCalls, Prepared, commit_batch, prepare
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,15 @@ class DbWriter(pykka.ThreadingActor):
     def stats(self) -> dict:
         """Counters for monitoring: pending, written, retries, refused, rejected, last_error."""
         return {"pending": len(self._pending), **self._counts, "last_error": self._last_error}
+
+    def unended_calls(self, limit: int = 10_000) -> list[dict]:
+        """Calls whose row has no hangup cause yet (uuid and path): at start, those
+        whose channel is gone ended while no icall listened. Raises when the database
+        cannot be read (the caller tries again at the next resync)."""
+        self._ensure_connected()
+        query = (Call.select(Call.uuid, Call.path).where(Call.hangup_cause.is_null())
+                 .limit(limit).dicts())
+        return list(query.execute(self._db))
 
     # --- internals
 
