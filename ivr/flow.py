@@ -41,6 +41,8 @@ from ivr.timecond import TimeCondition
 logger = logging.getLogger(__name__)
 
 GUARD_PREFIX = "command:"
+# The application whose completion the event link filters out (no flow waits on it).
+UNAWAITED_APP = "set"
 # The CDR's hangup cause when the channel vanished while the event link was down.
 LOST_HANGUP_CAUSE = "UNKNOWN (hangup not seen: event link down)"
 # ... and when it ended while no icall ran (a restart, a crash, a stop).
@@ -328,14 +330,19 @@ class Flow:
                 guard_s: float | None = None) -> str:
         """Send a dialplan app; returns its Event-UUID ("" when the call is gone).
         An awaited command is guarded for `guard_s` (default `[ivr] command_timeout_s`);
-        an awaited `bridge` only until it is answered: talk time is never guarded."""
+        an awaited `bridge` only until it is answered: talk time is never guarded.
+        A `set` cannot be awaited: the event link leaves its completion at the switch
+        (actors.esl.subscription_commands)."""
+        if app == UNAWAITED_APP and await_as:
+            raise FlowError(f"{self.name}: the completion of {app!r} is never delivered; do not await it")
         command = Command(app, arg, await_as, rescue, guard_s)
         if self.hung_up:
             self.note(f"not sent after hangup: {command}")
             return ""
         event_uuid = self.ctx.new_id()
         self._effects.append(Execute(app, arg, event_uuid, lock))
-        self._sent[event_uuid] = command
+        if app != UNAWAITED_APP:  # its completion never comes to be matched
+            self._sent[event_uuid] = command
         if await_as:
             self._awaited[event_uuid] = command
             self._unguarded.append(event_uuid)

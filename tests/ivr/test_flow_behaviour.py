@@ -262,3 +262,10 @@ def test_a_bridge_of_another_channel_does_not_end_our_ring_guard():
     effects = driver.fire(driver.timers()[-1])
     assert driver.steps()[-1][0] == "CommandTimeout"
     assert any(isinstance(e, Execute) and e.app == "transfer" for e in effects)
+
+
+def test_a_set_cannot_be_awaited_because_its_completion_is_filtered_out_at_the_switch():
+    driver = Driver()
+    driver.start()
+    with pytest.raises(FlowError, match="never delivered"):
+        driver.flow.execute("set", "x=1", await_as="never")
