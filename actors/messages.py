@@ -29,6 +29,7 @@ __all__ = [
 class EslEvent:
     event: Event
     read_at: float = 0.0  # time.monotonic() when the reader read it (0: not stamped)
+    counted: bool = False  # the reader counts it in its call's route until forwarded (actors.routes)
 
 
 @dataclass(frozen=True)

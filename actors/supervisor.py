@@ -44,6 +44,7 @@ from actors.messages import (
     ServiceDied,
     WriterReplaced,
 )
+from actors.routes import CallRoutes, RouteReady
 from ivr.event import Event
 from ivr.flow import Flow
 
@@ -75,11 +76,14 @@ class Supervisor(pykka.ThreadingActor):
 
     def __init__(self, services: CallServices, make_flow: Callable[[str], Flow],
                  replace_service: Callable[[str], Any] | None = None,
-                 on_call_gone: Callable[[str], None] | None = None):
+                 on_call_gone: Callable[[str], None] | None = None,
+                 routes: CallRoutes | None = None):
         """`on_call_gone(uuid)` is called (in this thread) when a call's actor has
         stopped for good: its writes are acknowledged by then (tests and the demo
-        wait on it)."""
+        wait on it). `routes`: shared with the reader, which sends the events of the
+        calls this supervisor owns straight to their actors (actors.routes)."""
         super().__init__()
+        self.routes = routes or CallRoutes(services.config.ivr.flow_variable, services.config.ivr.flow)
         self.on_call_gone = on_call_gone
         self.services = services
         self.config = services.config
@@ -106,6 +110,10 @@ class Supervisor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> None:
         if isinstance(message, EslEvent):
             self._route(message.event, message.read_at)
+            if message.counted:
+                self.routes.forwarded(message.event.uuid)
+        elif isinstance(message, RouteReady):
+            self.routes.opened(message.call_uuid)
         elif isinstance(message, CallFinished):
             call = self.calls.get(message.call_uuid)
             if call is not None:
@@ -141,7 +149,8 @@ class Supervisor(pykka.ThreadingActor):
                 logger.debug("event %s for %s after its actor stopped", event.name, uuid)
             return
         if event.name == "CHANNEL_PARK" and self._is_our_flow(event):
-            self._start_call(uuid, event, read_at)
+            if not self._start_call(uuid, event, read_at):
+                self.routes.remove(uuid)
         elif uuid:
             self.counters["events_unowned"] += 1
 
@@ -151,17 +160,24 @@ class Supervisor(pykka.ThreadingActor):
 
     # --- calls
 
-    def _start_call(self, uuid: str, event: Event, read_at: float = 0.0) -> None:
+    def _start_call(self, uuid: str, event: Event, read_at: float = 0.0) -> bool:
+        """Start a CallActor for a new call; False when the call is over the limit."""
         if len(self.unfinished) >= self.config.ivr.max_concurrent_calls:
             self.counters["calls_overflowed"] += 1
             logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
                            self.config.ivr.max_concurrent_calls, self.config.ivr.overflow_destination)
             self._transfer(uuid, self.config.ivr.overflow_destination)
-            return
+            return False
         ref = CallActor.start(uuid, self.make_flow(uuid), self.services, event, parked_read_at=read_at)
-        self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+        self._own(uuid, ref)
         self.unfinished.add(uuid)
         self.counters["calls_started"] += 1
+        return True
+
+    def _own(self, uuid: str, ref: pykka.ActorRef) -> None:
+        """`ref` handles `uuid` from now on; its route opens behind the events queued here."""
+        call = self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+        self.routes.attach(uuid, call, self.actor_ref)
 
     def _call_stopped(self, message: CallStopped) -> None:
         call = self.calls.get(message.call_uuid)
@@ -216,6 +232,7 @@ class Supervisor(pykka.ThreadingActor):
 
     def _forget(self, uuid: str) -> None:
         self.calls.pop(uuid, None)
+        self.routes.remove(uuid)
         self.unfinished.discard(uuid)
         if self.on_call_gone is not None:
             self.on_call_gone(uuid)
@@ -271,7 +288,7 @@ class Supervisor(pykka.ThreadingActor):
                 continue
             self.counters["calls_adopted"] += 1
             ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={})
-            self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+            self._own(uuid, ref)
             self.unfinished.add(uuid)
 
     def _close_unended_rows(self, live: set[str]) -> None:
@@ -298,7 +315,7 @@ class Supervisor(pykka.ThreadingActor):
             self.counters["calls_closed_unseen"] += 1
             ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None,
                                   last_seq=_CLOSING_SEQ, takeover=takeover)
-            self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+            self._own(uuid, ref)
 
     def _close_vanished_calls(self, live: set[str]) -> None:
         """Calls we own that hung up while the link was down: their hangup is lost, so
@@ -321,7 +338,10 @@ class Supervisor(pykka.ThreadingActor):
     # --- queries (asked with a timeout)
 
     def stats(self) -> dict[str, Any]:
-        return dict(self.counters, calls_live=len(self.unfinished), calls_tracked=len(self.calls),
+        # Events the reader sent straight to a call's actor were routed too.
+        routed = self.counters["events_routed"] + self.routes.sent_straight
+        return dict(self.counters, events_routed=routed, calls_live=len(self.unfinished),
+                    calls_tracked=len(self.calls),
                     seconds_since_event=round(time.monotonic() - self.last_event_at, 3))
 
     def call_ref(self, uuid: str) -> pykka.ActorRef | None:

@@ -24,7 +24,8 @@ from actors.commander import Commander
 from actors.crm import CrmFetcher
 from actors.db_writer import DbWriter
 from actors.esl_reader import EventReader
-from actors.messages import EslEvent, LinkChanged, ServiceDied
+from actors.messages import LinkChanged, ServiceDied
+from actors.routes import CallRoutes
 from actors.supervisor import Supervisor, supervised
 from actors.timeconditions import TimeConditionSource
 from actors.timers import TimerService
@@ -86,8 +87,9 @@ class Service:
         self.services = CallServices(config=config, supervisor=None, commander=commander,
                                      db_writer=db_writer, crm=crm, timers=self.timers,
                                      observer=self.observer, telemetry=self.telemetry)
+        self.routes = CallRoutes(config.ivr.flow_variable, config.ivr.flow)
         self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
-                                           self.on_call_gone)
+                                           self.on_call_gone, self.routes)
         self._on_stop("supervisor", self._stop_supervisor)
         self.reader = EventReader(config, on_event=self._deliver_event, on_link=self._link_changed)
         self.reader.start()
@@ -178,7 +180,7 @@ class Service:
         assert self.supervisor is not None
         try:
             # The read time starts the takeover clock (a CHANNEL_PARK): ~0.1 µs an event.
-            self.supervisor.tell(EslEvent(event, time.monotonic()))
+            self.routes.deliver(event, time.monotonic(), self.supervisor)
         except pykka.ActorDeadError:
             pass  # shutting down
 
