@@ -150,7 +150,8 @@ class CallActor(pykka.ThreadingActor):
         if isinstance(message, EslEvent):
             self._apply(self.flow.on_event(message.event), Cause("reaction", time.monotonic()))
         elif isinstance(message, DbAck):
-            self._unacked.pop(message.seq, None)
+            for seq in message.seqs:
+                self._unacked.pop(seq, None)
         elif isinstance(message, TimerFired):
             if message.name == _LINGER:
                 self._linger_over()

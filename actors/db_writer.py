@@ -1,10 +1,11 @@
 """DbWriter: the one actor that writes call data to the database.
 
 Call actors `tell` it `DbWrite`s and never wait; after the transaction holding a write
-has committed, it tells the write's `reply_to` a `DbAck`. Writes are batched: the first
-write to arrive queues a flush marker behind whatever is already in the mailbox, so a
-lone write is committed at once and a burst is committed in batches of at most
-`[database] batch_size` (storage.records says how each kind becomes rows, idempotently).
+has committed, it tells the write's `reply_to` a `DbAck` (one per call and commit).
+Writes are batched: the first write to arrive starts a wait of `[database]
+commit_interval_ms` for others to share its commit (a full batch ends the wait), and
+a backlog is committed in batches of at most `[database] batch_size`
+(storage.records says how each kind becomes rows, idempotently).
 
 When the database is unreachable, locked or has no schema, writes wait in memory and
 the flush is retried with exponential backoff up to `[database] retry_max_s`. The backlog
@@ -29,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pykka
 from peewee import DatabaseError, DataError, IntegrityError
@@ -84,6 +86,8 @@ class DbWriter(pykka.ThreadingActor):
         self._pending: deque[_Pending] = deque()
         self._flush_queued = False  # a _Flush is in the mailbox or on the retry timer
         self._retry_timer: threading.Timer | None = None
+        self._gather_timer: threading.Timer | None = None
+        self._commit_interval_s = settings.commit_interval_ms / 1000
         self._stopping = False
         self._backoff_s = 0.0
         self._backlog_warned = False
@@ -108,6 +112,7 @@ class DbWriter(pykka.ThreadingActor):
                 self._accept(message)
             elif isinstance(message, _Flush):
                 self._flush_queued = False
+                self._gather_timer = None
                 self._write_next_batch()
             else:
                 logger.warning("DbWriter ignores an unexpected %s", type(message).__name__)
@@ -119,6 +124,8 @@ class DbWriter(pykka.ThreadingActor):
         self._stopping = True
         if self._retry_timer is not None:
             self._retry_timer.cancel()
+        if self._gather_timer is not None:
+            self._gather_timer.cancel()
         while self._pending and self._write_next_batch():
             pass
         if self._pending:
@@ -158,9 +165,25 @@ class DbWriter(pykka.ThreadingActor):
             return
         self._pending.append(_Pending(write, prepared))
         self._warn_if_backlog_high()
-        if not self._flush_queued:
-            self._flush_queued = True
+        if len(self._pending) >= self._batch_size and self._gather_timer is not None:
+            self._gather_timer.cancel()  # a full batch: no reason to wait
+            self._gather_timer = None
             self.actor_ref.tell(_Flush())
+        elif not self._flush_queued:
+            self._flush_queued = True
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Commit after `[database] commit_interval_ms`, gathering what else comes: a
+        commit (and SQLite's fsync) per write cost more CPU than everything else a call
+        does. Nobody waits on a commit: calls keep their writes until acknowledged."""
+        if self._commit_interval_s <= 0:
+            self.actor_ref.tell(_Flush())
+            return
+        self._gather_timer = threading.Timer(self._commit_interval_s, self._tell_flush)
+        self._gather_timer.daemon = True
+        self._gather_timer.name = "DbWriter-gather"
+        self._gather_timer.start()
 
     def _write_next_batch(self) -> bool:
         """Commit up to batch_size pending writes; False if the database failed."""
@@ -203,11 +226,20 @@ class DbWriter(pykka.ThreadingActor):
 
     def _done(self, count: int) -> None:
         cdrs = 0
+        # One ack per call and commit, not one per write: each is a message and a
+        # call actor woken up.
+        acks: dict[tuple[Any, str], list[int]] = {}
         for _ in range(count):
             item = self._pending.popleft()
             self._counts["written"] += 1
             cdrs += item.write.kind == "cdr"
-            self._ack(item.write)
+            if item.write.reply_to is not None:
+                acks.setdefault((item.write.reply_to, item.write.call_uuid), []).append(item.write.seq)
+        for (reply_to, call_uuid), seqs in acks.items():
+            try:
+                reply_to.tell(DbAck(call_uuid, seqs[0], tuple(seqs[1:])))
+            except pykka.ActorDeadError:
+                pass  # the call actor is gone; the rows are stored all the same
         if cdrs:
             self._poke_cdr_poster()
 

@@ -58,8 +58,15 @@ class CrmLookup:
 
 @dataclass(frozen=True)
 class DbAck:
+    """The writes `seqs` of one call are committed (one message per call per commit)."""
+
     call_uuid: str
     seq: int
+    more: tuple[int, ...] = ()
+
+    @property
+    def seqs(self) -> tuple[int, ...]:
+        return (self.seq, *self.more)
 
 
 @dataclass(frozen=True)

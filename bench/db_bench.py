@@ -41,7 +41,7 @@ class Counter(pykka.ThreadingActor):
 
     def on_receive(self, message) -> None:
         if isinstance(message, DbAck):
-            self.count += 1
+            self.count += len(message.seqs)
             if self.count >= self.expected:
                 self.done.set()
 

@@ -208,6 +208,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "database": _keys(
         Key("url", url("sqlite", "mysql", "postgresql", "postgres", optional=True), ""),
         Key("batch_size", integer(1, 10000), "200"),
+        Key("commit_interval_ms", integer(0, 5000), "200"),
         Key("backlog_max", integer(100, 10_000_000), "100000"),
         Key("retry_max_s", number(0.1, 600), "30"),
         Key("timecond_refresh_s", number(0.1, 86400), "30"),

@@ -131,7 +131,7 @@ class AckCollector(pykka.ThreadingActor):
         if isinstance(message, DbAck):
             if self.on_ack is not None:
                 self.observed.append(self.on_ack(message))
-            self.acks.append((message.call_uuid, message.seq))
+            self.acks.extend((message.call_uuid, seq) for seq in message.seqs)
             if len(set(self.acks)) >= self.expected:
                 self.all_in.set()
 
