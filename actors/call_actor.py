@@ -24,10 +24,12 @@ import pykka
 
 from actors.logcontext import set_call_uuid
 from actors.messages import (
+    HANGUP_COMMAND,
     CallDeclined,
     CallFailed,
     CallFinished,
     CallStopped,
+    ChannelCommand,
     ChannelGone,
     CommandFailed,
     CrmAnswer,
@@ -262,18 +264,16 @@ class CallActor(pykka.ThreadingActor):
         Commander can time it (see actors.telemetry)."""
         for effect in effects:
             if isinstance(effect, Execute):
-                self.services.commander_proxy().execute(
-                    self.uuid, effect.app, effect.arg, effect.event_uuid,
-                    lock=effect.lock, reply_to=self.actor_ref, since=since)
+                self._command(ChannelCommand(self.uuid, effect.app, effect.arg, effect.event_uuid,
+                                             effect.lock, self.actor_ref, since))
                 since = None
             elif isinstance(effect, Checkpoint):
                 # Nobody waits on it: a refusal (the channel just left) needs no answer.
-                self.services.commander_proxy().execute(
-                    self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}", effect.event_uuid,
-                    lock=True, reply_to=None)
+                self._command(ChannelCommand(self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}",
+                                             effect.event_uuid, lock=True))
             elif isinstance(effect, Hangup):
-                self.services.commander_proxy().hangup(self.uuid, effect.cause, reply_to=self.actor_ref,
-                                                       since=since)
+                self._command(ChannelCommand(self.uuid, HANGUP_COMMAND, effect.cause,
+                                             reply_to=self.actor_ref, since=since))
                 since = None
             elif isinstance(effect, LookupCaller):
                 self._tell(self.services.crm, CrmLookup(self.uuid, effect.caller_id, self.actor_ref))
@@ -286,6 +286,12 @@ class CallActor(pykka.ThreadingActor):
                 self._start_linger()
             else:
                 raise TypeError(f"unknown effect {effect!r}")
+
+    def _command(self, command: ChannelCommand) -> None:
+        try:
+            self.services.commander.tell(command)
+        except pykka.ActorDeadError:  # being replaced: the flow hears of it as a refusal
+            self.actor_ref.tell(CommandFailed(self.uuid, command.event_uuid, "-ERR no Commander"))
 
     def _record(self, record: Record) -> None:
         self._seq += 1

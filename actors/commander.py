@@ -34,7 +34,7 @@ import uuid as uuidlib
 import pykka
 
 from actors.esl import MAX_HEADER_ARG, Backoff, Disconnected, EslError, EslSession
-from actors.messages import CommandFailed
+from actors.messages import ChannelCommand, CommandFailed
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,12 @@ class Commander(pykka.ThreadingActor):
         return True
 
     # --- pykka hooks (actor thread)
+
+    def on_receive(self, message) -> None:
+        if isinstance(message, ChannelCommand):
+            message.deliver(self)
+        else:
+            logger.warning("Commander ignores unexpected message %r", message)
 
     def on_stop(self) -> None:
         self._drop_session()

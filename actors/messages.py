@@ -6,6 +6,7 @@ Who sends what:
   CallActor   -> DbWriter    DbWrite
   CrmFetcher  -> CallActor   CrmAnswer        (reply to CrmFetcher.lookup)
   DbWriter    -> CallActor   DbAck            (reply to DbWriter.write, after commit)
+  CallActor   -> Commander   ChannelCommand   (a sendmsg to the call's channel)
   Commander   -> CallActor   CommandFailed    (a sendmsg the switch refused or could not take)
   CallActor   -> itself      TimerFired
   DbWriter    -> CdrPoster   CdrQueued        (poke: CDRs wait in the outbox)
@@ -20,7 +21,7 @@ from ivr.effects import CrmAnswer  # defined beside the flows that read it
 from ivr.event import Event
 
 __all__ = [
-    "CallDeclined", "CallFailed", "CallFinished", "CdrQueued", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
+    "CallDeclined", "CallFailed", "CallFinished", "CdrQueued", "ChannelCommand", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
     "DbAck", "DbWrite", "EslEvent", "LinkChanged", "ServiceDied", "TimerFired", "WriterReplaced",
 ]
 
@@ -67,6 +68,33 @@ class DbAck:
     @property
     def seqs(self) -> tuple[int, ...]:
         return (self.seq, *self.more)
+
+
+@dataclass(frozen=True)
+class ChannelCommand:
+    """CallActor -> Commander: `sendmsg` to a call's channel, told rather than asked
+    through a proxy (nobody waits on it; a proxy call built a future per command).
+    `app` "hangup" with `event_uuid` "" is the hangup call-command, `arg` its cause;
+    otherwise `execute` of `app arg`. Failures come back to `reply_to` as CommandFailed."""
+
+    call_uuid: str
+    app: str
+    arg: str
+    event_uuid: str = ""
+    lock: bool = False
+    reply_to: Any = None
+    since: Any = None  # actors.telemetry.Cause: what caused it, for the reaction metric
+
+    def deliver(self, commander: Any) -> None:
+        """Call the Commander's (or a stand-in's) own method for this command."""
+        if self.app == HANGUP_COMMAND and not self.event_uuid:
+            commander.hangup(self.call_uuid, self.arg, reply_to=self.reply_to, since=self.since)
+        else:
+            commander.execute(self.call_uuid, self.app, self.arg, self.event_uuid,
+                              lock=self.lock, reply_to=self.reply_to, since=self.since)
+
+
+HANGUP_COMMAND = "hangup"
 
 
 @dataclass(frozen=True)

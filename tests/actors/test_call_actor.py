@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pykka
 
 from actors.call_actor import CallActor, CallServices
-from actors.messages import DbAck, DbWrite, EslEvent
+from actors.messages import ChannelCommand, DbAck, DbWrite, EslEvent
 from actors.telemetry import Cause
 from actors.timers import TimerService
 from ivr.config import load_config
@@ -67,6 +67,10 @@ class Commander(pykka.ThreadingActor):
 
     def hangup(self, call_uuid, cause="NORMAL_CLEARING", reply_to=None, since=None):
         self.seen.put((("hangup", cause), since))
+
+    def on_receive(self, message):
+        if isinstance(message, ChannelCommand):  # what a call actor tells the Commander
+            message.deliver(self)
 
 
 def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them():
@@ -141,5 +145,31 @@ def test_the_first_command_of_a_park_is_timed_as_takeover_and_of_each_event_as_r
         assert [command.app for command, _ in caused] == ["set", "set", "set", "set", "bridge"]
         assert caused[0][1] is not None and caused[0][1].kind == "reaction"
         assert [since for _, since in caused[1:]] == [None] * 4
+    finally:
+        timers.stop()
+
+
+def test_a_command_the_dead_commander_cannot_take_reaches_the_flow_as_a_refusal():
+    """Between a Commander's death and its replacement, a call's commands fail at once
+    (the flow sends the caller to safety, then hangs up) instead of vanishing."""
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
+    seen: queue.Queue = queue.Queue()
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    dead = Idle.start()
+    dead.stop()
+    services = CallServices(config=config, supervisor=idle, commander=dead,
+                            db_writer=Writer.start(seen), crm=idle, timers=timers)
+    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
+                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    try:
+        CallActor.start(CALL, make_flow("icall", CALL, ctx), services, CallScript(CALL).park())
+        steps = []
+        while "CommandFailed" not in steps:
+            write = seen.get(timeout=WAIT_S)
+            if write.kind == "step":
+                steps.append(write.fields["step"])
+        assert "-ERR no Commander" in write.fields["value"]
     finally:
         timers.stop()
