@@ -14,6 +14,7 @@ import configparser
 import difflib
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,14 @@ def clock_range(raw: str) -> tuple[int, int] | None:
     return start, end
 
 
+def node_name(raw: str) -> str:
+    """This icall's name among the nodes sharing a database; empty: the host name."""
+    raw = raw.strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", raw):
+        raise ValueError(f"expected up to 64 letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
+
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -194,6 +203,9 @@ def _keys(*keys: Key) -> dict[str, Key]:
 # The schema. config.ini documents each key for operators; tests/test_config.py checks
 # that the file and this table name the same keys.
 SCHEMA: dict[str, dict[str, Key]] = {
+    "service": _keys(
+        Key("node", node_name, ""),
+    ),
     "freeswitch": _keys(
         Key("host", string, "127.0.0.1"),
         Key("port", integer(1, 65535), "8021"),
@@ -206,7 +218,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "database": _keys(
         Key("url", url("sqlite", "mysql", "postgresql", "postgres", optional=True), ""),
         Key("batch_size", integer(1, 10000), "200"),
-        Key("backlog_max", integer(100, 10_000_000), "100000"),
+        Key("backlog_max", integer(100, 10_000_000), "20000"),
+        Key("spool_path", string, ""),
         Key("retry_max_s", number(0.1, 600), "30"),
         Key("timecond_refresh_s", number(0.1, 86400), "30"),
     ),
@@ -237,6 +250,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("batch_size", integer(1, 1000), "50"),
         Key("max_concurrent", integer(1, 64), "8"),
         Key("poll_interval_s", number(0.05, 3600), "5"),
+        Key("lease_s", number(1, 86400), "60"),
     ),
     "ivr": _keys(
         Key("flow", choice("icall"), "icall"),
@@ -295,6 +309,7 @@ class Config:
     # One namespace per SCHEMA section, set in __init__. Declared here so the type
     # checker knows the sections (a misspelt section is an error); the keys inside are
     # typed Any, as their types live in SCHEMA.
+    service: SimpleNamespace
     freeswitch: SimpleNamespace
     database: SimpleNamespace
     crm: SimpleNamespace
@@ -404,6 +419,10 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
         raise ConfigError(errors)
     if not values["database"]["url"]:
         values["database"]["url"] = f"sqlite:///{default_state_dir(environ) / 'icall.sqlite3'}"
+    if not values["database"]["spool_path"]:
+        values["database"]["spool_path"] = str(default_state_dir(environ) / "icall-spool.sqlite3")
+    if not values["service"]["node"]:
+        values["service"]["node"] = socket.gethostname().split(".")[0][:64] or "icall"
     return Config(values, source)
 
 
@@ -415,6 +434,9 @@ def _cross_check(values: dict[str, dict[str, Any]], errors: list[str]) -> None:
         errors.append("crm/backoff_max_s: must be >= backoff_initial_s")
     if cdr["retry_max_s"] < cdr["retry_min_s"]:
         errors.append("cdr/retry_max_s: must be >= retry_min_s")
+    if cdr["lease_s"] < 2 * cdr["timeout_s"]:
+        # A poster gives a claimed CDR up before its lease ends; it needs at least one POST.
+        errors.append("cdr/lease_s: must be at least twice timeout_s")
     if not crm["path"].startswith("/"):
         errors.append(f"crm/path: must start with '/', got {crm['path']!r}")
 
