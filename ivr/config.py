@@ -434,9 +434,10 @@ def _cross_check(values: dict[str, dict[str, Any]], errors: list[str]) -> None:
         errors.append("crm/backoff_max_s: must be >= backoff_initial_s")
     if cdr["retry_max_s"] < cdr["retry_min_s"]:
         errors.append("cdr/retry_max_s: must be >= retry_min_s")
-    if cdr["lease_s"] < 2 * cdr["timeout_s"]:
-        # A poster gives a claimed CDR up before its lease ends; it needs at least one POST.
-        errors.append("cdr/lease_s: must be at least twice timeout_s")
+    if cdr["lease_s"] < 3 * cdr["timeout_s"]:
+        # A poster sends a wave only while a whole POST (connect and read, each up to
+        # timeout_s) fits in what is left of its claim; a claim must leave room for one.
+        errors.append("cdr/lease_s: must be at least 3 times timeout_s")
     if not crm["path"].startswith("/"):
         errors.append(f"crm/path: must start with '/', got {crm['path']!r}")
 

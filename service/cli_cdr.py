@@ -14,8 +14,8 @@ import sys
 
 from peewee import DatabaseError
 
-from actors.cdr_poster import outbox_status
 from storage.db import StorageError, close_quietly, open_database, redact
+from storage.outbox import outbox_status
 
 EXIT_STALE = 1
 EXIT_DATABASE = 3
