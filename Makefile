@@ -17,8 +17,10 @@ lint: setup
 	$(VENV)/bin/ruff check actors ivr storage service fakeswitch bench tests
 	$(VENV)/bin/mypy actors ivr storage service fakeswitch
 
+# The checkout's own database folder, as systemd's StateDirectory is the service's
+# (with [database] url empty, icall uses $STATE_DIRECTORY, else /var/lib/icall).
 run: setup
-	$(VENV)/bin/icall run --config $(CONFIG)
+	STATE_DIRECTORY=$${STATE_DIRECTORY:-$(CURDIR)/state} $(VENV)/bin/icall run --config $(CONFIG)
 
 demo: setup
 	$(VENV)/bin/icall demo

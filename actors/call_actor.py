@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,6 +37,7 @@ from actors.messages import (
     TimerFired,
     WriterReplaced,
 )
+from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 from actors.timers import TimerService
 from ivr.config import Config
 from ivr.effects import Execute, Finished, Hangup, LookupCaller, Record, StartTimer
@@ -61,6 +63,7 @@ class CallServices:
     crm: Any
     timers: TimerService
     observer: Any = None  # optional callable(uuid, history) when a call ends (the demo)
+    telemetry: Telemetry = NO_TELEMETRY
     _commander_proxy: Any = None
     _proxied_ref: Any = None
 
@@ -82,11 +85,14 @@ class CallActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
-                 inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0):
+                 inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
+                 parked_read_at: float = 0.0):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
-        goes on after it, since a reused number would be taken for a repeat and dropped."""
+        goes on after it, since a reused number would be taken for a repeat and dropped.
+        `parked_read_at`: when the reader read the CHANNEL_PARK that is `first_event`
+        (the takeover time is measured from it; 0 when not a park, e.g. an adoption)."""
         super().__init__()
         self.uuid = uuid
         self.flow = flow
@@ -96,6 +102,7 @@ class CallActor(pykka.ThreadingActor):
         self._seq = last_seq
         self._lingers = 0
         self._failed = False
+        self._parked_read_at = parked_read_at
 
     # --- pykka hooks
 
@@ -113,7 +120,8 @@ class CallActor(pykka.ThreadingActor):
 
     def _begin(self) -> None:
         if self._first_event is not None:
-            self._apply(self.flow.start(self._first_event))
+            takeover = Cause("takeover", self._parked_read_at) if self._parked_read_at else None
+            self._apply(self.flow.start(self._first_event), takeover)
         else:  # a replacement resuming a call: its writes now answer to this actor
             self._unacked = {seq: replace(w, reply_to=self.actor_ref) for seq, w in self._unacked.items()}
             self._resend_unacked()
@@ -122,7 +130,7 @@ class CallActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, EslEvent):
-            self._apply(self.flow.on_event(message.event))
+            self._apply(self.flow.on_event(message.event), Cause("reaction", time.monotonic()))
         elif isinstance(message, DbAck):
             self._unacked.pop(message.seq, None)
         elif isinstance(message, TimerFired):
@@ -132,7 +140,8 @@ class CallActor(pykka.ThreadingActor):
                 self._apply(self.flow.on_timer(message.name, message.generation))
         elif isinstance(message, CommandFailed):
             logger.warning("command %s refused: %s", message.event_uuid, message.reply)
-            self._apply(self.flow.on_command_failed(message.event_uuid, message.reply))
+            self._apply(self.flow.on_command_failed(message.event_uuid, message.reply,
+                                                    message.uncertain))
         elif isinstance(message, ChannelGone):
             self._apply(self.flow.on_channel_gone())
         elif isinstance(message, WriterReplaced):
@@ -172,14 +181,19 @@ class CallActor(pykka.ThreadingActor):
 
     # --- carrying effects out
 
-    def _apply(self, effects: list[Any]) -> None:
+    def _apply(self, effects: list[Any], since: Cause | None = None) -> None:
+        """Carry `effects` out; the first command sent carries `since`, so the
+        Commander can time it (see actors.telemetry)."""
         for effect in effects:
             if isinstance(effect, Execute):
                 self.services.commander_proxy().execute(
                     self.uuid, effect.app, effect.arg, effect.event_uuid,
-                    lock=effect.lock, reply_to=self.actor_ref)
+                    lock=effect.lock, reply_to=self.actor_ref, since=since)
+                since = None
             elif isinstance(effect, Hangup):
-                self.services.commander_proxy().hangup(self.uuid, effect.cause, reply_to=self.actor_ref)
+                self.services.commander_proxy().hangup(self.uuid, effect.cause, reply_to=self.actor_ref,
+                                                       since=since)
+                since = None
             elif isinstance(effect, LookupCaller):
                 self._tell(self.services.crm, CrmLookup(self.uuid, effect.caller_id, self.actor_ref))
             elif isinstance(effect, Record):

@@ -44,6 +44,7 @@ import urllib3
 from peewee import Database, DatabaseError
 
 from actors.messages import CdrQueued
+from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import close_quietly, open_database, redact
 from storage.models import CdrOutbox, utc_now
@@ -65,9 +66,10 @@ def retry_delay_s(failures: int, retry_min_s: float, retry_max_s: float) -> floa
 class CdrPoster(pykka.ThreadingActor):
     """Built as `CdrPoster.start(config)`; `poke()` (or a CdrQueued tell), `status()`."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
         self.config = config
+        self._telemetry = telemetry
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,6 +179,9 @@ class CdrPoster(pykka.ThreadingActor):
                       row.attempts + 1, cdr.retry_min_s, cdr.retry_max_s)))
                   for row, error in zip(posted, errors, strict=True) if error is not None]
         settle(db, self.owner, delivered, failed, unsent=[row.id for row in rows[len(posted):]])
+        for row, outcome in zip(posted, errors, strict=True):
+            if outcome is None:  # accepted at `now`, queued when the DbWriter took it
+                self._telemetry.cdr_delivered((now - row.created_at).total_seconds())
         if failed:
             self._endpoint_failures += 1
             endpoint_wait_s = retry_delay_s(self._endpoint_failures, cdr.retry_min_s, cdr.retry_max_s)

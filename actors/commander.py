@@ -11,6 +11,17 @@ The connection is made lazily and remade when a command finds it gone. While
 FreeSWITCH is away, at most one attempt is made per backoff window. It costs at
 most `connect_timeout_s`. Every other command in that window fails at once with
 "not connected", so no caller waits for the switch.
+
+A command whose reply is lost may still have reached the switch, so it is sent again
+only when repeating it is harmless: the api reads in `IDEMPOTENT_APIS`. A `sendmsg`
+(a playback, a transfer, a hangup) never is; its caller hears `CommandFailed` with
+`uncertain=True` and waits for the command's completion instead (ivr/flow.py). A
+connection the switch closed while idle is noticed before sending (`peer_closed`),
+so the common case, a switch restart between two calls, loses no command.
+
+Commands run one at a time on one connection (FreeSWITCH answers them in order), so
+one missing reply holds every later command until its deadline: `sendmsg_timeout_s`
+(short: the switch acknowledges a sendmsg at once) or `command_timeout_s` for api.
 """
 
 from __future__ import annotations
@@ -24,19 +35,26 @@ import pykka
 
 from actors.esl import MAX_HEADER_ARG, Backoff, Disconnected, EslError, EslSession
 from actors.messages import CommandFailed
+from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 
 logger = logging.getLogger(__name__)
+
+# api commands that only read, so a repeat after a lost reply changes nothing.
+IDEMPOTENT_APIS = frozenset({"uuid_exists", "uuid_getvar", "uuid_dump", "show", "status",
+                             "global_getvar", "version"})
 
 
 class Commander(pykka.ThreadingActor):
     """Owns the command connection; every api/bgapi/sendmsg goes through it."""
 
-    def __init__(self, config):
+    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
+        self._telemetry = telemetry
         fs = config.freeswitch
         self._host, self._port, self._password = fs.host, fs.port, fs.password
         self._connect_timeout_s = fs.connect_timeout_s
         self._command_timeout_s = fs.command_timeout_s
+        self._sendmsg_timeout_s = fs.sendmsg_timeout_s
         self._backoff = Backoff(fs.reconnect_min_s, fs.reconnect_max_s)
         self._session: EslSession | None = None
         self._next_attempt_at = 0.0
@@ -45,10 +63,11 @@ class Commander(pykka.ThreadingActor):
     # --- fire and forget (report failures to reply_to)
 
     def execute(self, call_uuid: str, app: str, arg: str, event_uuid: str,
-                lock: bool = False, reply_to=None) -> None:
+                lock: bool = False, reply_to=None, since: Cause | None = None) -> None:
         """`sendmsg <call_uuid>` execute `app arg`, tagged with `event_uuid` (echoed as
         Application-UUID). An argument too long for a header line, or holding a
-        newline, goes as a text/plain body."""
+        newline, goes as a text/plain body. With `since` (what caused the command, and
+        when), the time from it to the write goes to telemetry once the switch took it."""
         headers = [("call-command", "execute"), ("execute-app-name", app)]
         body = None
         if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
@@ -58,24 +77,27 @@ class Commander(pykka.ThreadingActor):
         if lock:
             headers.append(("event-lock", "true"))
         headers.append(("Event-UUID", event_uuid))
-        self._sendmsg(call_uuid, event_uuid, headers, body, reply_to)
+        self._sendmsg(call_uuid, event_uuid, headers, body, reply_to, since)
 
-    def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to=None) -> None:
-        """`sendmsg <call_uuid>` hangup with `cause`."""
+    def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to=None,
+               since: Cause | None = None) -> None:
+        """`sendmsg <call_uuid>` hangup with `cause` (`since`: as for execute)."""
         headers = [("call-command", "hangup"), ("hangup-cause", cause)]
-        self._sendmsg(call_uuid, "", headers, None, reply_to)
+        self._sendmsg(call_uuid, "", headers, None, reply_to, since)
 
     # --- asked with a timeout (raise EslError)
 
     def api(self, command: str) -> str:
-        """`api <command>`; the response body as FreeSWITCH wrote it."""
-        return self._call(lambda session: session.api(command))
+        """`api <command>`; the response body as FreeSWITCH wrote it. Sent again on a
+        fresh connection after a lost reply only if it is a read (IDEMPOTENT_APIS)."""
+        idempotent = command.split(" ", 1)[0] in IDEMPOTENT_APIS
+        return self._call(lambda session: session.api(command), idempotent)
 
     def bgapi(self, command: str, job_uuid: str | None = None) -> str:
         """`bgapi <command>` with a Job-UUID (ours if not given); returns the Job-UUID.
         The result comes later as a BACKGROUND_JOB event on the event connection."""
         job_uuid = job_uuid or str(uuidlib.uuid4())
-        answer = self._call(lambda session: session.bgapi(command, job_uuid))
+        answer = self._call(lambda session: session.bgapi(command, job_uuid), idempotent=False)
         if not answer.startswith("+OK"):
             raise EslError(f"bgapi {command.split(' ', 1)[0]} refused: {answer}")
         return job_uuid
@@ -99,6 +121,13 @@ class Commander(pykka.ThreadingActor):
     def is_connected(self) -> bool:
         return self._session is not None
 
+    def switch_is_back(self) -> None:
+        """The event link is up again, so the switch is: the next command connects at
+        once instead of waiting out a backoff window opened while it was away (which
+        would fail the resync that adopts the calls parked meanwhile)."""
+        self._next_attempt_at = 0.0
+        self._backoff.reset()
+
     def ensure_connected(self) -> bool:
         """Connect now if not connected and the backoff allows; True if connected."""
         try:
@@ -118,9 +147,19 @@ class Commander(pykka.ThreadingActor):
     # --- inside the actor thread
 
     def _sendmsg(self, call_uuid: str, event_uuid: str, headers: list[tuple[str, str]],
-                 body: str | None, reply_to) -> None:
+                 body: str | None, reply_to, since: Cause | None = None) -> None:
+        written_at = 0.0
+        uncertain = False
+
+        def send(session: EslSession) -> str:
+            nonlocal written_at
+            written_at = time.monotonic()  # after any reconnect: that delay is icall's too
+            return session.sendmsg(call_uuid, headers, body, reply_timeout_s=self._sendmsg_timeout_s)
+
         try:
-            answer = self._call(lambda session: session.sendmsg(call_uuid, headers, body))
+            answer = self._call(send, idempotent=False)
+        except ReplyLost as exc:
+            answer, uncertain = f"-ERR {exc}", True
         except EslError as exc:
             answer = f"-ERR {exc}"
         except ValueError as exc:  # a header value that would break the frame
@@ -129,36 +168,42 @@ class Commander(pykka.ThreadingActor):
             logger.exception("sendmsg to %s failed unexpectedly", call_uuid)
             answer = f"-ERR internal error: {exc}"
         if answer.startswith("+OK"):
+            if since is not None:
+                self._telemetry.command_written(since, written_at)
             return
         logger.warning("sendmsg %s to %s failed: %s", _command_name(headers), call_uuid, answer)
         if reply_to is not None:
             try:
-                reply_to.tell(CommandFailed(call_uuid, event_uuid, answer))
+                reply_to.tell(CommandFailed(call_uuid, event_uuid, answer, uncertain))
             except pykka.ActorDeadError:
                 pass  # the call's actor is gone; nobody left to tell
 
-    def _call(self, send):
+    def _call(self, send, idempotent: bool):
         try:
             return self._send_once(send)
-        except Disconnected as exc:
-            if str(exc).startswith("not connected"):
-                raise
-        # The connection we had was dead. Most often a fresh one works at once (the
-        # switch dropped idle clients, or restarted), so try once more right away
-        # rather than leave a caller waiting. The command may have reached the switch
-        # before the loss; a repeat is the lesser harm than a silent caller.
+        except ReplyLost:
+            if not idempotent:
+                raise  # it may have run: never twice
+        # A read whose reply was lost: a fresh connection most often answers at once.
         self._next_attempt_at = 0.0
         return self._send_once(send)
 
     def _send_once(self, send):
         session = self._connected_session()
+        if session.peer_closed():
+            # Closed while idle (a restart, an idle drop): nothing was sent yet, so
+            # the command goes on a fresh connection, once.
+            logger.warning("ESL command connection to %s was closed by the switch", session.address)
+            self._drop_session()
+            self._next_attempt_at = 0.0
+            session = self._connected_session()
         try:
             return send(session)
         except Disconnected as exc:
             logger.warning("ESL command connection to %s lost: %s", session.address, exc)
             self._drop_session()
             self._last_failure = str(exc)
-            raise Disconnected(f"link lost: {exc}") from None
+            raise ReplyLost(f"link lost: {exc}") from None
 
     def _connected_session(self) -> EslSession:
         if self._session is not None:
@@ -185,6 +230,10 @@ class Commander(pykka.ThreadingActor):
         if self._session is not None:
             self._session.close()
             self._session = None
+
+
+class ReplyLost(Disconnected):
+    """A command was sent and its reply never came: it may have run on the switch."""
 
 
 def _command_name(headers: list[tuple[str, str]]) -> str:

@@ -19,9 +19,11 @@ cdr and failure writes (a few per call) are kept in memory beyond the bound. Sto
 with the database away moves what is in memory to the spool.
 
 A write the database refuses for its own values (storage.db.rejected_by_value:
-malformed fields, a value out of range) is logged at ERROR with its content and
-acknowledged, so no call waits on it forever. Any other failure, even one reported as
-a data error (a key generator at its limit), is retried: never acknowledged as done.
+malformed fields, a value out of range) is logged at ERROR and acknowledged, so no
+call waits on it forever. Its values (caller ids, names: personal data) stay out of
+that line, masked even where the database's message quotes them; the whole write is
+logged at DEBUG. Any other failure, even one reported as a data error (a key
+generator at its limit), is retried: never acknowledged as done.
 
 Threads: every method below runs in the actor's own thread, except `__init__` (the
 starter's) and the retry timer, which only tells the actor a flush marker.
@@ -31,7 +33,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pykka
@@ -39,6 +43,7 @@ from peewee import DatabaseError
 
 from actors.db_spool import SpoolKeeper
 from actors.messages import CdrQueued, DbAck, DbWrite
+from actors.telemetry import NO_TELEMETRY, Telemetry
 from storage.db import close_quietly, open_database, redact, rejected_by_value
 from storage.migrations import SchemaError, check_schema
 from storage.records import BadRecord, KnownCalls, Prepared, commit_batch, prepare
@@ -66,8 +71,9 @@ class _Pending:
 class DbWriter(pykka.ThreadingActor):
     """Batches DbWrites into transactions and acks each after commit; see module doc."""
 
-    def __init__(self, config):
+    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
+        self._telemetry = telemetry
         settings = config.database
         self._url = settings.url
         self._node = config.service.node
@@ -95,6 +101,8 @@ class DbWriter(pykka.ThreadingActor):
     def on_start(self) -> None:
         """Connect now if we can; if not, the first write retries (we still start).
         Writes an earlier run left in the spool are written first."""
+        # stats() only reads counters and lengths: safe from the scrape thread too.
+        self._telemetry.watch("db_writer", self.stats)
         try:
             self._ensure_connected()
         except (SchemaError, DatabaseError) as exc:
@@ -111,7 +119,7 @@ class DbWriter(pykka.ThreadingActor):
                 self._flush_queued = False
                 self._flush()
             else:
-                logger.warning("DbWriter ignores unexpected message %r", message)
+                logger.warning("DbWriter ignores an unexpected %s", type(message).__name__)
         except Exception:
             logger.exception("DbWriter: unexpected error; the backlog is kept")
 
@@ -184,7 +192,7 @@ class DbWriter(pykka.ThreadingActor):
 
     def _write_pending(self) -> bool:
         batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
-        outcomes = self._store([p.prepared for p in batch])
+        outcomes = self._store([p.prepared for p in batch], [p.write for p in batch])
         cdrs = 0
         for outcome in outcomes:
             item = self._pending.popleft()
@@ -214,7 +222,7 @@ class DbWriter(pykka.ThreadingActor):
                 rows.outbox = None
             readable.append(item)
             prepared.append(rows)
-        outcomes = self._store(prepared)
+        outcomes = self._store(prepared, readable)
         for item, outcome in zip(readable, outcomes, strict=False):  # the settled ones
             settled.append(item.id)
             if outcome is not None:
@@ -225,7 +233,7 @@ class DbWriter(pykka.ThreadingActor):
             self._poke_cdr_poster()
         return len(outcomes) == len(prepared)
 
-    def _store(self, batch: list[Prepared]) -> list[str | None]:
+    def _store(self, batch: list[Prepared], writes: Sequence[DbWrite | Spooled]) -> list[str | None]:
         """Commit the batch; for each write settled, in order, None (stored) or why
         the database refused its values. Fewer outcomes than writes: the database
         failed there, a retry is scheduled and the rest waits."""
@@ -233,7 +241,7 @@ class DbWriter(pykka.ThreadingActor):
             return []
         try:
             self._ensure_connected()
-            commit_batch(self._db, batch, self._known_calls)
+            self._commit(batch)
             return [None] * len(batch)
         except SchemaError as exc:
             self._schedule_retry(exc)
@@ -242,11 +250,12 @@ class DbWriter(pykka.ThreadingActor):
             if not rejected_by_value(exc):
                 self._schedule_retry(exc)
                 return []
-            logger.warning("DbWriter: a batch failed (%s); writing its rows one by one", exc)
+            logger.warning("DbWriter: a batch failed (%s); writing its rows one by one",
+                           _masked(f"{type(exc).__name__}: {exc}", writes))
         outcomes: list[str | None] = []
         for prepared in batch:
             try:
-                commit_batch(self._db, [prepared], self._known_calls)
+                self._commit([prepared])
             except DatabaseError as exc:
                 if not rejected_by_value(exc):
                     self._schedule_retry(exc)
@@ -255,6 +264,11 @@ class DbWriter(pykka.ThreadingActor):
                 continue
             outcomes.append(None)
         return outcomes
+
+    def _commit(self, batch: list[Prepared]) -> None:
+        started = time.monotonic()
+        commit_batch(self._db, batch, self._known_calls)
+        self._telemetry.db_committed(time.monotonic() - started, len(batch))
 
     def _poke_cdr_poster(self) -> None:
         """New CDRs are in the outbox: the poster may post them now instead of at its
@@ -328,7 +342,10 @@ class DbWriter(pykka.ThreadingActor):
 
     def _reject(self, write: DbWrite | Spooled, why: str) -> None:
         self._counts["rejected"] += 1
-        logger.error("DbWriter: write cannot be stored and is dropped: %s; write: %r", why, write)
+        logger.error("DbWriter: write cannot be stored and is dropped: %s write of call %s "
+                     "(seq %s, fields %s): %s", write.kind, write.call_uuid, write.seq,
+                     ", ".join(sorted(write.fields)) or "none", _masked(why, [write]))
+        logger.debug("DbWriter: the dropped write: %r", write)
         if isinstance(write, DbWrite):
             self._ack(write)
 
@@ -350,3 +367,24 @@ class DbWriter(pykka.ThreadingActor):
             "DbWriter: backlog at %d of backlog_max %d writes; database %s: %s",
             len(self._pending), self._backlog_max, redact(self._url), self._last_error or "slow",
         )
+
+
+def _masked(text: str, writes: Sequence[DbWrite | Spooled]) -> str:
+    """`text` (a database's error message) with every value of `writes` masked: a
+    message such as "invalid input syntax: '5551002'" must not carry a caller id into
+    the journal. Runs only on the rare refused write, never per row."""
+    for value in sorted({v for w in writes for v in _values(w.fields)}, key=len, reverse=True):
+        text = text.replace(value, "<value>")
+    return text
+
+
+def _values(item: object) -> Iterator[str]:
+    """The texts inside a write's fields worth masking (three characters or more)."""
+    if isinstance(item, dict):
+        for value in item.values():
+            yield from _values(value)
+    elif isinstance(item, list | tuple | set | frozenset):
+        for value in item:
+            yield from _values(value)
+    elif isinstance(item, str | int | float) and not isinstance(item, bool) and len(str(item)) >= 3:
+        yield str(item)

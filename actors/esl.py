@@ -1,4 +1,8 @@
-"""One ESL connection on python-ESL: the only module that imports `ESL`.
+"""One ESL command connection on python-ESL: the only module that imports `ESL`.
+
+The event connection does not use libesl: it reads untrusted bytes, and libesl
+crashes the process on some malformed frames (see actors/esl_wire.py). It shares
+`login` from here and reads through `esl_wire` (actors/esl_events.py).
 
 Login is done here in Python, then the socket is handed to libesl. python-ESL's
 own `ESLconnection(host, port, password)` says only "not connected" whatever went
@@ -36,7 +40,11 @@ import time
 
 import ESL
 
-from ivr.event import Event
+# The error hierarchy lives with the framing; it is re-exported here for every user.
+from actors.esl_wire import MAX_HEAD_BYTES, Disconnected, EslError, content_length, parse_head
+
+__all__ = ["AuthFailed", "Backoff", "ConnectFailed", "Disconnected", "EslError", "EslSession",
+           "Rejected", "subscription_commands"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +58,6 @@ SUBSCRIBED_EVENTS = ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE
 CUSTOM_SUBCLASSES = ("fifo::info",)
 
 
-class EslError(Exception):
-    """Base of the link's errors."""
-
-
 class ConnectFailed(EslError):
     """The switch could not be reached: refused, unreachable or timed out."""
 
@@ -64,10 +68,6 @@ class AuthFailed(EslError):
 
 class Rejected(EslError):
     """The switch refused us before login (`text/rude-rejection`, its ACL)."""
-
-
-class Disconnected(EslError):
-    """The connection dropped, or a reply did not come in time."""
 
 
 def subscription_commands(flow_variable: str, flow: str) -> list[str]:
@@ -110,7 +110,13 @@ class Backoff:
 
 class _Watchdog:
     """Shuts the socket down if a libesl call outlives its deadline. It owns one
-    thread, started by the session and stopped by `EslSession.close`."""
+    thread, started by the session and stopped by `EslSession.close`.
+
+    Arming and disarming only set a number: the reader arms it around every event,
+    and waking a thread each time cost more than reading the event. The thread looks
+    every TICK_S instead, so a deadline is kept to within TICK_S."""
+
+    TICK_S = 0.1
 
     def __init__(self, fd: int, name: str):
         self._fd = fd
@@ -122,13 +128,10 @@ class _Watchdog:
         self._thread.start()
 
     def arm(self, seconds: float) -> None:
-        with self._cond:
-            self._deadline = _now() + seconds
-            self._cond.notify()
+        self._deadline = _now() + seconds
 
     def disarm(self) -> None:
-        with self._cond:
-            self._deadline = None
+        self._deadline = None
 
     def close(self) -> None:
         with self._cond:
@@ -137,17 +140,14 @@ class _Watchdog:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        """Watchdog thread: waits for the armed deadline, then shuts the socket down."""
+        """Watchdog thread: every TICK_S, shut the socket down if the deadline passed."""
         with self._cond:
             while not self._closed:
-                if self._deadline is None:
-                    self._cond.wait()
+                self._cond.wait(self.TICK_S)
+                deadline = self._deadline
+                if self._closed or deadline is None or _now() < deadline:
                     continue
-                left = self._deadline - _now()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                # Still armed under the lock: the socket is still open.
+                # Not closed, under the lock that close() takes: the fd is still ours.
                 self.fired = True
                 self._deadline = None
                 _shutdown_fd(self._fd)
@@ -175,6 +175,7 @@ class EslSession:
         self.address = address
         self.reply_timeout_s = reply_timeout_s
         self._watchdog = _Watchdog(connection.socketDescriptor(), f"esl-watchdog {address}")
+        self._armed_s = reply_timeout_s  # the deadline of the last command sent
         self._closed = False
 
     @classmethod
@@ -182,7 +183,7 @@ class EslSession:
                 reply_timeout_s: float | None = None) -> EslSession:
         """Connect, log in and attach python-ESL; every step bounded by `timeout_s`.
         `reply_timeout_s` (default `timeout_s`) bounds every later reply."""
-        sock = _login(host, port, password, timeout_s)
+        sock = login(host, port, password, timeout_s)
         address = f"{host}:{port}"
         sock.settimeout(None)  # libesl wants a blocking socket
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout_s))
@@ -214,8 +215,10 @@ class EslSession:
         """`bgapi <command>` with our Job-UUID; returns the Reply-Text (`+OK Job-UUID: ...`)."""
         return self.command(f"bgapi {command}\nJob-UUID: {job_uuid}")
 
-    def sendmsg(self, uuid: str, headers: list[tuple[str, str]], body: str | None = None) -> str:
-        """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text."""
+    def sendmsg(self, uuid: str, headers: list[tuple[str, str]], body: str | None = None,
+                reply_timeout_s: float | None = None) -> str:
+        """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text.
+        `reply_timeout_s` (default: the session's) bounds the wait for its +OK."""
         lines = [f"sendmsg {uuid}"]
         for name, value in headers:
             _check_header_value(name, value)
@@ -228,27 +231,21 @@ class EslSession:
             text = "\n".join(lines) + "\n\n" + body
         else:
             text = "\n".join(lines)
-        return self.command(text)
+        return self._send_recv(text, reply_timeout_s).getHeader("Reply-Text") or ""
 
-    def recv_event(self, timeout_ms: int) -> Event | None:
-        """Wait up to `timeout_ms` for one event; None if none came. Raises Disconnected."""
-        if self._closed:
-            raise Disconnected("the session is closed")
-        self._watchdog.arm(timeout_ms / 1000 + self.reply_timeout_s)
+    def peer_closed(self) -> bool:
+        """True when the switch has closed this idle connection (EOF is waiting):
+        a command sent now would be lost, so the caller reconnects first. One
+        non-blocking peek, a few microseconds."""
+        sock = socket.socket(fileno=self._connection.socketDescriptor())
         try:
-            received = self._connection.recvEventTimed(timeout_ms)
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False  # nothing to read: open and quiet
+        except OSError:
+            return True
         finally:
-            self._watchdog.disarm()
-        if not self._connection.connected():
-            raise Disconnected(self._lost_reason())
-        if received is None:
-            return None
-        if received.getHeader("Event-Name") == "SOCKET_DATA":
-            # Not an event (a stray reply or notice): libesl hands the outer frame.
-            logger.debug("ESL %s: ignoring a %s frame", self.address,
-                         received.getHeader("Content-Type"))
-            return None
-        return to_event(received)
+            sock.detach()
 
     def close(self) -> None:
         """Close the connection and stop the watchdog; safe to call twice."""
@@ -258,10 +255,11 @@ class EslSession:
         self._watchdog.close()
         self._connection.disconnect()
 
-    def _send_recv(self, text: str) -> ESL.ESLevent:
+    def _send_recv(self, text: str, reply_timeout_s: float | None = None) -> ESL.ESLevent:
         if self._closed:
             raise Disconnected("the session is closed")
-        self._watchdog.arm(self.reply_timeout_s)
+        self._armed_s = reply_timeout_s or self.reply_timeout_s
+        self._watchdog.arm(self._armed_s)
         try:
             reply = self._connection.sendRecv(text)
         finally:
@@ -272,11 +270,11 @@ class EslSession:
 
     def _lost_reason(self) -> str:
         if self._watchdog.fired:
-            return f"no reply within {self.reply_timeout_s:g} s"
+            return f"no reply within {self._armed_s:g} s"
         return "the switch closed the connection"
 
 
-def _login(host: str, port: int, password: str, timeout_s: float) -> socket.socket:
+def login(host: str, port: int, password: str, timeout_s: float) -> socket.socket:
     """Open the socket and answer auth/request; raise the precise EslError."""
     where = f"{host}:{port}"
     try:
@@ -314,44 +312,29 @@ def _login(host: str, port: int, password: str, timeout_s: float) -> socket.sock
 
 
 def _read_frame(sock: socket.socket, timeout_s: float) -> tuple[dict[str, str], str]:
-    """Read one frame byte by byte, so nothing meant for libesl is consumed."""
+    """Read one frame byte by byte, so nothing meant for libesl is consumed. Its head
+    and length are checked as on the event connection (`esl_wire`): a malformed
+    greeting or answer raises MalformedFrame, an EslError, like any failed login."""
     deadline = _now() + timeout_s
     raw = bytearray()
     while not raw.endswith(b"\n\n"):
+        if len(raw) > MAX_HEAD_BYTES:
+            raise ConnectFailed(f"login answer with a header block over {MAX_HEAD_BYTES} bytes")
         sock.settimeout(max(0.001, deadline - _now()))
         chunk = sock.recv(1)
         if not chunk:
             raise ConnectFailed("the switch closed the connection during login")
         raw += chunk
-    headers = {}
-    for line in raw.decode("utf-8", "replace").splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip()] = value.strip()
+    headers = parse_head(bytes(raw[:-2]))
+    length = content_length(headers)
     body = b""
-    length = int(headers.get("Content-Length", "0") or 0)
     while len(body) < length:
         sock.settimeout(max(0.001, deadline - _now()))
         chunk = sock.recv(length - len(body))
         if not chunk:
-            break
+            raise ConnectFailed("the switch closed the connection during login")
         body += chunk
     return headers, body.decode("utf-8", "replace")
-
-
-def to_event(received: ESL.ESLevent) -> Event:
-    """Copy a libesl event into an `ivr.event.Event`: first value wins, repeats kept."""
-    headers: dict[str, str] = {}
-    repeated: list[tuple[str, str]] = []
-    name = received.firstHeader()
-    while name is not None:
-        value = received.getHeader(name)
-        if name in headers:
-            repeated.append((name, value))
-        else:
-            headers[name] = value
-        name = received.nextHeader()
-    return Event(headers, received.getBody() or "", tuple(repeated))
 
 
 def _check_header_value(name: str, value: str) -> None:

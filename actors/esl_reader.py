@@ -9,6 +9,11 @@ On a lost link: one log line, `on_link("down", reason)`, then reconnect with
 exponential backoff and jitter and subscribe again, then `on_link("up")`. Events
 fired while we were away are lost (FreeSWITCH has no replay). The supervisor
 re-learns the live calls when it hears "up".
+
+Nothing ends the thread but `stop()`: whatever fails inside the loop (a malformed
+frame at login, at subscribe or mid-stream, a bug) is logged and the link rebuilt.
+`alive` and `down_since` let the health check see a dead thread or a link that stays
+down (plain reads, any thread).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from actors.esl import Backoff, Disconnected, EslError, EslSession, subscription_commands
+from actors.esl import Backoff, Disconnected, EslError, subscription_commands
+from actors.esl_events import EventSession
 from ivr.event import Event
 
 logger = logging.getLogger(__name__)
@@ -50,10 +56,22 @@ class EventReader:
         self._thread: threading.Thread | None = None
         self._connected = False
         self.last_event_at = time.monotonic()
+        self._down_since: float | None = time.monotonic()
 
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def alive(self) -> bool:
+        """True while the reader thread runs (it ends only through stop())."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def down_since(self) -> float | None:
+        """`time.monotonic()` when the event link was last lost (or the reader began
+        without one); None while it is up and subscribed."""
+        return self._down_since
 
     def start(self) -> None:
         self._stop.clear()
@@ -73,42 +91,50 @@ class EventReader:
     # --- reader thread
 
     def _run(self) -> None:
-        where = f"{self._host}:{self._port}"
         while not self._stop.is_set():
             try:
-                session = self._open()
-            except EslError as exc:
+                self._connect_and_read()
+            except Exception:  # the thread's edge: nothing but stop() may end it
                 delay = self._backoff.next_delay()
-                logger.warning("ESL connect to %s failed: %s; retrying in %.1f s",
-                               where, exc, delay)
+                logger.exception("ESL reader failed; rebuilding the link in %.1f s", delay)
                 self._stop.wait(delay)
-                continue
-            reason = self._read_until_lost(session)
-            if self._stop.is_set():
-                break
-            delay = self._backoff.next_delay()
-            logger.warning("ESL event connection to %s lost: %s; reconnecting in %.1f s",
-                           where, reason, delay)
-            self._notify_link("down", reason)
-            self._stop.wait(delay)
 
-    def _open(self) -> EslSession:
-        session = EslSession.connect(self._host, self._port, self._password, self._timeout_s,
-                                     reply_timeout_s=self._reply_timeout_s)
+    def _connect_and_read(self) -> None:
+        where = f"{self._host}:{self._port}"
+        try:
+            session = self._open()
+        except EslError as exc:
+            delay = self._backoff.next_delay()
+            logger.warning("ESL connect to %s failed: %s; retrying in %.1f s", where, exc, delay)
+            self._stop.wait(delay)
+            return
+        reason = self._read_until_lost(session)
+        if self._stop.is_set():
+            return
+        delay = self._backoff.next_delay()
+        logger.warning("ESL event connection to %s lost: %s; reconnecting in %.1f s",
+                       where, reason, delay)
+        self._notify_link("down", reason)
+        self._stop.wait(delay)
+
+    def _open(self) -> EventSession:
+        session = EventSession.connect(self._host, self._port, self._password, self._timeout_s,
+                                       reply_timeout_s=self._reply_timeout_s)
         try:
             for line in self._subscription:
                 answer = session.command(line)
                 if not answer.startswith("+OK"):
                     raise EslError(f"the switch refused {line!r}: {answer}")
-        except EslError:
+        except BaseException:
             session.close()
             raise
         return session
 
-    def _read_until_lost(self, session: EslSession) -> str:
+    def _read_until_lost(self, session: EventSession) -> str:
         """Read until the link drops or stop() is called; return why it ended."""
         up_since = self.last_event_at = time.monotonic()
         self._connected = True
+        self._down_since = None
         logger.info("ESL event connection to %s up, subscribed", session.address)
         self._notify_link("up")
         reason = "stopped"
@@ -130,6 +156,7 @@ class EventReader:
             reason = f"reader error: {exc}"
         finally:
             self._connected = False
+            self._down_since = time.monotonic()
             session.close()
         if time.monotonic() - up_since >= STABLE_S:
             self._backoff.reset()

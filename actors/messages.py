@@ -28,6 +28,7 @@ __all__ = [
 @dataclass(frozen=True)
 class EslEvent:
     event: Event
+    read_at: float = 0.0  # time.monotonic() when the reader read it (0: not stamped)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class CommandFailed:
     call_uuid: str
     event_uuid: str
     reply: str
+    # True when the reply was lost: the switch may have run the command all the same.
+    uncertain: bool = False
 
 
 @dataclass(frozen=True)

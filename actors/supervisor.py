@@ -83,12 +83,14 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self.services.supervisor = self.actor_ref
+        # stats() only reads counters and lengths: safe from the scrape thread too.
+        self.services.telemetry.watch("supervisor", self.stats)
 
     # --- messages
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, EslEvent):
-            self._route(message.event)
+            self._route(message.event, message.read_at)
         elif isinstance(message, CallFinished):
             call = self.calls.get(message.call_uuid)
             if call is not None:
@@ -108,7 +110,7 @@ class Supervisor(pykka.ThreadingActor):
         else:
             logger.warning("unexpected message %r", message)
 
-    def _route(self, event: Event) -> None:
+    def _route(self, event: Event, read_at: float = 0.0) -> None:
         self.last_event_at = time.monotonic()
         uuid = event.uuid
         call = self.calls.get(uuid)
@@ -120,7 +122,7 @@ class Supervisor(pykka.ThreadingActor):
                 logger.debug("event %s for %s after its actor stopped", event.name, uuid)
             return
         if event.name == "CHANNEL_PARK" and self._is_our_flow(event):
-            self._start_call(uuid, event)
+            self._start_call(uuid, event, read_at)
         elif uuid:
             self.counters["events_unowned"] += 1
 
@@ -130,14 +132,14 @@ class Supervisor(pykka.ThreadingActor):
 
     # --- calls
 
-    def _start_call(self, uuid: str, event: Event) -> None:
+    def _start_call(self, uuid: str, event: Event, read_at: float = 0.0) -> None:
         if len(self.unfinished) >= self.config.ivr.max_concurrent_calls:
             self.counters["calls_overflowed"] += 1
             logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
                            self.config.ivr.max_concurrent_calls, self.config.ivr.overflow_destination)
             self._transfer(uuid, self.config.ivr.overflow_destination)
             return
-        ref = CallActor.start(uuid, self.make_flow(uuid), self.services, event)
+        ref = CallActor.start(uuid, self.make_flow(uuid), self.services, event, parked_read_at=read_at)
         self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
         self.unfinished.add(uuid)
         self.counters["calls_started"] += 1
@@ -221,6 +223,7 @@ class Supervisor(pykka.ThreadingActor):
         their flow from the channel's own data (`uuid_dump`), as a CHANNEL_PARK would."""
         timeout_s = self.config.freeswitch.command_timeout_s
         commander = self.services.commander_proxy()
+        commander.switch_is_back()  # queued ahead of the asks below
         try:
             live = commander.live_calls(self.config.ivr.flow_variable, self.config.ivr.flow).get(
                 timeout=timeout_s)

@@ -5,6 +5,9 @@ read by the event-loop thread on each frame).
 * ``drop_at``: close when a named point is reached: ``"auth"``, ``"event"``, ``"api"``,
   ``"bgapi"``, ``"sendmsg"`` (the command word, before its reply).
 * ``reply_delay_s``: wait this long before handling each command.
+* ``hold_next``: ``(word, seconds)``: the next command with that word waits this long
+  before it is handled (and so answered), once; the connection's later commands wait
+  behind it, as they would behind a stuck listener thread of FreeSWITCH.
 * ``error_commands``: command words answered with ``-ERR`` instead of being run.
 * ``malformed``: the next frame is replaced by ``"bad_length"`` (Content-Length larger
   than the body, then close), ``"garbage"`` (header lines without a colon) or
@@ -29,6 +32,7 @@ class Faults:
         self.drop_after_frames: int | None = None
         self.drop_at: str | None = None
         self.reply_delay_s = 0.0
+        self.hold_next: tuple[str, float] | None = None
         self.error_commands: set[str] = set()
         self.malformed: str | None = None
         self.split_at: int | None = None
@@ -82,5 +86,12 @@ class Faults:
         if self.reply_delay_s:
             await asyncio.sleep(self.reply_delay_s)
         word = command.line.split(" ", 1)[0].lower()
+        if self.hold_next is not None and self.hold_next[0] == word:
+            _, seconds = self.hold_next
+            self.hold_next = None
+            # In short sleeps, so that a closing listener (or switch) ends the hold.
+            until = asyncio.get_running_loop().time() + seconds
+            while not listener.closed and asyncio.get_running_loop().time() < until:
+                await asyncio.sleep(0.05)
         if self.drop_at and self.drop_at == word:
             listener.close()

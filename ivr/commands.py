@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from types import SimpleNamespace
 
 # `originate_disposition` after a bridge: FreeSWITCH sets SUCCESS when a leg answered
@@ -83,12 +84,22 @@ def dial_user(extension: str) -> str:
 def is_extension(ivr: SimpleNamespace, text: str | None) -> bool:
     """True when `text` is wholly an extension (the CRM's answer and the caller's digits
     go into a dial string: nothing else may)."""
-    if not text:
-        return False
-    return re.fullmatch(ivr.extension_pattern, text) is not None
+    return matches(ivr.extension_pattern, text)
 
 
 def matches(pattern: str, text: str | None) -> bool:
-    if not text:
+    """True when `text` is wholly matched by `pattern`, in ASCII only.
+
+    What matches goes into dial strings (`user/<extension>`), file paths
+    (`8{extension}.wav`) and commands, so Unicode digits (`8٠١`, which a plain `\\d`
+    accepts) must not: the pattern is compiled with re.ASCII, and text that is not
+    ASCII never matches, whatever characters the pattern itself names."""
+    if not text or not text.isascii():
         return False
-    return re.fullmatch(pattern, text) is not None
+    return ascii_pattern(pattern).fullmatch(text) is not None
+
+
+@lru_cache(maxsize=64)
+def ascii_pattern(pattern: str) -> re.Pattern[str]:
+    """`pattern` compiled once with re.ASCII (`\\d` is [0-9], `\\w` [a-zA-Z0-9_])."""
+    return re.compile(pattern, re.ASCII)

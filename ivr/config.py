@@ -15,7 +15,7 @@ import difflib
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -96,8 +96,9 @@ def choice(*values: str) -> Callable[[str], str]:
 
 
 def regex(raw: str) -> str:
+    # Compiled as the flows use it (ivr.commands.matches): ASCII only.
     try:
-        re.compile(raw)
+        re.compile(raw, re.ASCII)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
     return raw
@@ -212,8 +213,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("password", string, REQUIRED, secret=True),
         Key("connect_timeout_s", number(0.1, 60), "5"),
         Key("command_timeout_s", number(0.1, 300), "10"),
+        Key("sendmsg_timeout_s", number(0.1, 300), "2"),
         Key("reconnect_min_s", number(0.05, 60), "0.5"),
-        Key("reconnect_max_s", number(0.1, 600), "30"),
+        Key("reconnect_max_s", number(0.1, 600), "2"),
     ),
     "database": _keys(
         Key("url", url("sqlite", "mysql", "postgresql", "postgres", optional=True), ""),
@@ -299,6 +301,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     ),
     "metrics": _keys(
         Key("listen", host_port(optional=True), ""),
+        Key("health_link_down_s", number(0, 86400), "10"),
     ),
 }
 
@@ -335,8 +338,19 @@ class Config:
             lines.append(f"\n[{section}]")
             for name, value in keys.items():
                 shown = "********" if SCHEMA[section][name].secret and value else _show(value)
+                shown = mask_url_password(shown)
                 lines.append(f"{name} = {shown}")
         return "\n".join(lines) + "\n"
+
+
+def mask_url_password(text: str) -> str:
+    """`scheme://user:secret@host/...` with the secret masked; anything else unchanged."""
+    if "://" not in text:
+        return text
+    parts = urlsplit(text)
+    if not parts.password:
+        return text
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":********@", 1)).geturl()
 
 
 def _show(value: Any) -> str:
@@ -354,16 +368,29 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+# The shipped unit's StateDirectory=icall. With `[database] url` empty, the service and
+# an operator's `icall timecond ...` from any shell must open the same file: so the
+# fallback is this absolute path, never one relative to the current folder.
+INSTALLED_STATE_DIR = Path("/var/lib/icall")
+
+
 def default_state_dir(environ: Mapping[str, str]) -> Path:
-    """Where the embedded database lives: systemd's StateDirectory, else ./state."""
+    """Where the embedded database lives: $STATE_DIRECTORY (systemd sets it to
+    /var/lib/icall for the shipped unit), else /var/lib/icall all the same."""
     state = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    return Path(state) if state else Path("state").resolve()
+    return Path(state) if state else INSTALLED_STATE_DIR
 
 
-def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment and validate; raise ConfigError listing all problems."""
+def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None,
+                sections: Collection[str] | None = None) -> Config:
+    """Read, override from the environment and validate; raise ConfigError listing all problems.
+
+    `sections`: the sections the caller reads (None: all). Problems in the others are
+    not its concern and the Config holds only these: `icall timecond` works where the
+    event socket password is kept from the icall user, `icall run` needs everything."""
     environ = os.environ if environ is None else environ
-    errors: list[str] = []
+    # (section, message); section None for the file as a whole, which always counts.
+    errors: list[tuple[str | None, str]] = []
     raw: dict[str, dict[str, str]] = {}
     source = str(path) if path else "defaults"
     if path is not None:
@@ -377,11 +404,12 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
             raise ConfigError([f"{path}: not an ini file: {_first_line(exc)}"]) from None
         for section in parser.sections():
             if section not in SCHEMA:
-                errors.append(f"{section}: unknown section{_did_you_mean(section, SCHEMA)}")
+                errors.append((section, f"{section}: unknown section{_did_you_mean(section, SCHEMA)}"))
                 continue
             for key, value in parser.items(section):
                 if key not in SCHEMA[section]:
-                    errors.append(f"{section}/{key}: unknown key{_did_you_mean(key, SCHEMA[section])}")
+                    errors.append((section, f"{section}/{key}: unknown key"
+                                            f"{_did_you_mean(key, SCHEMA[section])}"))
                     continue
                 raw.setdefault(section, {})[key] = value
     for name, value in environ.items():
@@ -395,7 +423,7 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
                 prefix = f"icall_{known}_"
                 if name.lower().startswith(prefix):
                     hint = _did_you_mean(name.lower()[len(prefix):], SCHEMA[known])
-                    errors.append(f"{name}: environment variable names no key of [{known}]{hint}")
+                    errors.append((known, f"{name}: environment variable names no key of [{known}]{hint}"))
             continue
         raw.setdefault(target_section, {})[target_key] = value
 
@@ -406,40 +434,48 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
             text = raw.get(section, {}).get(name)
             if text is None:
                 if spec.default is REQUIRED:
-                    errors.append(f"{section}/{name}: required, but not set")
+                    errors.append((section, f"{section}/{name}: required, but not set"))
                     continue
                 text = spec.default
             try:
                 values[section][name] = spec.parse(text)
             except ValueError as exc:
-                errors.append(f"{section}/{name}: {exc}")
-    if not errors:
-        _cross_check(values, errors)
-    if errors:
-        raise ConfigError(errors)
-    if not values["database"]["url"]:
+                errors.append((section, f"{section}/{name}: {exc}"))
+    errors += _cross_check(values, broken={section for section, _ in errors})
+    wanted = SCHEMA.keys() if sections is None else sections
+    problems = [text for section, text in errors
+                if sections is None or section is None or section in wanted]
+    if problems:
+        raise ConfigError(problems)
+    values = {section: keys for section, keys in values.items() if section in wanted}
+    if "database" in values and not values["database"]["url"]:
         values["database"]["url"] = f"sqlite:///{default_state_dir(environ) / 'icall.sqlite3'}"
-    if not values["database"]["spool_path"]:
+    if "database" in values and not values["database"]["spool_path"]:
         values["database"]["spool_path"] = str(default_state_dir(environ) / "icall-spool.sqlite3")
-    if not values["service"]["node"]:
+    if "service" in values and not values["service"]["node"]:
         values["service"]["node"] = socket.gethostname().split(".")[0][:64] or "icall"
     return Config(values, source)
 
 
-def _cross_check(values: dict[str, dict[str, Any]], errors: list[str]) -> None:
-    fs, crm, cdr = values["freeswitch"], values["crm"], values["cdr"]
-    if fs["reconnect_max_s"] < fs["reconnect_min_s"]:
-        errors.append("freeswitch/reconnect_max_s: must be >= reconnect_min_s")
-    if crm["backoff_max_s"] < crm["backoff_initial_s"]:
-        errors.append("crm/backoff_max_s: must be >= backoff_initial_s")
-    if cdr["retry_max_s"] < cdr["retry_min_s"]:
-        errors.append("cdr/retry_max_s: must be >= retry_min_s")
-    if cdr["lease_s"] < 3 * cdr["timeout_s"]:
+# Pairs of (section, upper bound, lower bound) that must not cross.
+_BOUNDS = (("freeswitch", "reconnect_max_s", "reconnect_min_s"),
+           ("crm", "backoff_max_s", "backoff_initial_s"),
+           ("cdr", "retry_max_s", "retry_min_s"))
+
+
+def _cross_check(values: dict[str, dict[str, Any]], broken: set[str | None]) -> list[tuple[str | None, str]]:
+    """Rules between keys, checked in the sections whose every key parsed."""
+    errors: list[tuple[str | None, str]] = []
+    for section, high, low in _BOUNDS:
+        if section not in broken and values[section][high] < values[section][low]:
+            errors.append((section, f"{section}/{high}: must be >= {low}"))
+    if "cdr" not in broken and values["cdr"]["lease_s"] < 3 * values["cdr"]["timeout_s"]:
         # A poster sends a wave only while a whole POST (connect and read, each up to
         # timeout_s) fits in what is left of its claim; a claim must leave room for one.
-        errors.append("cdr/lease_s: must be at least 3 times timeout_s")
-    if not crm["path"].startswith("/"):
-        errors.append(f"crm/path: must start with '/', got {crm['path']!r}")
+        errors.append(("cdr", "cdr/lease_s: must be at least 3 times timeout_s"))
+    if "crm" not in broken and not values["crm"]["path"].startswith("/"):
+        errors.append(("crm", f"crm/path: must start with '/', got {values['crm']['path']!r}"))
+    return errors
 
 
 def _env_target(name: str) -> tuple[str | None, str]:

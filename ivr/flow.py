@@ -190,6 +190,9 @@ class Flow:
                 self.note(f"stale timer {name} dropped: its command completed")
             elif event_uuid in self._talking:
                 self.note(f"guard of {command} dropped: answered, talk time is not guarded")
+            elif command.rescue:
+                self.note(f"rescue never completed: {command}")
+                self.hang_up("NORMAL_TEMPORARY_FAILURE")
             else:
                 timeout_s = self._guard_s(command)
                 self.rescue("CommandTimeout", f"{command}: not completed within {timeout_s:g} s")
@@ -197,9 +200,18 @@ class Flow:
             self.dispatch(Timeout(name))
         return self._outcome()
 
-    def on_command_failed(self, event_uuid: str, reply: str) -> list[Effect]:
-        """The switch refused a command (or it could not be sent)."""
-        command = self._sent.pop(event_uuid, None)
+    def on_command_failed(self, event_uuid: str, reply: str, uncertain: bool = False) -> list[Effect]:
+        """The switch refused a command (or it could not be sent). `uncertain`: its
+        reply was lost, so it may be running; nothing else may be started on the
+        channel, so its completion is awaited, guarded like any awaited command."""
+        command = self._sent.get(event_uuid)
+        if uncertain and command is not None and not self.hung_up:
+            self.note(f"outcome unknown, awaiting its completion: {command}: {reply}")
+            if event_uuid not in self._awaited:
+                self._awaited[event_uuid] = command
+                self._unguarded.append(event_uuid)
+            return self._outcome()
+        self._sent.pop(event_uuid, None)
         self._awaited.pop(event_uuid, None)
         if command is None:
             self.note(f"refusal of an unknown command {event_uuid}: {reply}")

@@ -29,9 +29,9 @@ CC_MENU_CELLPHONE, CC_MENU_VOICEMAIL = "1", "2"
 
 class IcallFlow(Flow):
     name = "icall"
-    states = ("welcome", "welcome_wait_playback", "main_menu", "main_menu_wait_dtmf",
-              "call_hst", "call_cellphone", "call_sales", "call_extn", "call_cc",
-              "final_loop")
+    states = ("welcome", "welcome_wait_playback", "time_condition", "main_menu",
+              "main_menu_wait_dtmf", "call_hst", "call_cellphone", "call_sales", "call_extn",
+              "call_cc", "final_loop")
     initial_state = "welcome"
     final_state = "final_loop"
 
@@ -42,6 +42,7 @@ class IcallFlow(Flow):
         self.crm_extension: str | None = None  # validated answer of the CRM
         self.sales_decided = False  # call_sales chose; later CRM answers are ignored
         self.extension: str | None = None  # the extension being dialled
+        self.override: timecond.TimeCondition | None = None  # the time condition in force
 
     # --- the states
 
@@ -64,6 +65,38 @@ class IcallFlow(Flow):
                 self.route_by_time()
             case Enter():
                 pass
+            case _:
+                self.unexpected(happened)
+
+    def time_condition(self, happened: Happening) -> None:
+        """A time-condition row decides; whatever it is, the IVR's part of the call
+        ends (see timecond.ACTIONS): no caller is left parked after it."""
+        assert self.override is not None
+        action, args = self.override.action, self.override.args
+        match happened:
+            case Enter():
+                problem = timecond.problem_with(action, args)
+                if problem is not None:
+                    self.rescue("TimeConditionInvalid", f"#{self.override.id}: {problem}")
+                elif action == "transfer":
+                    self.execute("transfer", timecond.transfer_target(args, self.ivr.context))
+                    self.goto("final_loop")
+                elif action == "hangup":
+                    self.hang_up(args or "NORMAL_CLEARING")
+                    self.goto("final_loop")
+                elif action == "bridge":
+                    self.bridge(args)
+                else:  # playback, respond: then hang up
+                    self.execute(action, args, await_as="announcement")
+            case Completed("announcement"):
+                self.hang_up()
+                self.goto("final_loop")
+            case Completed("bridge", event):
+                disposition = event.variable("originate_disposition") or ""
+                if disposition not in commands.BRIDGE_SUCCEEDED:
+                    self.record_step("TimeConditionBridgeFailed", disposition or "unknown")
+                    self.execute("transfer", self.ivr.safe_destination)
+                self.goto("final_loop")
             case _:
                 self.unexpected(happened)
 
@@ -148,15 +181,7 @@ class IcallFlow(Flow):
         extension = self.extension or ""
         match happened:
             case Enter():
-                # In order, each after the one before: without event-lock a queued app
-                # runs nested inside the previous one (captures: inbound_plain_event_lock).
-                for setting in commands.bridge_settings(self.ivr):
-                    self.execute("set", setting, lock=True)
-                # Guarded while it rings (the switch itself gives up after ring_timeout_s,
-                # through call_timeout, and then has the usual time to report it); once
-                # answered, never: the completion comes when the conversation ends.
-                self.execute("bridge", commands.dial_user(extension), lock=True, await_as="bridge",
-                             guard_s=self.ivr.ring_timeout_s + self.ivr.command_timeout_s)
+                self.bridge(commands.dial_user(extension))
             case Completed("bridge", event):
                 disposition = event.variable("originate_disposition") or ""
                 if disposition in commands.BRIDGE_SUCCEEDED:
@@ -195,14 +220,14 @@ class IcallFlow(Flow):
             self.note(f"CRM lookup {self.call.caller_id}")
 
     def route_by_time(self) -> None:
-        """A time-condition row valid now wins (executed as is, as the seed did);
+        """A time-condition row valid now wins (state `time_condition` carries it out);
         otherwise the configured schedule."""
         now = self.ctx.now()
         override = timecond.active(self.ctx.time_conditions(), self.ivr.time_condition, now)
         if override is not None:
             self.record_step("TimeCondition", f"{override.action} {override.args}".rstrip())
-            self.execute(override.action, override.args)
-            self.goto("final_loop")
+            self.override = override
+            self.goto("time_condition")
             return
         route = schedule.decide(self.ctx.config.schedule, now)
         self.record_step(route.step, route.window or "Cellphone")
@@ -223,6 +248,18 @@ class IcallFlow(Flow):
             self.transfer(self.ivr.queue_sales)
             self.record_step("SalesFifo")
             self.goto("final_loop")
+
+    def bridge(self, dial_string: str) -> None:
+        """Ring `dial_string`, completion awaited as "bridge"."""
+        # In order, each after the one before: without event-lock a queued app runs
+        # nested inside the previous one (captures: inbound_plain_event_lock).
+        for setting in commands.bridge_settings(self.ivr):
+            self.execute("set", setting, lock=True)
+        # Guarded while it rings (the switch itself gives up after ring_timeout_s,
+        # through call_timeout, and then has the usual time to report it); once
+        # answered, never: the completion comes when the conversation ends.
+        self.execute("bridge", dial_string, lock=True, await_as="bridge",
+                     guard_s=self.ivr.ring_timeout_s + self.ivr.command_timeout_s)
 
     def invalid_choice(self, event: Event, variable: str) -> None:
         """Tell the caller, then hang up once the prompt has played."""

@@ -32,10 +32,7 @@ export PATH="$PWD/$VENV/bin:$PATH"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 
 if ! "$VENV/bin/python" -c "import ESL" 2>/dev/null; then
-    command -v c++ >/dev/null || {
-        echo "python-ESL needs a C++ compiler: apt-get install g++" >&2
-        exit 1
-    }
+    bash scripts/check_build_deps.sh "$VENV/bin/python"
     pip install "setuptools<70" wheel "swig==3.0.12"
     pip install --no-build-isolation "python-ESL==1.4.18"
 fi

@@ -58,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     path = getattr(args, "config_sub", None) or args.config or default_config_path()
     if getattr(args, "needs_config", True):
+        # Each command validates the sections it reads (None: all of them, as `run`
+        # and `config` do), so `icall timecond` works without the event socket password.
+        sections = getattr(args, "config_sections", None)
         try:
-            args.config_obj = load_config(path)
+            args.config_obj = load_config(path, sections=sections)
         except ConfigError as exc:
-            print(f"icall: {len(exc.errors)} problem(s) in the configuration {path}:", file=sys.stderr)
+            reads = "" if sections is None else " (this command reads " + ", ".join(
+                f"[{name}]" for name in sections) + ")"
+            print(f"icall: {len(exc.errors)} problem(s) in the configuration {path}{reads}:",
+                  file=sys.stderr)
             for error in exc.errors:
                 print(f"  {error}", file=sys.stderr)
             return EXIT_CONFIG

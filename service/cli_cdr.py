@@ -25,11 +25,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     cdr = subparsers.add_parser("cdr", help="CDR delivery to the remote endpoint")
     commands = cdr.add_subparsers(dest="cdr_command", required=True, metavar="COMMAND")
     status = commands.add_parser("status", help="pending and delivered CDRs, oldest pending age")
-    status.set_defaults(func=cdr_status)
+    # Reads [database] (the outbox) and [cdr] (endpoint, retry ceiling), nothing else.
+    status.set_defaults(func=cdr_status, config_sections=("database", "cdr"))
 
 
 def cdr_status(args: argparse.Namespace) -> int:
     config = args.config_obj
+    print(f"database:            {redact(config.database.url)}")
     try:
         db = open_database(config.database.url)
     except StorageError as exc:

@@ -24,6 +24,12 @@ EXIT_OK, EXIT_DATABASE, EXIT_USAGE = 0, 1, 2
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
+# The configuration sections each command reads: nothing else is validated for it.
+DB = ("database",)
+DB_IVR = ("database", "ivr")
+DB_IVR_SCHEDULE = ("database", "ivr", "schedule")
+
+
 class UsageError(Exception):
     """What the operator typed cannot be used; the message says why."""
 
@@ -31,16 +37,19 @@ class UsageError(Exception):
 def add_commands(subparsers) -> None:
     db = subparsers.add_parser("db", help="create, migrate or inspect the database schema")
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    _leaf(actions, "upgrade", "create the schema or migrate it to this version", _db_upgrade)
-    _leaf(actions, "status", "show the schema version and what the database holds", _db_status)
+    _leaf(actions, "upgrade", "create the schema or migrate it to this version", _db_upgrade, DB)
+    _leaf(actions, "status", "show the schema version and what the database holds", _db_status, DB)
 
     tc = subparsers.add_parser("timecond", help="routing overrides: holidays, closures")
     actions = tc.add_subparsers(dest="timecond_command", required=True, metavar="ACTION")
-    listing = _leaf(actions, "list", "list the time conditions", _tc_list)
+    listing = _leaf(actions, "list", "list the time conditions", _tc_list, DB)
     listing.add_argument("--name", help="only this name (default: all)")
-    add = _leaf(actions, "add", "add a time condition", _tc_add)
+    add = _leaf(actions, "add", "add a time condition", _tc_add, DB_IVR)
+    add.formatter_class = argparse.RawDescriptionHelpFormatter
+    add.epilog = "actions (the IVR's part of the call ends with each):\n" + _actions_text()
     add.add_argument("--name", help="condition set (default: [ivr] time_condition)")
-    add.add_argument("--action", required=True, help=f"one of {', '.join(timecond.ALLOWED_ACTIONS)}")
+    add.add_argument("--action", required=True,
+                     help=f"one of {', '.join(timecond.ALLOWED_ACTIONS)}: see below")
     add.add_argument("--args", default="", help="the action's argument, e.g. 'closed XML new_sales'")
     add.add_argument("--from", dest="from_date", help="first day, YYYY-MM-DD")
     add.add_argument("--to", dest="to_date", help="last day (included), YYYY-MM-DD")
@@ -49,23 +58,33 @@ def add_commands(subparsers) -> None:
     add.add_argument("--priority", type=int, default=0, help="higher wins (default 0)")
     add.add_argument("--note", default="", help="why this exists")
     add.add_argument("--disabled", action="store_true", help="add it switched off")
-    remove = _leaf(actions, "remove", "remove time conditions by id", _tc_remove)
+    remove = _leaf(actions, "remove", "remove time conditions by id", _tc_remove, DB)
     remove.add_argument("ids", nargs="+", type=int, metavar="ID")
-    test = _leaf(actions, "test", "show the route a call would get at a moment, and why", _tc_test)
+    test = _leaf(actions, "test", "show the route a call would get at a moment, and why", _tc_test,
+                 DB_IVR_SCHEDULE)
     test.add_argument("--at", help='"YYYY-MM-DD HH:MM" in the schedule\'s time zone (default: now)')
     test.add_argument("--name", help="condition set (default: [ivr] time_condition)")
 
 
-def _leaf(actions, name: str, help_text: str, run: Callable) -> argparse.ArgumentParser:
+def _actions_text() -> str:
+    return "\n".join(f"  {text}" for text in timecond.ACTIONS.values())
+
+
+def _leaf(actions, name: str, help_text: str, run: Callable,
+          sections: tuple[str, ...]) -> argparse.ArgumentParser:
+    """A command that reads only `sections` of the configuration (see cli.main)."""
     parser = actions.add_parser(name, help=help_text)
     # `icall db upgrade --config x` as well as `icall --config x db upgrade`.
     parser.add_argument("--config", dest="config_sub", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    parser.set_defaults(func=lambda args: _run(run, args))
+    parser.set_defaults(func=lambda args: _run(run, args), config_sections=sections)
     return parser
 
 
 def _run(command: Callable, args) -> int:
     config = args.config_obj
+    # Said first, every time: with `[database] url` empty the file is the service's
+    # (see ivr.config.default_state_dir), and an operator should see which one it is.
+    print(f"database: {redact(config.database.url)}")
     try:
         db = open_database(config.database.url)
         with db.connection_context():
@@ -88,17 +107,15 @@ def _run(command: Callable, args) -> int:
 def _db_upgrade(db, config, args) -> int:
     before = schema_version(db)
     applied = upgrade(db)
-    where = redact(config.database.url)
     if applied:
-        print(f"{where}: schema upgraded from version {before} to {applied[-1]}")
+        print(f"schema upgraded from version {before} to {applied[-1]}")
     else:
-        print(f"{where}: schema already at version {before}, nothing to do")
+        print(f"schema already at version {before}, nothing to do")
     return EXIT_OK
 
 
 def _db_status(db, config, args) -> int:
     version = schema_version(db)
-    print(f"database:        {redact(config.database.url)}")
     print(f"schema version:  {version} (this icall: {LATEST})")
     try:
         check_schema(db)
@@ -163,7 +180,10 @@ def _columns_from_args(args, default_name: str) -> dict:
     action = args.action.strip().lower()
     if action not in timecond.ALLOWED_ACTIONS:
         raise UsageError(f"--action {args.action!r} is not allowed; use one of "
-                         f"{', '.join(timecond.ALLOWED_ACTIONS)}")
+                         f"{', '.join(timecond.ALLOWED_ACTIONS)}:\n{_actions_text()}")
+    problem = timecond.problem_with(action, args.args.strip())
+    if problem is not None:
+        raise UsageError(f"--args: {problem}")
     start, end = _date(args.from_date, "--from"), _date(args.to_date, "--to")
     if start and end and end < start:
         raise UsageError(f"--to {end} is before --from {start}")
@@ -226,6 +246,9 @@ def _tc_test(db, config, args) -> int:
     if chosen is not None:
         print(f"route: {chosen.action} {chosen.args}".rstrip()
               + f"  (override #{chosen.id}, priority {chosen.priority}{', ' + chosen.note if chosen.note else ''})")
+        problem = timecond.problem_with(chosen.action, chosen.args)
+        print(f"  then: {problem}; the call goes to {config.ivr.safe_destination}" if problem
+              else f"  then: {timecond.ACTIONS[chosen.action]}")
         return EXIT_OK
     try:
         from ivr.schedule import route_for

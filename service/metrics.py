@@ -1,20 +1,20 @@
 """A small HTTP endpoint for monitoring: GET /metrics and GET /health.
 
-/metrics answers in the Prometheus text format, one gauge per numeric stat
-(`icall_<name> <value>`; names ending in `_total` are declared counters).
+/metrics is the service's Prometheus registry (service.telemetry) as prometheus_client
+encodes it: the Prometheus text format, or OpenMetrics when the scraper asks for it in
+`Accept`, gzipped when it accepts gzip.
 /health answers 200 "ok: <reason>" or 503 "unhealthy: <reason>", so a load balancer
 or a curl in a cron job can tell a stuck service from a working one.
 
 The server runs in a thread named `metrics`, each request in a short-lived daemon
-thread; `stats()` and `health()` are called from those request threads and must be
-bounded (Service asks its actors with a timeout).
+thread; the registry's collectors and `health()` are called from those request
+threads and must be bounded (Service asks its actors with a timeout).
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
-import math
-import re
 import socket
 import threading
 from collections.abc import Callable
@@ -22,27 +22,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+
 logger = logging.getLogger(__name__)
 
 _TEXT = "text/plain; charset=utf-8"
-_PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
-_NOT_A_NAME_CHAR = re.compile(r"[^a-zA-Z0-9_]")
-
-
-def render_prometheus(stats: dict[str, Any], prefix: str = "icall_") -> str:
-    """Numeric stats as Prometheus text; anything else (strings, None, dicts) is left out."""
-    lines = []
-    for name in sorted(stats):
-        value = stats[name]
-        if isinstance(value, bool):
-            value = int(value)
-        if not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value)):
-            continue
-        metric = prefix + _NOT_A_NAME_CHAR.sub("_", str(name))
-        kind = "counter" if metric.endswith("_total") else "gauge"
-        lines.append(f"# TYPE {metric} {kind}")
-        lines.append(f"{metric} {value}")
-    return "\n".join(lines) + "\n" if lines else ""
 
 
 class _Server(ThreadingHTTPServer):
@@ -50,11 +35,11 @@ class _Server(ThreadingHTTPServer):
     # The listen address is the operator's choice; a restart must not wait for TIME_WAIT.
     allow_reuse_address = True
 
-    def __init__(self, listen: tuple[str, int], stats: Callable[[], dict],
+    def __init__(self, listen: tuple[str, int], registry: CollectorRegistry,
                  health: Callable[[], tuple[bool, str]]):
         if ":" in listen[0]:
             self.address_family = socket.AF_INET6
-        self.stats = stats
+        self.registry = registry
         self.health = health
         super().__init__(listen, _Handler)
 
@@ -75,13 +60,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, "not found: try /metrics or /health\n")
 
     def _metrics(self) -> None:
+        encode, content_type = choose_encoder(self.headers.get("Accept", ""))
         try:
-            body = render_prometheus(self.server.stats())
+            body = encode(self.server.registry)
         except Exception:  # thread edge: one failed scrape must not kill the endpoint
-            logger.exception("collecting stats for /metrics failed")
-            self._reply(500, "stats unavailable\n")
+            logger.exception("collecting metrics for /metrics failed")
+            self._reply(500, "metrics unavailable\n")
             return
-        self._reply(200, body, _PROMETHEUS)
+        if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+            self._send(200, gzip.compress(body), content_type, {"Content-Encoding": "gzip"})
+        else:
+            self._send(200, body, content_type)
 
     def _health(self) -> None:
         try:
@@ -94,11 +83,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._reply(503, f"unhealthy: {reason}\n")
 
-    def _reply(self, status: int, body: str, content_type: str = _TEXT) -> None:
-        data = body.encode("utf-8")
+    def _reply(self, status: int, body: str) -> None:
+        self._send(status, body.encode("utf-8"), _TEXT)
+
+    def _send(self, status: int, data: bytes, content_type: str,
+              extra_headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (extra_headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -114,10 +108,10 @@ class MetricsServer:
     in a background thread; `port` is the bound port (useful with port 0).
     """
 
-    def __init__(self, listen: tuple[str, int], stats: Callable[[], dict],
+    def __init__(self, listen: tuple[str, int], registry: CollectorRegistry,
                  health: Callable[[], tuple[bool, str]]):
         self.listen = listen
-        self._stats = stats
+        self._registry = registry
         self._health = health
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -129,7 +123,7 @@ class MetricsServer:
         return self._server.server_address[1]
 
     def start(self) -> None:
-        self._server = _Server(self.listen, self._stats, self._health)
+        self._server = _Server(self.listen, self._registry, self._health)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="metrics", daemon=True)
         self._thread.start()

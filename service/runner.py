@@ -2,16 +2,18 @@
 
 SIGTERM or SIGINT stops the service cleanly (actors stopped in reverse start order);
 SIGUSR1 logs every thread's stack. Under systemd, READY=1 is sent once the actors are
-up and the watchdog is fed only while the supervisor answers.
+up and the watchdog is fed only while Service.health says healthy (the supervisor
+answers, the ESL reader runs, the event link is not down too long).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 
-from ivr.config import Config
+from ivr.config import INSTALLED_STATE_DIR, Config, default_state_dir
 from service.app import Service
 from service.logsetup import install_stack_dump_on_sigusr1, setup_logging
 from service.metrics import MetricsServer
@@ -42,6 +44,17 @@ def schema_ready(config: Config) -> bool:
     return True
 
 
+def _warn_if_the_cli_would_miss_the_database(config: Config) -> None:
+    """An empty `[database] url` under a unit whose StateDirectory is not the shipped
+    one: `icall timecond ...` from a shell (no $STATE_DIRECTORY) would open another file."""
+    state_dir = default_state_dir(os.environ)
+    defaulted = config.database.url == f"sqlite:///{state_dir / 'icall.sqlite3'}"
+    if defaulted and state_dir != INSTALLED_STATE_DIR:
+        logger.warning("database %s is in $STATE_DIRECTORY, not %s: `icall db|timecond|cdr` "
+                       "run without that STATE_DIRECTORY will not find it; set [database] url "
+                       "to this file", redact(config.database.url), INSTALLED_STATE_DIR)
+
+
 def run_service(config: Config) -> int:
     setup_logging(config.logging.level)
     install_stack_dump_on_sigusr1()
@@ -57,11 +70,13 @@ def run_service(config: Config) -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     service = Service(config)
-    watchdog = Watchdog(service.health)
-    metrics = MetricsServer(config.metrics.listen, service.stats, service.health) if config.metrics.listen else None
+    watchdog = Watchdog(service.process_health)
+    metrics = (MetricsServer(config.metrics.listen, service.telemetry.registry, service.health)
+               if config.metrics.listen else None)
     try:
-        logger.info("icall starting (config %s, FreeSWITCH %s:%d)", config.source,
-                    config.freeswitch.host, config.freeswitch.port)
+        logger.info("icall starting (config %s, FreeSWITCH %s:%d, database %s)", config.source,
+                    config.freeswitch.host, config.freeswitch.port, redact(config.database.url))
+        _warn_if_the_cli_would_miss_the_database(config)
         service.start()
         if metrics is not None:
             metrics.start()

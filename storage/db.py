@@ -111,7 +111,11 @@ def _sqlite(url: str, options: dict[str, str]) -> SqliteDatabase:
         # readers would not see each other's rows.
         raise BadDatabaseUrl(f"{url!r}: give SQLite a file path, e.g. sqlite:////var/lib/icall/icall.sqlite3")
     busy_ms = int(options.get("busy_timeout_ms", SQLITE_BUSY_TIMEOUT_MS))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. /var/lib/icall before install, as a user who may not create it
+        raise StorageError(f"cannot create the folder of the SQLite file {path}: {exc.strerror} "
+                           "(run as the icall user after installing, or set [database] url)") from None
     return SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=busy_ms / 1000)
 
 

@@ -34,6 +34,7 @@ import pykka
 from actors.crm.guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
 from actors.crm.http_client import CrmClient
 from actors.messages import CrmAnswer, CrmLookup
+from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,10 @@ logger = logging.getLogger(__name__)
 class CrmFetcher(pykka.ThreadingActor):
     """Built as `CrmFetcher.start(config)`; takes `CrmLookup` tells; `stats()` by ask."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
         self.config = config
+        self._telemetry = telemetry
         crm = config.crm
         self._breaker = CircuitBreaker(crm.breaker_failures, crm.breaker_cooldown_s)
         self._cache = AnswerCache(crm.cache_ttl_s)
@@ -62,6 +64,7 @@ class CrmFetcher(pykka.ThreadingActor):
         self._workers = ThreadPoolExecutor(max_workers=crm.max_concurrent,
                                            thread_name_prefix="crm-lookup")
         self._watch = DeadlineWatch()
+        self._telemetry.watch("crm", self.stats)  # stats() takes only the guards' own locks
         logger.info("CRM fetcher %s: %s, up to %d lookups at once",
                     "ready" if crm.enabled else "disabled", crm.base_url + crm.path,
                     crm.max_concurrent)
@@ -85,7 +88,7 @@ class CrmFetcher(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> None:
         if not isinstance(message, CrmLookup):
-            logger.warning("CRM fetcher ignores %r", message)
+            logger.warning("CRM fetcher ignores a %s", type(message).__name__)
             return
         try:
             self.lookup(message)
@@ -95,8 +98,9 @@ class CrmFetcher(pykka.ThreadingActor):
     def lookup(self, request: CrmLookup) -> None:
         """Admit one lookup: answer at once if we can, else hand it to a worker."""
         crm = self.config.crm
-        deadline = time.monotonic() + (request.deadline_s or crm.deadline_s)
-        pending = PendingLookup(deadline, partial(self._deliver, request))
+        taken_at = time.monotonic()
+        deadline = taken_at + (request.deadline_s or crm.deadline_s)
+        pending = PendingLookup(deadline, partial(self._deliver, request, taken_at))
         self._count("lookups")
         if not crm.enabled:
             pending.settle(None, "crm disabled")
@@ -128,6 +132,7 @@ class CrmFetcher(pykka.ThreadingActor):
             "dead_callers": counts.get("dead_callers", 0),
             "requests": self._client.requests_made if self._client else 0,
             "breaker": self._breaker.state,
+            "breaker_open": int(self._breaker.state != CircuitBreaker.CLOSED),
             "breaker_opened": self._breaker.times_opened,
         }
 
@@ -156,16 +161,20 @@ class CrmFetcher(pykka.ThreadingActor):
                 self._cache.put(caller_id, outcome.extension, outcome.reason)
             pending.settle(outcome.extension, outcome.reason)
         except Exception:  # edge of the worker: the caller still gets an answer
-            logger.exception("CRM lookup for %r crashed", caller_id)
+            logger.exception("a CRM lookup crashed")  # the caller id is personal data: not here
             pending.settle(None, "internal error")
 
-    def _deliver(self, request: CrmLookup, extension: str | None, reason: str) -> None:
+    def _deliver(self, request: CrmLookup, taken_at: float, extension: str | None,
+                 reason: str) -> None:
         """Tell the asking call its answer. Runs in whichever thread settled the lookup
         (actor, worker or deadline watch); ActorRef.tell is safe from any thread."""
+        self._telemetry.crm_answered(lookup_outcome(extension, reason), time.monotonic() - taken_at)
         self._count("answers")
         self._count("extensions" if extension else "unknown")
-        logger.info("call %s: CRM says %s for %r (%s)", request.call_uuid, extension or "nothing",
-                    request.caller_id, reason)
+        # The caller id is personal data: at INFO the call's UUID links the answer to
+        # the call's row, which holds it; DEBUG names it for troubleshooting.
+        logger.info("call %s: CRM says %s (%s)", request.call_uuid, extension or "nothing", reason)
+        logger.debug("call %s: CRM lookup was for caller id %r", request.call_uuid, request.caller_id)
         if request.reply_to is None:
             return
         try:
@@ -177,3 +186,20 @@ class CrmFetcher(pykka.ThreadingActor):
     def _count(self, name: str) -> None:
         with self._counts_lock:
             self._counts[name] += 1
+
+
+# The reasons above, by the first word or two, as a short fixed set (a metric label).
+_OUTCOMES = {"found": "found", "not found": "not_found", "cached:": "cached",
+             "breaker open": "breaker_open", "crm disabled": "disabled",
+             "deadline passed": "deadline", "crm fetcher stopping": "stopping"}
+
+
+def lookup_outcome(extension: str | None, reason: str) -> str:
+    """found, not_found, cached, breaker_open, disabled, deadline, stopping, or failed
+    (the CRM unreachable, erring or answering nonsense)."""
+    if extension and not reason.startswith("cached:"):
+        return "found"
+    for prefix, outcome in _OUTCOMES.items():
+        if reason.startswith(prefix):
+            return outcome
+    return "failed"

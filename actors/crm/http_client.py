@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+
+from ivr import commands
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class CrmClient:
 
     def __init__(self, crm: SimpleNamespace, extension_pattern: str):
         self.crm = crm
-        self._extension = re.compile(extension_pattern)
+        self._extension_pattern = extension_pattern
         self._url = crm.base_url.rstrip("/") + crm.path
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=crm.max_concurrent, block=True,
                                          retries=False)
@@ -107,8 +108,12 @@ class CrmClient:
         except CrmUnavailable as exc:
             return Lookup(None, exc.reason, reachable=False)
         except CrmBadAnswer as exc:
-            logger.warning("CRM answer for %r refused: %s", caller_id, exc.reason)
-            return Lookup(None, exc.reason, reachable=True)
+            # The reason quotes the CRM's answer, which may echo the caller id: it goes
+            # to the log and the call's record, so the caller id is masked in it.
+            reason = _without(caller_id, exc.reason)
+            logger.warning("CRM answer refused: %s", reason)
+            logger.debug("CRM answer refused for caller id %r: %s", caller_id, exc.reason)
+            return Lookup(None, reason, reachable=True)
         return Lookup(extension, reason, reachable=True, cacheable=True)
 
     def _back_off(self, seconds: float) -> None:
@@ -177,7 +182,7 @@ class CrmClient:
             value = _text(body)
         if not value:
             raise CrmBadAnswer("empty answer")
-        if not self._extension.fullmatch(value):
+        if not commands.matches(self._extension_pattern, value):
             raise CrmBadAnswer(f"not an extension: {value[:40]!r}")
         return value, "found"
 
@@ -220,6 +225,11 @@ def _text(body: bytes) -> str:
         return body.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise CrmBadAnswer("answer is not UTF-8 text") from None
+
+
+def _without(caller_id: str, text: str) -> str:
+    """`text` with the caller id masked (personal data stays out of INFO/WARNING logs)."""
+    return text.replace(caller_id, "<caller id>") if caller_id else text
 
 
 def _short(exc: Exception) -> str:

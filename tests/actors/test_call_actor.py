@@ -5,6 +5,7 @@ taken for a repeat by the writer's idempotent keys and dropped)."""
 from __future__ import annotations
 
 import queue
+import time
 import uuid as uuidlib
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -13,11 +14,14 @@ import pykka
 
 from actors.call_actor import CallActor, CallServices
 from actors.messages import DbAck, DbWrite, EslEvent
+from actors.telemetry import Cause
 from actors.timers import TimerService
 from ivr.config import load_config
+from ivr.effects import CrmAnswer, Execute
 from ivr.event import Event
 from ivr.flow import FlowContext
 from ivr.flows import make_flow
+from tests.ivr.calls import CallScript
 
 WAIT_S = 10
 CALL = "5f1c0d7e-0000-4000-8000-000000000001"
@@ -50,6 +54,20 @@ class Idle(pykka.ThreadingActor):
         pass
 
 
+class Commander(pykka.ThreadingActor):
+    """Stands in for the Commander: hands each command and its `since` to the test."""
+
+    def __init__(self, seen: queue.Queue):
+        super().__init__()
+        self.seen = seen
+
+    def execute(self, call_uuid, app, arg, event_uuid, lock=False, reply_to=None, since=None):
+        self.seen.put((Execute(app, arg, event_uuid, lock), since))
+
+    def hangup(self, call_uuid, cause="NORMAL_CLEARING", reply_to=None, since=None):
+        self.seen.put((("hangup", cause), since))
+
+
 def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them():
     config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
     seen: queue.Queue = queue.Queue()
@@ -73,5 +91,44 @@ def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them()
                                  "Hangup-Cause": "NORMAL_CLEARING"})))
         cdr = seen.get(timeout=WAIT_S)
         assert (cdr.kind, cdr.seq) == ("cdr", 8)
+    finally:
+        timers.stop()
+
+
+def test_the_first_command_of_a_park_is_timed_as_takeover_and_of_each_event_as_reaction():
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
+    commands: queue.Queue = queue.Queue()
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    services = CallServices(config=config, supervisor=idle, commander=Commander.start(commands),
+                            db_writer=Writer.start(queue.Queue()), crm=idle, timers=timers)
+    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
+                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    script = CallScript(CALL, caller_id="5551002")
+    try:
+        ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park(),
+                              parked_read_at=12.5)
+        welcome, since = commands.get(timeout=WAIT_S)
+        assert (welcome.app, since) == ("playback", Cause("takeover", 12.5))
+        ref.tell(CrmAnswer(CALL, "801", "found"))
+
+        before = time.monotonic()
+        ref.tell(EslEvent(script.complete(welcome)))
+        menu, since = commands.get(timeout=WAIT_S)
+        assert menu.app == "play_and_get_digits"
+        assert since.kind == "reaction" and before <= since.at <= time.monotonic()
+
+        # Digit 2 with a CRM extension: the transfer prompt, then (once it has played)
+        # four `set`s and the bridge, all caused by one event. Only the first of those
+        # carries the cause: the others queue behind it in the Commander.
+        ref.tell(EslEvent(script.complete(menu, "2", menu_number="2", read_result="success")))
+        prompt, since = commands.get(timeout=WAIT_S)
+        assert (prompt.arg, since.kind) == ("new_sales/1002.wav", "reaction")
+        ref.tell(EslEvent(script.complete(prompt)))
+        caused = [commands.get(timeout=WAIT_S) for _ in range(5)]
+        assert [command.app for command, _ in caused] == ["set", "set", "set", "set", "bridge"]
+        assert caused[0][1] is not None and caused[0][1].kind == "reaction"
+        assert [since for _, since in caused[1:]] == [None] * 4
     finally:
         timers.stop()

@@ -24,6 +24,9 @@ TEXT_CASES = {
     "an extension outside the pattern": (Reply(body=b"999"), "not an extension"),
     "two extensions on two lines": (Reply(body=b"801\n802"), "not an extension"),
     "bytes that are not UTF-8": (Reply(body=b"\xff\xfe801"), "not UTF-8"),
+    "Arabic-Indic digits that \\d would match": (
+        Reply(body="8\u0660\u0661".encode()), "not an extension"),
+    "fullwidth digits": (Reply(body="\uff18\uff10\uff11".encode()), "not an extension"),
     "a redirect": (Reply(status=302, body=b""), "http 302"),
 }
 
@@ -35,6 +38,8 @@ JSON_CASES = {
     "JSON that does not parse": (Reply(body=b'{"extension": 801'), "not JSON"),
     "JSON with a dial string": (
         Reply(body=b'{"extension": "801,sofia/gateway/x/900"}'), "not an extension"),
+    "JSON with Devanagari digits": (
+        Reply(body='{"extension": "8\u0966\u0967"}'.encode()), "not an extension"),
     "JSON sent as text/plain": (
         Reply(body=b'{"extension": "801"}', content_type="text/plain"), "content type"),
 }

@@ -5,7 +5,9 @@ command, and which frames are events. `ReplayServer` listens on loopback and pla
 an inbound FreeSWITCH: auth/request, the recorded login answer, a reply to every
 command, then the recorded events once the client subscribes. Fault knobs: wrong
 password (the recorded `-ERR invalid` plus disconnect notice), rude rejection,
-silence (never greet), mute commands, canned api replies; `drop_all()`
+silence (never greet), mute commands, canned api replies, `malformed` frames sent
+once in place of the greeting, the auth answer, the `event` or first `filter` reply;
+`send_all()` writes bytes on every open connection now (mid-stream); `drop_all()`
 closes every connection (a switch that went away).
 
 Threads: one accept thread, one thread per connection; `stop()` joins them all.
@@ -112,6 +114,8 @@ class Knobs:
     api_replies: dict[str, bytes] = field(default_factory=dict)  # command prefix -> frame
     sendmsg_reply: bytes = b""
     mute: tuple[str, ...] = ()  # commands starting so get no reply at all
+    # point -> bytes sent once instead: greeting, auth, event, filter
+    malformed: dict[str, bytes] = field(default_factory=dict)
 
 
 class ReplayServer:
@@ -147,6 +151,15 @@ class ReplayServer:
         with self.changed:
             for sock in self._open:
                 _close(sock)
+
+    def send_all(self, data: bytes) -> None:
+        """Write `data` on every open client socket (a frame in the middle of a stream)."""
+        with self.changed:
+            for sock in self._open:
+                try:
+                    sock.sendall(data)
+                except OSError:
+                    pass  # that one is closed already
 
     def stop(self) -> None:
         self._stopping = True
@@ -192,7 +205,7 @@ class ReplayServer:
         if knobs.rude:
             sock.sendall(RUDE_REJECTION)
             return
-        sock.sendall(self.login.greeting())
+        sock.sendall(self._once("greeting") or self.login.greeting())
         reader = _CommandReader(sock)
         while True:
             command = reader.next()
@@ -211,17 +224,17 @@ class ReplayServer:
                         self.logins += 1
                         self.changed.notify_all()
                     return
-                sock.sendall(b"".join(self.login.replies_to(b"auth ")))
+                sock.sendall(self._once("auth") or b"".join(self.login.replies_to(b"auth ")))
                 with self.changed:
                     self.logins += 1
                     self.changed.notify_all()
             elif word == "event":
-                sock.sendall(reply("+OK event listener enabled plain"))
+                sock.sendall(self._once("event") or reply("+OK event listener enabled plain"))
                 for frame in knobs.events:
                     sock.sendall(frame)
             elif word == "filter":
                 _, name, value = command.first_line.split(" ", 2)
-                sock.sendall(reply(f"+OK filter added. [{name}]=[{value}]"))
+                sock.sendall(self._once("filter") or reply(f"+OK filter added. [{name}]=[{value}]"))
             elif word == "api":
                 text = command.first_line[4:]
                 frame = next((f for p, f in knobs.api_replies.items() if text.startswith(p)),
@@ -238,6 +251,12 @@ class ReplayServer:
                 return
             else:  # `connect` from libesl's attach, junk: as recorded in junk_command
                 sock.sendall(reply("-ERR command not found"))
+
+
+    def _once(self, point: str) -> bytes | None:
+        """The malformed frame for `point`, the first time only."""
+        with self.changed:
+            return self.knobs.malformed.pop(point, None)
 
 
 class _CommandReader:

@@ -10,8 +10,11 @@ import pytest
 from actors.commander import Commander
 from actors.esl import Disconnected
 from actors.messages import CommandFailed
+from actors.telemetry import Cause
+from fakeswitch import FakeSwitch
 from tests.esl.conftest import Collector, link_threads, make_config
 from tests.esl.replay import Capture, Knobs, api_response
+from tests.telemetry import RecordingTelemetry
 
 CALL = "9aaaa7f6-5f2f-4a3a-b5f9-0b2adcb4e71d"
 WAIT_S = 10
@@ -113,6 +116,20 @@ def test_with_the_switch_away_commands_fail_fast_with_not_connected(
     assert not commander.is_connected().get(timeout=WAIT_S)
 
 
+def test_once_the_switch_is_back_the_next_command_connects_without_waiting_out_the_backoff(
+        refused_port):
+    # A backoff window of 30 s or more is open: commands fail fast with "not connected".
+    commander = Commander.start(make_config(refused_port, reconnect_min_s="30",
+                                            reconnect_max_s="60")).proxy()
+    with pytest.raises(Disconnected, match="not connected"):
+        commander.api("status").get(timeout=WAIT_S)
+    with FakeSwitch(port=refused_port, password="ClueCon"):
+        with pytest.raises(Disconnected, match="not connected"):
+            commander.api("status").get(timeout=WAIT_S)  # still inside the window
+        commander.switch_is_back()  # the event link says so (see Supervisor._resync)
+        assert commander.api("status").get(timeout=WAIT_S).startswith("UP ")
+
+
 def test_the_commander_reconnects_when_a_command_finds_the_link_dropped(replay):
     status = Capture("api_status").replies_to(b"api status")[0]
     server = replay(Knobs(api_replies={"status": status}))
@@ -125,15 +142,37 @@ def test_the_commander_reconnects_when_a_command_finds_the_link_dropped(replay):
     assert len(server.connections) == 2
 
 
-def test_a_reply_that_never_comes_fails_the_command_and_the_actor_lives_on(replay, inbox):
+def test_a_sendmsg_whose_reply_never_comes_is_reported_uncertain_and_never_sent_twice(
+        replay, inbox):
     server = replay(Knobs(mute=("sendmsg",)))
     messages, collector = inbox
-    config = make_config(server.port, command_timeout_s="0.3")
+    config = make_config(server.port, command_timeout_s="5", sendmsg_timeout_s="0.3")
     commander = Commander.start(config).proxy()
     commander.execute(CALL, "playback", "x.wav", "ev-5", reply_to=collector)
     failed = messages.get(timeout=WAIT_S)
-    assert failed.reply == "-ERR link lost: no reply within 0.3 s"
+    assert failed == CommandFailed(CALL, "ev-5", "-ERR link lost: no reply within 0.3 s",
+                                   uncertain=True)
     assert not commander.is_connected().get(timeout=WAIT_S)
+    # It may have run: it is not sent again, on this connection or a new one.
+    sent = [c for n in range(len(server.connections)) for c in server.commands(n)
+            if c.first_line.startswith("sendmsg")]
+    assert [c.header("Event-UUID") for c in sent] == ["ev-5"]
+    assert commander.api("status").get(timeout=WAIT_S) == "-ERR command not found"  # lives on
+
+
+def test_a_link_the_switch_closed_while_idle_is_replaced_before_the_sendmsg_goes_once(
+        replay, inbox):
+    server = replay()
+    messages, collector = inbox
+    commander = Commander.start(make_config(server.port)).proxy()
+    assert commander.ensure_connected().get(timeout=WAIT_S)
+    server.drop_all()
+    commander.execute(CALL, "playback", "x.wav", "ev-6", reply_to=collector)
+    assert server.wait_for(lambda: len(server.connections) == 2
+                           and any(c.first_line.startswith("sendmsg") for c in server.commands(1)))
+    assert commander.is_connected().get(timeout=WAIT_S)
+    assert messages.empty()  # +OK: nothing to report
+    assert [c.first_line.split(" ")[0] for c in server.commands(0)] == ["auth", "connect"]
 
 
 def test_stopping_the_commander_leaves_no_thread(replay):
@@ -142,3 +181,64 @@ def test_stopping_the_commander_leaves_no_thread(replay):
     assert ref.proxy().ensure_connected().get(timeout=WAIT_S)
     ref.stop(timeout=WAIT_S)
     assert link_threads() == []
+
+
+def test_a_command_sent_with_its_cause_reports_the_time_from_the_cause_to_the_write(replay):
+    server = replay()
+    telemetry = RecordingTelemetry()
+    commander = Commander.start(make_config(server.port), telemetry=telemetry).proxy()
+    event_at = time.monotonic()
+    commander.execute(CALL, "playback", "x.wav", "ev-1", since=Cause("reaction", event_at)).get(timeout=WAIT_S)
+    commander.hangup(CALL, since=Cause("takeover", event_at)).get(timeout=WAIT_S)
+    commander.execute(CALL, "playback", "y.wav", "ev-2").get(timeout=WAIT_S)  # no cause: not timed
+    done_at = time.monotonic()
+    assert [cause for cause, _ in telemetry.commands] == [Cause("reaction", event_at),
+                                                          Cause("takeover", event_at)]
+    assert all(event_at <= written_at <= done_at for _, written_at in telemetry.commands)
+
+
+def test_a_command_the_switch_refuses_is_not_timed(replay, inbox):
+    refusal = Capture("junk_command").replies_to(b"sendmsg ")[0]
+    server = replay(Knobs(sendmsg_reply=refusal))
+    messages, collector = inbox
+    telemetry = RecordingTelemetry()
+    commander = Commander.start(make_config(server.port), telemetry=telemetry).proxy()
+    commander.execute(CALL, "playback", "x.wav", "ev-9", reply_to=collector,
+                      since=Cause("reaction", time.monotonic()))
+    assert isinstance(messages.get(timeout=WAIT_S), CommandFailed)
+    assert telemetry.commands == []
+
+
+def test_a_command_that_cannot_reach_the_switch_is_not_timed(refused_port, inbox):
+    messages, collector = inbox
+    telemetry = RecordingTelemetry()
+    commander = Commander.start(make_config(refused_port), telemetry=telemetry).proxy()
+    commander.execute(CALL, "playback", "x.wav", "ev-9", reply_to=collector,
+                      since=Cause("reaction", time.monotonic()))
+    assert messages.get(timeout=WAIT_S).reply.startswith("-ERR not connected")
+    assert telemetry.commands == []
+
+
+def test_one_held_sendmsg_reply_holds_another_calls_command_only_until_the_sendmsg_deadline(inbox):
+    """The stand-in holds A's reply (fault knob `hold_next`); B is sent on a fresh
+    connection once A's short deadline has passed, and A is never sent again. The
+    numbers (seconds held, before and after) are printed by bench/commander_stall_bench.py."""
+    from fakeswitch import FakeSwitch
+
+    switch = FakeSwitch().start()
+    messages, collector = inbox
+    try:
+        switch.faults.hold_next = ("sendmsg", 5.0)
+        config = make_config(switch.port, command_timeout_s="5", sendmsg_timeout_s="0.3")
+        commander = Commander.start(config).proxy()
+        commander.execute(CALL, "playback", "x.wav", "ev-a", reply_to=collector)
+        commander.execute("bbbbbbbb-0000-0000-0000-000000000002", "playback", "x.wav", "ev-b",
+                          reply_to=collector)
+        first, second = messages.get(timeout=WAIT_S), messages.get(timeout=WAIT_S)
+        assert (first.event_uuid, first.uncertain) == ("ev-a", True)
+        assert first.reply == "-ERR link lost: no reply within 0.3 s"
+        # B reached the switch on the new connection and was answered (no such channel).
+        assert (second.event_uuid, second.uncertain) == ("ev-b", False)
+        assert second.reply.startswith("-ERR invalid session id")
+    finally:
+        switch.stop()

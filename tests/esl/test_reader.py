@@ -71,7 +71,7 @@ def test_the_reader_subscribes_with_exactly_the_expected_lines(replay, start_rea
     start_reader(make_config(server.port), link)
     assert link.wait_for_changes(1) == [("up", "")]
     lines = [c.first_line for c in server.commands()]
-    assert lines == ["auth ClueCon", "connect", *subscription_commands("ivr_app", "icall")]
+    assert lines == ["auth ClueCon", *subscription_commands("ivr_app", "icall")]
 
 
 def test_the_reader_hands_over_every_recorded_event_as_the_capture_readme_says(
@@ -112,7 +112,7 @@ def test_the_reader_reconnects_and_resubscribes_after_the_server_drops(replay, s
     changes = link.wait_for_changes(3)
     assert [state for state, _ in changes] == ["up", "down", "up"]
     assert changes[1][1] == "the switch closed the connection"
-    expected = ["auth ClueCon", "connect", *subscription_commands("ivr_app", "icall")]
+    expected = ["auth ClueCon", *subscription_commands("ivr_app", "icall")]
     assert [c.first_line for c in server.commands(0)] == expected
     assert [c.first_line for c in server.commands(1)] == expected
     second_batch = link.take(3)

@@ -27,3 +27,21 @@ def test_an_extension_matching_the_pattern_wholly_is_an_extension(text):
 @pytest.mark.parametrize("text", [None, "", "8011", "x801", "801,user/9", "801 XML x", "701"])
 def test_anything_else_is_not_an_extension(text):
     assert not commands.is_extension(make_config().ivr, text)
+
+
+# Unicode digits: `\d` matches them unless the pattern is ASCII-only, and they would
+# reach `user/8٠١` and the `8{extension}.wav` path.
+UNICODE_DIGITS = ["8\u0660\u0661", "\uff18\uff10\uff11", "8\u0966\u0967", "80\u00b9"]
+
+
+@pytest.mark.parametrize("text", UNICODE_DIGITS)
+def test_unicode_digits_are_never_an_extension_even_where_the_pattern_says_backslash_d(text):
+    assert commands.is_extension(make_config().ivr, text) is False
+    assert commands.is_extension(make_config(ivr_extension_pattern=r"\d+").ivr, text) is False
+    assert commands.matches(r"\d\d\d", text) is False
+
+
+def test_a_pattern_that_names_non_ascii_characters_still_matches_only_ascii_text():
+    assert commands.matches("[\u0660-\u0669]+", "\u0660\u0661") is False
+    assert commands.matches(r"\w+", "caf\u00e9") is False
+    assert commands.matches(r"\w+", "cafe") is True

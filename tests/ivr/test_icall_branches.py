@@ -121,6 +121,7 @@ def test_menu_5_dials_the_extension_the_caller_typed():
     {"read_result": "failure"},  # no input, tries exhausted
     {"read_result": "success"},  # a lone '#': success but no variable (captures)
     {"read_result": "success", "extn_number": "80"},  # not wholly an extension
+    {"read_result": "success", "extn_number": "8\u0660\u0661"},  # Unicode digits: \\d matches them
 ])
 def test_an_extension_entry_without_valid_digits_plays_the_invalid_prompt_then_hangs_up(variables):
     driver = Driver()

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import logging
 import threading
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
-from service.metrics import MetricsServer, render_prometheus
+from service.metrics import MetricsServer
 
 
-def get(port: int, path: str) -> tuple[int, str, str]:
+def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
-        return response.status, response.getheader("Content-Type", ""), response.read().decode()
+        body = response.read()
+        if response.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return response.status, response.getheader("Content-Type", ""), body.decode()
     finally:
         connection.close()
+
+
+class _Broken(Collector):
+    def collect(self):
+        raise RuntimeError("boom")
 
 
 @pytest.fixture
 def serve():
     servers: list[MetricsServer] = []
 
-    def start(stats=lambda: {}, health=lambda: (True, "fine")) -> MetricsServer:
-        server = MetricsServer(("127.0.0.1", 0), stats, health)
+    def start(registry=None, health=lambda: (True, "fine")) -> MetricsServer:
+        server = MetricsServer(("127.0.0.1", 0), registry or CollectorRegistry(), health)
         server.start()
         servers.append(server)
         return server
@@ -36,21 +48,51 @@ def serve():
         server.stop()
 
 
-def test_metrics_lists_every_numeric_stat_with_its_type(serve):
-    server = serve(stats=lambda: {"calls_active": 3, "esl_connected": True, "crm_latency_s": 0.25,
-                                  "events_total": 1200, "core_uuid": "abc", "nothing": None})
+@pytest.fixture
+def registry():
+    """A registry with a counter at 3 and a histogram that saw one 0.2 s."""
+    registry = CollectorRegistry()
+    Counter("icall_things", "Things done", registry=registry).inc(3)
+    Histogram("icall_wait_seconds", "Waits", registry=registry, buckets=(0.1, 1.0)).observe(0.2)
+    return registry
+
+
+def test_metrics_serves_the_registry_in_the_prometheus_text_format(serve, registry):
+    server = serve(registry)
     status, content_type, body = get(server.port, "/metrics")
     assert status == 200
-    assert content_type.startswith("text/plain; version=0.0.4")
-    assert body == ("# TYPE icall_calls_active gauge\nicall_calls_active 3\n"
-                    "# TYPE icall_crm_latency_s gauge\nicall_crm_latency_s 0.25\n"
-                    "# TYPE icall_esl_connected gauge\nicall_esl_connected 1\n"
-                    "# TYPE icall_events_total counter\nicall_events_total 1200\n")
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    assert families["icall_things"].type == "counter"
+    assert [(s.name, s.value) for s in families["icall_things"].samples if s.name.endswith("_total")] == [
+        ("icall_things_total", 3.0)]
+    wait = {(s.name, s.labels.get("le")): s.value for s in families["icall_wait_seconds"].samples}
+    assert wait[("icall_wait_seconds_bucket", "0.1")] == 0
+    assert wait[("icall_wait_seconds_bucket", "1.0")] == 1
+    assert wait[("icall_wait_seconds_count", None)] == 1
 
 
-def test_metric_names_are_made_legal_for_prometheus():
-    assert render_prometheus({"calls.by-state": 2}) == "# TYPE icall_calls_by_state gauge\nicall_calls_by_state 2\n"
-    assert render_prometheus({"nan": float("nan")}) == ""
+def test_a_scraper_that_asks_for_openmetrics_gets_it(serve, registry):
+    server = serve(registry)
+    status, content_type, body = get(server.port, "/metrics",
+                                     {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert status == 200
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n")
+    assert "icall_things_total 3.0" in body
+
+
+def test_a_scraper_that_accepts_gzip_gets_the_body_compressed(serve, registry):
+    server = serve(registry)
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    assert response.getheader("Content-Encoding") == "gzip"
+    assert "icall_things_total 3.0" in gzip.decompress(raw).decode()
 
 
 def test_health_answers_200_with_the_reason_when_healthy(serve):
@@ -69,20 +111,19 @@ def test_a_health_check_that_raises_is_a_503_and_the_server_keeps_serving(serve,
     def broken() -> tuple[bool, str]:
         raise RuntimeError("boom")
 
-    server = serve(health=broken, stats=lambda: {"calls_active": 1})
+    server = serve(health=broken)
     assert get(server.port, "/health")[::2] == (503, "unhealthy: health check raised\n")
     assert get(server.port, "/metrics")[0] == 200
     assert "health check for /health failed" in caplog.text
 
 
-def test_stats_that_raise_give_a_500_not_a_dead_endpoint(serve, caplog):
-    def broken() -> dict:
-        raise RuntimeError("boom")
-
-    server = serve(stats=broken)
-    assert get(server.port, "/metrics")[::2] == (500, "stats unavailable\n")
+def test_a_collector_that_raises_gives_a_500_not_a_dead_endpoint(serve, caplog):
+    registry = CollectorRegistry()
+    registry.register(_Broken())
+    server = serve(registry)
+    assert get(server.port, "/metrics")[::2] == (500, "metrics unavailable\n")
     assert get(server.port, "/health")[0] == 200
-    assert "collecting stats for /metrics failed" in caplog.text
+    assert "collecting metrics for /metrics failed" in caplog.text
 
 
 def test_any_other_path_is_a_404(serve):
@@ -102,19 +143,19 @@ def test_access_lines_are_logged_at_debug_level_only(serve, caplog):
 
 def test_a_busy_port_fails_in_start_not_in_a_background_thread(serve):
     server = serve()
-    clash = MetricsServer(("127.0.0.1", server.port), lambda: {}, lambda: (True, "fine"))
+    clash = MetricsServer(("127.0.0.1", server.port), CollectorRegistry(), lambda: (True, "fine"))
     with pytest.raises(OSError):
         clash.start()
     clash.stop()
 
 
 def test_stop_ends_the_server_thread_and_frees_the_port():
-    server = MetricsServer(("127.0.0.1", 0), lambda: {}, lambda: (True, "fine"))
+    server = MetricsServer(("127.0.0.1", 0), CollectorRegistry(), lambda: (True, "fine"))
     server.start()
     port = server.port
     server.stop()
     assert not any(t.name == "metrics" for t in threading.enumerate())
-    again = MetricsServer(("127.0.0.1", port), lambda: {}, lambda: (True, "fine"))
+    again = MetricsServer(("127.0.0.1", port), CollectorRegistry(), lambda: (True, "fine"))
     again.start()
     try:
         assert get(port, "/health")[0] == 200
@@ -122,8 +163,8 @@ def test_stop_ends_the_server_thread_and_frees_the_port():
         again.stop()
 
 
-def test_concurrent_scrapes_are_all_answered(serve):
-    server = serve(stats=lambda: {"calls_active": 7})
+def test_concurrent_scrapes_are_all_answered(serve, registry):
+    server = serve(registry)
     results: list[int] = []
     lock = threading.Lock()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -60,3 +61,74 @@ def test_the_example_environment_file_names_only_real_keys(tmp_path):
     assert "ICALL_FREESWITCH_PASSWORD" in env
     config = load_config(UNIT.parent.parent / "config.ini", environ=env)
     assert config.freeswitch.password == env["ICALL_FREESWITCH_PASSWORD"]
+
+
+# --- the README's install steps, against this unit
+
+README = UNIT.parent.parent / "README.md"
+
+
+def install_block() -> list[str]:
+    """The shell lines of the README's install step, comments and blanks left out."""
+    text = README.read_text(encoding="utf-8")
+    after = text[text.index("2. Install, as root, in this order"):]
+    block = after[after.index("```sh") + len("```sh"):]
+    block = block[:block.index("```")]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _first(lines: list[str], pattern: str) -> int:
+    found = [n for n, line in enumerate(lines) if re.search(pattern, line)]
+    assert found, f"the README's install steps have no line matching {pattern!r}"
+    return found[0]
+
+
+def test_the_readme_install_steps_make_everything_the_unit_needs_before_enabling_it():
+    settings = service_settings()
+    user, state_dir = settings["User"][0], "/var/lib/" + settings["StateDirectory"][0]
+    env_file = settings["EnvironmentFile"][0].lstrip("-")
+    lines = install_block()
+    steps = [
+        # python-ESL compiles against Python.h: python3-dev, not only python3-venv.
+        _first(lines, r"^apt-get install .*\bpython3-dev\b"),
+        _first(lines, r"\bmake setup\b"),
+        # The user exists before anything is made for it (217/USER otherwise).
+        _first(lines, r"\bsystemd-sysusers\b|\buseradd --system\b"),
+        _first(lines, rf"^install -d .*-o {user} .*{re.escape(state_dir)}$"),
+        _first(lines, r"/etc/icall/config\.ini$"),
+        _first(lines, rf"^install -m 0600 .* {re.escape(env_file)}$"),
+        _first(lines, rf"^runuser -u {user} -- .* db upgrade$"),
+        _first(lines, r"^cp systemd/icall\.service /etc/systemd/system/"),
+        _first(lines, r"systemctl daemon-reload"),
+        _first(lines, r"^systemctl enable --now icall$"),
+    ]
+    assert steps == sorted(steps), [lines[n] for n in steps]
+    apt = lines[steps[0]].split()
+    assert {"git", "make", "g++", "python3-venv", "python3-dev"} <= set(apt)
+    # A fresh Debian 12 has no sudo: the steps use runuser (util-linux, always there).
+    assert not [line for line in lines if re.search(r"\bsudo\b", line)]
+
+
+def test_the_sysusers_file_creates_the_units_user_with_the_state_directory_as_home():
+    settings = service_settings()
+    entries = [line.split() for line in (UNIT.parent / "icall.sysusers").read_text(encoding="utf-8")
+               .splitlines() if line.strip() and not line.startswith("#")]
+    assert len(entries) == 1
+    kind, name, *_rest, home = entries[0]
+    assert (kind, name, home) == ("u", settings["User"][0], "/var/lib/" + settings["StateDirectory"][0])
+
+
+def test_the_readme_keeps_the_password_out_of_the_installed_config():
+    lines = install_block()
+    strip = _first(lines, r"^sed -i '/\^password = /d' /etc/icall/config\.ini$")
+    assert strip > _first(lines, r"/etc/icall/config\.ini$")
+    # The sed line matches the shipped file's password line, and only that one.
+    shipped = (UNIT.parent.parent / "config.ini").read_text(encoding="utf-8")
+    assert len(re.findall(r"^password = ", shipped, flags=re.M)) == 1
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash not installed")
+def test_the_readme_install_block_is_valid_shell():
+    result = subprocess.run(["bash", "-n"], input="\n".join(install_block()), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -89,6 +89,10 @@ def test_timecond_test_without_an_override_shows_the_schedule_and_why(icall, mom
     (["--action", "hangup", "--time", "13:00-12:00"], "--time: range ends before it starts"),
     (["--action", "hangup", "--time", "25:00-26:00"], "--time: not a time of day"),
     (["--action", "hangup", "--days", "mon,fry"], "--days: unknown day 'fry'"),
+    (["--action", "exec"], "  playback FILE: plays FILE (a closure announcement), then hangs up"),
+    (["--action", "respond", "--args", "5\u0660\u0663"], "--args: respond takes a SIP code 100-699"),
+    (["--action", "playback"], "--args: playback takes a file"),
+    (["--action", "hangup", "--args", "not a cause"], "--args: hangup takes a cause name"),
 ])
 def test_timecond_add_refuses_bad_input_with_a_clear_message_and_adds_nothing(icall, backend, argv, message):
     icall("db", "upgrade")
@@ -109,3 +113,23 @@ def test_timecond_remove_of_an_unknown_id_fails_and_says_which(icall):
     icall("db", "upgrade")
     status, _, err = icall("timecond", "remove", "42")
     assert status == 2 and "no time condition with id 42" in err
+
+
+def test_timecond_add_help_says_which_actions_exist_and_what_follows_each(icall, capsys):
+    with pytest.raises(SystemExit) as leaving:
+        main(["timecond", "add", "--help"])
+    assert leaving.value.code == 0
+    out = capsys.readouterr().out
+    for action in ("transfer", "playback", "hangup", "bridge", "respond"):
+        assert f"\n  {action} " in out
+    assert "then hangs up" in out and "safe_destination" in out
+
+
+def test_timecond_test_says_what_follows_the_route(icall):
+    icall("db", "upgrade")
+    icall("timecond", "add", "--action", "playback", "--args", "new_sales/closed.wav",
+          "--from", "2025-12-25", "--to", "2025-12-25")
+    status, out, _ = icall("timecond", "test", "--at", "2025-12-25 10:00")
+    assert status == 0
+    assert "route: playback new_sales/closed.wav" in out
+    assert "then: playback FILE: plays FILE (a closure announcement), then hangs up" in out

@@ -209,3 +209,23 @@ def test_a_database_without_schema_delays_writes_until_it_is_upgraded(backend):
 
     assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
     assert writer_stats(writer)["pending"] == 0
+
+
+def test_a_refused_write_is_logged_without_its_personal_data_unless_at_debug(backend, db, caplog):
+    collector = AckCollector.start(expected=1)
+    writer = DbWriter.start(make_config(backend.url))
+    # The caller id landed in a numeric column: the error quotes the value it refused.
+    bad = DbWrite("pii", 9, "cdr", {"caller_id": "5551234", "caller_name": "Ann Example",
+                                    "duration_s": "5551234 s"}, collector)
+
+    with caplog.at_level(logging.DEBUG, logger="actors.db_writer"):
+        writer.tell(bad)
+        assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+
+    assert writer_stats(writer)["rejected"] == 1
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("cdr write of call pii (seq 9, fields caller_id, caller_name, duration_s)" in line
+               and "could not convert string to float: '<value>'" in line for line in loud), loud
+    assert [line for line in loud if "5551234" in line or "Ann Example" in line] == []
+    quiet = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert "Ann Example" in quiet, "DEBUG keeps the whole write for troubleshooting"
