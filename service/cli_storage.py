@@ -172,7 +172,7 @@ def _tc_add(db, config, args) -> int:
     new_id = TimeConditionRow.insert(**columns).execute(db)
     added = TimeConditionRow.select().where(TimeConditionRow.id == new_id).get(db)
     print(f"added {describe(added.to_value())}")
-    print(f"a running icall uses it within {config.database.timecond_refresh_s:g}s")
+    print(f"every running icall on this database uses it within {config.database.timecond_refresh_s:g}s")
     return EXIT_OK
 
 
