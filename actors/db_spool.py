@@ -5,7 +5,7 @@ A spool that fails to take a batch answers False (the writer keeps the batch in 
 or refuses the write). A spool that fails to be read or emptied is set aside until
 the next batch it takes: its rows stay in the file, and a later run writes them.
 
-Threads: the DbWriter's only.
+Threads: the DbWriter's only, except `known_waiting` (any thread: it reads one number).
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ class SpoolKeeper:
             logger.warning("DbWriter: %d writes left in the spool %s by an earlier run; "
                            "writing them to %s", waiting, self._spool.path, self._database)
         return bool(waiting)
+
+    def known_waiting(self) -> int:
+        """`waiting()` as last known, without I/O: safe from any thread."""
+        return 0 if self._set_aside else self._spool.known_count()
 
     def waiting(self) -> int:
         """Writes in the spool still to be written to the database."""

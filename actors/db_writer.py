@@ -147,7 +147,7 @@ class DbWriter(pykka.ThreadingActor):
     def stats(self) -> dict:
         """Counters for monitoring: pending (in memory), spooled (on disk), written,
         retries, refused, rejected, spilled, drained, last_error."""
-        return {"pending": len(self._pending), "spooled": self._spool.waiting(), **self._counts,
+        return {"pending": len(self._pending), "spooled": self._spool.known_waiting(), **self._counts,
                 **self._spool.counts, "last_error": self._last_error}
 
     # --- taking writes in

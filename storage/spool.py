@@ -87,6 +87,11 @@ class Spool:
                 self._count = SpooledWrite.select().count(self._open()) if self.exists() else 0
         return self._count
 
+    def known_count(self) -> int:
+        """The count as last read or kept, without touching the file: for other
+        threads (a metrics scrape), which must not use the spool's connection."""
+        return self._count or 0
+
     def add(self, writes: list[tuple[str, int, str, dict[str, Any]]]) -> None:
         """Store (call_uuid, seq, kind, fields) writes in one transaction: all or none."""
         now = utc_now()
