@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,7 +98,8 @@ def make_config(url: str, cdr_url: str = "http://127.0.0.1:9/cdr", **database: s
     """A config for the writer; the CDR url is only stored (no poster runs in these tests)."""
     environ = {"ICALL_FREESWITCH_PASSWORD": "test", "ICALL_DATABASE_URL": url,
                "ICALL_DATABASE_RETRY_MAX_S": "0.3", "ICALL_CDR_URL": cdr_url,
-               "STATE_DIRECTORY": os.environ["STATE_DIRECTORY"]}  # the test's own (tests/conftest.py)
+               # the test's own (tests/conftest.py); a scratch one for benchmarks
+               "STATE_DIRECTORY": os.environ.get("STATE_DIRECTORY") or tempfile.mkdtemp(prefix="icall-state-")}
     environ.update({f"ICALL_DATABASE_{k.upper()}": str(v) for k, v in database.items()})
     return load_config(None, environ=environ)
 
