@@ -24,6 +24,7 @@ import pykka
 
 from actors.logcontext import set_call_uuid
 from actors.messages import (
+    CallDeclined,
     CallFailed,
     CallFinished,
     CallStopped,
@@ -39,16 +40,24 @@ from actors.messages import (
 )
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 from actors.timers import TimerService
+from ivr import resume
 from ivr.config import Config
-from ivr.effects import Execute, Finished, Hangup, LookupCaller, Record, StartTimer
-from ivr.event import Event
-from ivr.flow import Flow
+from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
+from ivr.event import Event, channel_data_event
+from ivr.flow import UNSEEN_HANGUP_CAUSE, Flow
+from ivr.resume import CHECKPOINT_VARIABLE
 
 logger = logging.getLogger(__name__)
 
 _LINGER = "__linger__"
 # A finished call waits for its writes to be acknowledged at most this many lingers.
 _MAX_LINGERS = 12
+# Reads of a channel before a take-over gives up (the next resync tries again).
+_DUMP_TRIES = 3
+
+
+class _Gone(Exception):
+    """The channel no longer exists."""
 
 
 @dataclass
@@ -86,14 +95,19 @@ class CallActor(pykka.ThreadingActor):
 
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
                  inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
-                 parked_read_at: float = 0.0):
+                 parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
         goes on after it, since a reused number would be taken for a repeat and dropped.
         `parked_read_at`: when the reader read the CHANNEL_PARK that is `first_event`
-        (the takeover time is measured from it; 0 when not a park, e.g. an adoption)."""
+        (the takeover time is measured from it; 0 when not a park, e.g. an adoption).
+        `takeover` makes this actor look at the channel (`uuid_dump`) before acting:
+        `{}` adopts a call found on the switch (its checkpoint is on the channel), a
+        dead handler's checkpoint resumes the call where that handler was."""
         super().__init__()
+        self._takeover = takeover
+        self._declined = False
         self.uuid = uuid
         self.flow = flow
         self.services = services
@@ -119,7 +133,11 @@ class CallActor(pykka.ThreadingActor):
             self.actor_ref.stop(block=False)
 
     def _begin(self) -> None:
-        if self._first_event is not None:
+        if self._takeover is not None:
+            self._unacked = {seq: replace(w, reply_to=self.actor_ref) for seq, w in self._unacked.items()}
+            self._resend_unacked()
+            self._take_over(self._takeover)
+        elif self._first_event is not None:
             takeover = Cause("takeover", self._parked_read_at) if self._parked_read_at else None
             self._apply(self.flow.start(self._first_event), takeover)
         else:  # a replacement resuming a call: its writes now answer to this actor
@@ -161,8 +179,8 @@ class CallActor(pykka.ThreadingActor):
         ))
 
     def on_stop(self) -> None:
-        if self._failed:
-            return  # on_failure already told the supervisor
+        if self._failed or self._declined:
+            return  # on_failure or _decline already told the supervisor
         if self._unacked:
             logger.warning("stopping with %d unacknowledged writes", len(self._unacked))
         self._tell_supervisor(CallStopped(
@@ -170,6 +188,63 @@ class CallActor(pykka.ThreadingActor):
             checkpoint=self._safe_checkpoint() if not self.flow.finished else {},
             unacked=tuple(self._unacked.values()), last_seq=self._seq,
         ))
+
+    # --- taking a call over (adoption after a start or reconnect, or a dead handler)
+
+    def _take_over(self, checkpoint: dict[str, Any]) -> None:
+        """Look before acting: read the channel, then start, resume or leave the call.
+        Blocks this call's own thread only, on one bounded ask per try."""
+        ivr = self.services.config.ivr
+        try:
+            channel = self._channel_dump()
+        except _Gone:
+            if checkpoint:  # ours, and it ended while no handler listened
+                self.flow.resume_after_failure(checkpoint)
+                self._apply(self.flow.on_channel_gone(UNSEEN_HANGUP_CAUSE))
+            else:
+                self._decline("the channel is gone")
+            return
+        if checkpoint and checkpoint.get("s") != self.flow.final_state:
+            self._apply(self.flow.resume(checkpoint, channel))
+            return
+        verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
+        logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
+        found = checkpoint or verdict.checkpoint
+        if verdict.action == resume.START:
+            self._apply(self.flow.start(channel))
+        elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
+            self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
+            self._apply(self.flow.resume(verdict.checkpoint, channel))
+        elif found:
+            # Ours, handed off: never touched again, but listened to until its hangup,
+            # which writes the CDR (and its queue's events their rows).
+            self._seq = max(self._seq, int(found.get("n") or 0))
+            self.flow.resume_after_failure(found)
+        else:
+            self._decline(verdict.reason)
+
+    def _channel_dump(self) -> Event:
+        """`uuid_dump <uuid> json`, tried a few times (each bounded): the Commander may
+        be busy with many adoptions at once after a restart."""
+        timeout_s = self.services.config.freeswitch.command_timeout_s
+        error: Exception | None = None
+        for _ in range(_DUMP_TRIES):
+            try:
+                text = self.services.commander_proxy().api(f"uuid_dump {self.uuid} json").get(
+                    timeout=timeout_s)
+            except Exception as exc:  # a timeout or a dropped link: try again
+                error = exc
+                continue
+            if text.startswith("-ERR"):
+                raise _Gone(text)
+            return channel_data_event(text)
+        raise RuntimeError(f"could not read the channel: {error}")
+
+    def _decline(self, reason: str) -> None:
+        logger.info("not ours to touch: %s", reason)
+        self._declined = True
+        self._tell_supervisor(CallDeclined(self.uuid, reason))
+        self.actor_ref.stop(block=False)
 
     # --- queries (asked by the supervisor and tests, with a timeout)
 
@@ -190,6 +265,11 @@ class CallActor(pykka.ThreadingActor):
                     self.uuid, effect.app, effect.arg, effect.event_uuid,
                     lock=effect.lock, reply_to=self.actor_ref, since=since)
                 since = None
+            elif isinstance(effect, Checkpoint):
+                # Nobody waits on it: a refusal (the channel just left) needs no answer.
+                self.services.commander_proxy().execute(
+                    self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}", effect.event_uuid,
+                    lock=True, reply_to=None)
             elif isinstance(effect, Hangup):
                 self.services.commander_proxy().hangup(self.uuid, effect.cause, reply_to=self.actor_ref,
                                                        since=since)
@@ -239,10 +319,10 @@ class CallActor(pykka.ThreadingActor):
 
     def _safe_checkpoint(self) -> dict[str, Any]:
         try:
-            return self.flow.checkpoint()
+            return self.flow.handler_checkpoint()
         except Exception:  # the flow just failed; its checkpoint may fail too
             logger.exception("checkpoint failed")
-            return {"state": self.flow.state}
+            return {"s": self.flow.state}
 
     def _tell(self, ref: Any, message: Any) -> None:
         try:

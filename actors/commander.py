@@ -118,6 +118,16 @@ class Commander(pykka.ThreadingActor):
                 found.append(uuid)
         return found
 
+    def channels(self) -> list[tuple[str, str]]:
+        """(uuid, application) of every live channel, from one `show channels as json`
+        (`application` is the last application the channel started)."""
+        listing = self.api("show channels as json")
+        try:
+            rows = json.loads(listing).get("rows", [])
+        except (ValueError, AttributeError):
+            raise EslError(f"unexpected answer to show channels: {listing[:80]!r}") from None
+        return [(row.get("uuid", ""), row.get("application", "")) for row in rows if row.get("uuid")]
+
     def is_connected(self) -> bool:
         return self._session is not None
 

@@ -46,6 +46,7 @@ from actors.messages import CdrQueued, DbAck, DbWrite
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from storage.db import close_quietly, open_database, redact, rejected_by_value
 from storage.migrations import SchemaError, check_schema
+from storage.models import Call
 from storage.records import BadRecord, KnownCalls, Prepared, commit_batch, prepare
 from storage.spool import Spool, Spooled
 
@@ -149,6 +150,18 @@ class DbWriter(pykka.ThreadingActor):
         retries, refused, rejected, spilled, drained, last_error."""
         return {"pending": len(self._pending), "spooled": self._spool.known_waiting(), **self._counts,
                 **self._spool.counts, "last_error": self._last_error}
+
+    def unended_calls(self, limit: int = 10_000) -> list[dict]:
+        """This node's calls whose row has no hangup cause yet (uuid and path): at
+        start, those whose channel is gone ended while no icall listened. Only this
+        node's (and rows from before nodes were recorded): another node's live calls
+        are on another switch, where this icall cannot see them. Raises when the
+        database cannot be read (the caller tries again at the next resync)."""
+        self._ensure_connected()
+        ours = (Call.node == self._node) | Call.node.is_null()
+        query = (Call.select(Call.uuid, Call.path).where(Call.hangup_cause.is_null(), ours)
+                 .limit(limit).dicts())
+        return list(query.execute(self._db))
 
     # --- taking writes in
 

@@ -40,8 +40,10 @@ import time
 
 import ESL
 
-# The error hierarchy lives with the framing; it is re-exported here for every user.
 from actors.esl_wire import MAX_HEAD_BYTES, Disconnected, EslError, content_length, parse_head
+
+# The error hierarchy lives with the framing; it is re-exported here for every user.
+from ivr.flow import UNAWAITED_APP
 
 __all__ = ["AuthFailed", "Backoff", "ConnectFailed", "Disconnected", "EslError", "EslSession",
            "Rejected", "subscription_commands"]
@@ -81,7 +83,9 @@ def subscription_commands(flow_variable: str, flow: str) -> list[str]:
     our calls: they carry the channel variables, fifo::info included. The other calls
     on the switch are left out. The two `Event-Name` filters add the events that
     carry no channel variables: BACKGROUND_JOB (our bgapi answers) and HEARTBEAT
-    (liveness).
+    (liveness). `Application -set` vetoes the completions of `set`: no flow waits on
+    one (the bridge settings, the checkpoints), and they were a third of a call's
+    events.
     """
     words = " ".join(SUBSCRIBED_EVENTS) + " CUSTOM " + " ".join(CUSTOM_SUBCLASSES)
     return [
@@ -89,6 +93,7 @@ def subscription_commands(flow_variable: str, flow: str) -> list[str]:
         f"filter variable_{flow_variable} {flow}",
         "filter Event-Name BACKGROUND_JOB",
         "filter Event-Name HEARTBEAT",
+        f"filter Application -{UNAWAITED_APP}",
     ]
 
 

@@ -20,7 +20,7 @@ from ivr.effects import CrmAnswer  # defined beside the flows that read it
 from ivr.event import Event
 
 __all__ = [
-    "CallFailed", "CallFinished", "CdrQueued", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
+    "CallDeclined", "CallFailed", "CallFinished", "CdrQueued", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
     "DbAck", "DbWrite", "EslEvent", "LinkChanged", "ServiceDied", "TimerFired", "WriterReplaced",
 ]
 
@@ -117,6 +117,15 @@ class CallStopped:
     checkpoint: dict[str, Any] = field(default_factory=dict)
     unacked: tuple[DbWrite, ...] = ()
     last_seq: int = 0
+
+
+@dataclass(frozen=True)
+class CallDeclined:
+    """A CallActor sent to adopt a channel looked and found it is not ours to touch
+    (handed off, someone else's application, not our flow, gone): forget it."""
+
+    call_uuid: str
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,28 @@
 - A CHANNEL_PARK whose flow variable names our flow, for a UUID nobody owns, spawns a
   CallActor (above max_concurrent_calls the call goes to the overflow destination).
 - Any other event is routed by Unique-ID to the call's actor.
-- A CallActor that dies (on_failure tells us at once: pykka has no links) leaves a
-  caller who must not sit in silence: the call is transferred to the safe destination,
-  the failure is recorded, and a fresh actor resumes the call in `final_loop` so its
-  CDR and queue events are still written.
+- A CallActor that dies (on_failure tells us at once: pykka has no links) is replaced
+  by a fresh actor that resumes the call in the state it died in (from the dead one's
+  checkpoint and a look at the channel); the failure is recorded. Past
+  `_MAX_RESTARTS` deaths within `_RESTART_WINDOW_S` the caller goes to the safe
+  destination, and a last actor listens in `final_loop` so the CDR is still written.
 - A finished call's actor lingers a little (late events and acks still land), then
   stops and is forgotten.
 - A supervised service (DbWriter, CrmFetcher) that dies is replaced at once; after a
   new DbWriter every call resends its unacknowledged writes.
-- After the event link comes back, calls that were parked meanwhile are adopted.
+- After a start or a reconnect, every channel that may be ours gets an actor that looks
+  before it acts (`CallActor._take_over`): it reads the channel and starts, resumes or
+  leaves the call. The listing is one `show channels`; the reads run in the calls' own
+  actors, so event routing never waits on them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid as uuidlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,6 +33,7 @@ import pykka
 
 from actors.call_actor import CallActor, CallServices
 from actors.messages import (
+    CallDeclined,
     CallFailed,
     CallFinished,
     CallStopped,
@@ -37,15 +44,19 @@ from actors.messages import (
     ServiceDied,
     WriterReplaced,
 )
-from ivr.event import Event, channel_data_event
+from ivr.event import Event
 from ivr.flow import Flow
 
 logger = logging.getLogger(__name__)
 
 # Failures recorded by the supervisor use their own write numbers, far above a call's.
 _SUPERVISOR_SEQ_BASE = 1_000_000
-# A call whose actor keeps dying is given up (after a last transfer to safety).
+# A call whose actor dies this many times within the window is given up (after a last
+# transfer to safety); fewer deaths resume it where it was.
 _MAX_RESTARTS = 3
+_RESTART_WINDOW_S = 10.0
+# Write numbers of the record closing a call left open by an earlier process.
+_CLOSING_SEQ = 900_000
 
 
 @dataclass
@@ -53,6 +64,7 @@ class _Call:
     ref: pykka.ActorRef
     started_at: float
     restarts: int = 0
+    deaths: deque[float] = field(default_factory=deque)  # monotonic times of recent deaths
     finished: bool = False
     failed: bool = False
     extra_seq: int = field(default=_SUPERVISOR_SEQ_BASE)
@@ -77,9 +89,12 @@ class Supervisor(pykka.ThreadingActor):
         self.unfinished: set[str] = set()  # calls not hung up yet: the concurrency limit's count
         self.counters = {"calls_started": 0, "calls_overflowed": 0, "calls_failed": 0,
                          "events_routed": 0, "events_unowned": 0, "calls_adopted": 0,
+                         "calls_declined": 0, "calls_resumed": 0, "calls_given_up": 0,
+                         "calls_closed_unseen": 0,
                          "services_replaced": 0}
         self.last_event_at = time.monotonic()
         self.stopping = False
+        self._rows_checked = False  # calls left open by an earlier process (once)
 
     def on_start(self) -> None:
         self.services.supervisor = self.actor_ref
@@ -100,6 +115,10 @@ class Supervisor(pykka.ThreadingActor):
             self._call_stopped(message)
         elif isinstance(message, CallFailed):
             self._call_failed(message)
+        elif isinstance(message, CallDeclined):
+            self.counters["calls_declined"] += 1
+            self.counters["calls_adopted"] -= 1
+            self._forget(message.call_uuid)
         elif isinstance(message, ServiceDied):
             self._service_died(message)
         elif isinstance(message, LinkChanged):
@@ -164,24 +183,36 @@ class Supervisor(pykka.ThreadingActor):
 
     def _recover(self, call: _Call, uuid: str, state: str, error: str, checkpoint: dict[str, Any],
                  unacked: tuple[DbWrite, ...], last_seq: int, finished: bool) -> None:
-        """A call's actor is gone before its time: keep the caller moving and the
-        records whole."""
+        """A call's actor is gone before its time: resume the call in a fresh actor,
+        unless it keeps dying; keep the records whole either way."""
         call.failed = True
         logger.error("call %s handler died in %s (%s)", uuid, state, error)
         failure = self._failure_record(call, uuid, state, error)
-        if not finished and not self.stopping:
-            self._transfer(uuid, self.config.ivr.safe_destination)
-        if self.stopping or call.restarts >= _MAX_RESTARTS:
+        if self.stopping:
             self._tell_writer(failure)
             self._forget(uuid)
             return
-        # A fresh actor keeps listening in final_loop, so hangup still writes the CDR,
-        # and it sends (and resends until acknowledged) the failure record and what the
-        # dead one had not got acknowledged.
-        flow = self.make_flow(uuid)
-        flow.resume_after_failure(checkpoint)
+        now = time.monotonic()
+        call.deaths.append(now)
+        while call.deaths and now - call.deaths[0] > _RESTART_WINDOW_S:
+            call.deaths.popleft()
         call.restarts += 1
-        call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq)
+        flow = self.make_flow(uuid)
+        if finished or len(call.deaths) > _MAX_RESTARTS or not checkpoint:
+            if not finished:
+                # A crash loop: no caller sits in silence. The last actor listens in
+                # final_loop so the hangup still writes the CDR.
+                self.counters["calls_given_up"] += 1
+                self._transfer(uuid, self.config.ivr.safe_destination)
+            flow.resume_after_failure(checkpoint)
+            call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq)
+            return
+        # The fresh actor reads the channel, then resumes where the dead one was; it
+        # sends (and resends until acknowledged) the failure record and what the dead
+        # one had not got acknowledged.
+        self.counters["calls_resumed"] += 1
+        call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq,
+                                   takeover=checkpoint)
 
     def _forget(self, uuid: str) -> None:
         self.calls.pop(uuid, None)
@@ -219,30 +250,55 @@ class Supervisor(pykka.ThreadingActor):
                     pass
 
     def _resync(self) -> None:
-        """After a (re)connect: calls parked meanwhile had no owner; adopt them, starting
-        their flow from the channel's own data (`uuid_dump`), as a CHANNEL_PARK would."""
-        timeout_s = self.config.freeswitch.command_timeout_s
+        """After a start or a (re)connect: calls parked or moved on meanwhile had no
+        owner. One `show channels` lists them; each channel that may be ours gets an
+        actor that reads the channel and decides (`CallActor._take_over`), so this thread goes back to routing
+        events at once."""
         commander = self.services.commander_proxy()
         commander.switch_is_back()  # queued ahead of the asks below
         try:
-            live = commander.live_calls(self.config.ivr.flow_variable, self.config.ivr.flow).get(
-                timeout=timeout_s)
+            channels = commander.channels().get(timeout=self.config.freeswitch.command_timeout_s)
         except Exception as exc:  # the link may have dropped again; the next LinkChanged retries
-            logger.warning("could not list live calls after connecting: %s", exc)
+            logger.warning("could not list live channels after connecting: %s", exc)
             return
-        self._close_vanished_calls(set(live))
-        for uuid in live:
-            if uuid in self.calls:
+        live = {uuid for uuid, _ in channels}
+        self._close_vanished_calls(live)
+        self._close_unended_rows(live)
+        for uuid, application in channels:
+            # Any channel with an application may be ours, even one handed off to a
+            # queue (then listened to for its CDR, never touched).
+            if uuid in self.calls or not application:
                 continue
-            try:
-                dump = commander.api(f"uuid_dump {uuid} json").get(timeout=timeout_s)
-                event = channel_data_event(dump)
-            except Exception as exc:  # gone meanwhile, or the link dropped
-                logger.warning("could not read call %s to adopt it: %s", uuid, exc)
-                continue
-            logger.info("adopting call %s, parked while no one listened", uuid)
             self.counters["calls_adopted"] += 1
-            self._start_call(uuid, event)
+            ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={})
+            self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+            self.unfinished.add(uuid)
+
+    def _close_unended_rows(self, live: set[str]) -> None:
+        """Calls with a row but no end, no owner and no channel: they ended while no
+        icall ran (a stop, a crash). Each gets an actor that confirms the channel is
+        gone (`uuid_dump`) and closes the row with a cause saying the hangup was not
+        seen, queueing its CDR. Done once per process: later ends are seen."""
+        if self._rows_checked:
+            return
+        try:
+            rows = self.services.db_writer.proxy().unended_calls().get(
+                timeout=self.config.freeswitch.command_timeout_s)
+        except Exception as exc:  # the database is down: the next resync tries again
+            logger.warning("could not read the calls left open: %s", exc)
+            return
+        self._rows_checked = True
+        for row in rows:
+            uuid = row["uuid"]
+            if uuid in live or uuid in self.calls:
+                continue
+            path = json.loads(row["path"]) if row.get("path") else []
+            takeover = {"s": self.make_flow(uuid).final_state, "p": path, "n": _CLOSING_SEQ}
+            logger.info("call %s has no end and no channel: closing it", uuid)
+            self.counters["calls_closed_unseen"] += 1
+            ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None,
+                                  last_seq=_CLOSING_SEQ, takeover=takeover)
+            self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
 
     def _close_vanished_calls(self, live: set[str]) -> None:
         """Calls we own that hung up while the link was down: their hangup is lost, so

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import ESL
 
 EVENTS = "event plain CHANNEL_PARK CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP_COMPLETE"
-FILTER = "filter variable_ivr_app icall"
+# Its own calls only, without the completions of `set` that nobody waits on (icall
+# subscribes the same way: actors.esl.subscription_commands).
+FILTERS = ("filter variable_ivr_app icall", "filter Application -set")
 CONTEXT = "new_sales"
 EXTENSION = r"[68]\d\d"
 MAIN_MENU = "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]"
@@ -188,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stopping.set())
     events = connect(args.host, args.port, args.password)
     commands = connect(args.host, args.port, args.password)
-    for line in (EVENTS, FILTER):
+    for line in (EVENTS, *FILTERS):
         reply = events.sendRecv(line)
         if reply is None or not (reply.getHeader("Reply-Text") or "").startswith("+OK"):
             raise SystemExit(f"{line!r} refused")

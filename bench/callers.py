@@ -16,6 +16,10 @@ the events' Event-Date-Timestamp only:
   reaction  CHANNEL_EXECUTE_COMPLETE of an app the controller waited on -> its next
             CHANNEL_EXECUTE (a `set` is pipelined, not waited on: not counted)
 
+A controller's own bookkeeping on the channel (icall's checkpoint, `set
+icall_ckpt=...`) is not part of a path: takeover and reaction run to the next command
+the caller hears or that moves the call, so the bookkeeping's cost shows in them.
+
     .venv/bin/python -m bench.callers --port 8021 --cps 20 --calls 200 --duration 60
         [--time-scale 1] --out result.json
 
@@ -38,6 +42,9 @@ from dataclasses import dataclass, field
 import ESL
 
 from bench.scenarios import Scenario, Step, caller_id, judge, scenario_for
+
+# icall's checkpoint write (ivr.resume.CHECKPOINT_VARIABLE), seen as `set` data.
+CHECKPOINT_PREFIX = "icall_ckpt="
 
 WATCHED = ("event plain CHANNEL_PARK CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE "
            "CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB")
@@ -129,10 +136,12 @@ class Driver:
         if name == "CHANNEL_PARK" and not call.parked_us:
             call.parked_us = at_us
         elif name == "CHANNEL_EXECUTE" and call.parked_us and not call.handed_over:
-            self.executed(call, get("Application") or "", get("Application-Data") or "", at_us)
+            app, arg = get("Application") or "", get("Application-Data") or ""
+            if not (app == "set" and arg.startswith(CHECKPOINT_PREFIX)):
+                self.executed(call, app, arg, at_us)
         elif name == "CHANNEL_EXECUTE_COMPLETE" and call.parked_us and not call.handed_over:
-            app = get("Application") or ""
-            call.last_completed_us = 0 if app in NOT_WAITED_ON else at_us
+            if (get("Application") or "") not in NOT_WAITED_ON:
+                call.last_completed_us = at_us
         elif name == "CHANNEL_HANGUP_COMPLETE":
             self.end(call)
 

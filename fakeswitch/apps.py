@@ -76,6 +76,7 @@ async def app_play_and_get_digits(sw: Switch, chan: Channel, arg: str) -> str:
     sw.press_scenario_digits(chan)
     result = "failure"
     for _ in range(max(tries, 1)):
+        chan.variables.pop("read_result", None)  # switch_ivr_read clears it at each try
         why = await playback(sw, chan, prompt, on_dtmf=True)
         del why
         digits, ended = await _collect(sw, chan, max_d, timeout_ms / 1000, terminators)
@@ -210,6 +211,27 @@ def media_now_us() -> int:
     return now_us()
 
 
+async def app_sched_transfer(sw: Switch, chan: Channel, arg: str) -> str:
+    """``sched_transfer +S <ext> [<dialplan> <context>]`` (mod_dptools): a transfer S
+    (scaled) seconds from now, by the scheduler, whatever the channel runs then; the
+    task id goes to ``last_sched_id``."""
+    words = arg.split()
+    if len(words) < 2 or not words[0].startswith("+"):
+        return "_none_"
+    dest, context = words[1], words[3] if len(words) > 3 else chan.context
+    task_id = sw.schedule(float(words[0][1:]), lambda: sw.transfer(chan, dest, context)
+                          if chan.alive else None)
+    chan.set_var("last_sched_id", str(task_id))
+    return "_none_"
+
+
+async def app_sched_cancel(sw: Switch, chan: Channel, arg: str) -> str:
+    """``sched_cancel <task id>``; with no argument, mod_dptools cancels every task in the
+    channel's group (its uuid): the stand-in does the same for the tasks it scheduled."""
+    sw.cancel_scheduled(arg.strip() or chan.uuid)
+    return "_none_"
+
+
 async def app_park(sw: Switch, chan: Channel, arg: str) -> str:
     return await sw.park(chan)
 
@@ -234,6 +256,8 @@ APPS = {
     "hangup": app_hangup,
     "bridge": app_bridge,
     "park": app_park,
+    "sched_transfer": app_sched_transfer,
+    "sched_cancel": app_sched_cancel,
     "transfer": app_transfer,
     "fifo": fifo.app_fifo,
     "socket": outbound.app_socket,

@@ -44,6 +44,11 @@ class CallRecord:
     transferred_to: str | None = None
     bridged_to: str | None = None
     fifo_actions: list[str] = field(default_factory=list)  # FIFO-Action of its fifo::info
+    # Apps started inside another app (sendmsg without event-lock while one ran).
+    nested: list[str] = field(default_factory=list)
+    # Every sendmsg received, in order: (app name or call-command, the channel's
+    # icall_ckpt at that moment) -- to see what reached a call after its hand-off.
+    received: list[tuple[str, str]] = field(default_factory=list)
 
 
 def now_us() -> int:

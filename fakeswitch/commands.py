@@ -143,6 +143,8 @@ async def cmd_sendmsg(listener: Listener, command: Command) -> None:
         reply(listener, f"-ERR invalid session id [{target}]")
         return
     message = dict(command.headers)
+    chan.record.received.append((message.get("execute-app-name") or message.get("call-command", ""),
+                                 chan.variables.get("icall_ckpt", "")))
     message["_command"] = command.line
     if command.body:
         message["_body"] = command.body

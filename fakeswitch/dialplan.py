@@ -19,7 +19,9 @@ Scenario variables (originate ``{...}`` or FakeSwitch.place_call(variables=...))
 3rd ... play_and_get_digits/read), ``fake_hangup_after_s=N`` (the caller's far end, the
 A leg, hangs up N scaled seconds after answer; in a real fifo queue that is an abort),
 ``fake_fifo=real|simple`` (this call's ``fifo_*`` transfers: a mod_fifo queue or the
-recorded prompt-and-hangup), ``fake_talk_s=S`` (on an agent's ``fifo_agent_<queue>`` call:
+recorded prompt-and-hangup), ``fake_deadman_s=N`` (extension ``fsm`` runs the README's
+dead-man before ``park``: ``sched_transfer +N fifo_sales XML new_sales`` and
+``set icall_deadman_id=${last_sched_id}``), ``fake_talk_s=S`` (on an agent's ``fifo_agent_<queue>`` call:
 hang the agent up S scaled seconds after the bridge).
 """
 
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from fakeswitch.switch import Switch
 
+DEADMAN_DESTINATION = "fifo_sales XML new_sales"
 NEW_SALES = re.compile(r"^(fifo_sales|fifo_hst|fifo_cellphone|Playcell_\d+|VM_\d+|Quit)$")
 ORIGINATE = re.compile(r"^(?:\{(?P<vars>[^}]*)\})?(?P<dial>\S+)(?:\s+(?P<app>.*))?$")
 
@@ -193,6 +196,10 @@ def new_profile(sw: Switch, chan: Channel, dest: str, context: str) -> None:
 async def run_extension(sw: Switch, chan: Channel, dest: str, context: str) -> None:
     if context == "default" and dest == "fsm":
         steps = [("set", "ivr_app=icall"), ("answer", ""), ("park", "")]
+        deadman_s = chan.variables.get("fake_deadman_s")
+        if deadman_s:  # the README's dead-man: a scheduled transfer the controller cancels
+            steps[2:2] = [("sched_transfer", f"+{deadman_s} {DEADMAN_DESTINATION}"),
+                          ("set", "icall_deadman_id=${last_sched_id}")]
     elif context == "default" and dest == "silence":
         steps = [("answer", ""), ("park", "")]
     elif context == "default" and dest in ("fsm_out", "fsm_out_sync"):

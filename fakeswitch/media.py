@@ -33,6 +33,7 @@ class ChannelRuntime:
         self.waiter: asyncio.Future | None = None
         self.task: asyncio.Task | None = None
         self.prompts_seen = 0
+        self.last_prompt = ""  # the arg of the last prompt that pressed scenario keys
 
     def wake(self, reason: str) -> None:
         waiter = self.waiter
@@ -56,6 +57,8 @@ async def wait(chan: Channel, seconds: float | None, *, on_dtmf: bool = False,
         if rt.broken:
             rt.broken = False
             return BREAK
+        if chan.pending_transfer:  # a transfer from outside (the scheduler) ends the wait
+            return MESSAGE
         if on_dtmf and rt.dtmf:
             return DTMF
         if rt.inbox:

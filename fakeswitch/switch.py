@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid as uuidlib
 from collections import deque
 from typing import TYPE_CHECKING
@@ -56,6 +57,10 @@ class Switch:
         self.outbound_target: tuple[str, int] | None = None
         # the FakeSwitch that owns this loop (outbound sessions need it)
         self.server: FakeSwitch | None = None
+        # Apps started inside another app (a sendmsg without event-lock while one ran).
+        self.nested_apps = 0
+        self._sched: dict[str, tuple[str, asyncio.TimerHandle]] = {}  # task id -> (group, handle)
+        self._sched_ids = 0
 
     # -- helpers -------------------------------------------------------------------
     def new_uuid(self) -> str:
@@ -104,6 +109,32 @@ class Switch:
             ("Original-Channel-Call-State", original),
             ("Channel-Call-State-Number", str(CALL_STATE_NUMBERS[call_state])),
         ])
+
+    # -- the scheduler (sched_transfer / sched_cancel) ----------------------------------
+    def schedule(self, delay_s: float, action, group: str = "") -> int:
+        self._sched_ids += 1
+        task_id = str(self._sched_ids)
+
+        def run() -> None:
+            self._sched.pop(task_id, None)
+            action()
+
+        self._sched[task_id] = (group, self.loop.call_later(self.scaled(delay_s), run))
+        return self._sched_ids
+
+    def cancel_scheduled(self, task_or_group: str) -> None:
+        for task_id, (group, handle) in list(self._sched.items()):
+            if task_or_group in (task_id, group):
+                handle.cancel()
+                del self._sched[task_id]
+
+    def expand(self, chan: Channel, arg: str) -> str:
+        """``${name}`` of a channel variable, as switch_channel_expand_variables does
+        (names the channel does not have are left as written)."""
+        if "${" not in arg:
+            return arg
+        return re.sub(r"\$\{([^}]+)\}",
+                      lambda m: chan.variables.get(m.group(1), m.group(0)), arg)
 
     # -- channel operations (called from apps, APIs and listeners) -------------------
     def answer(self, chan: Channel) -> None:
@@ -223,6 +254,12 @@ class Switch:
 
     def press_scenario_digits(self, chan: Channel) -> None:
         """Press the digits ``fake_dtmf`` lists for this prompt, shortly after it starts."""
+        # A prompt played again (a controller that took the call over repeats it) gets
+        # the keys the caller gave the first time: a caller repeats their choice.
+        arg = chan.variables.get("current_application_data", "")
+        if arg and arg == chan.rt.last_prompt:
+            chan.rt.prompts_seen -= 1
+        chan.rt.last_prompt = arg
         index = chan.rt.prompts_seen
         chan.rt.prompts_seen += 1
         plan = chan.variables.get("fake_dtmf", "").split("|")
@@ -260,7 +297,7 @@ class Switch:
         hung_up = None
         response = "_none_"
         try:
-            response = await handler(self, chan, arg)
+            response = await handler(self, chan, self.expand(chan, arg))
         except apps.Hangup as exc:
             hung_up = exc
         chan.last_response = response
@@ -276,6 +313,9 @@ class Switch:
 
     def nested_runner(self, chan: Channel):
         async def run(message: dict[str, str]) -> None:
+            if message.get("call-command", "execute") == "execute":
+                self.nested_apps += 1
+                chan.record.nested.append(message.get("execute-app-name", ""))
             await self.run_message(chan, message)
 
         return run

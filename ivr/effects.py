@@ -74,7 +74,16 @@ class Finished:
     reason: str = "hangup"
 
 
-Effect = Execute | Hangup | LookupCaller | Record | StartTimer | Finished
+@dataclass(frozen=True)
+class Checkpoint:
+    """Write the call's checkpoint on its channel (`ivr.resume`): a `set` with event-lock
+    in the call's own command stream, placed before the commands of its batch."""
+
+    text: str  # compact JSON
+    event_uuid: str
+
+
+Effect = Execute | Hangup | LookupCaller | Record | StartTimer | Finished | Checkpoint
 
 
 # --- what comes back to a flow (through on_info)

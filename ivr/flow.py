@@ -32,16 +32,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ivr import resume
 from ivr.config import Config
-from ivr.effects import Effect, Execute, Finished, Hangup, Record, StartTimer
+from ivr.effects import Checkpoint, Effect, Execute, Finished, Hangup, Record, StartTimer
 from ivr.event import Event
 from ivr.timecond import TimeCondition
 
 logger = logging.getLogger(__name__)
 
 GUARD_PREFIX = "command:"
+# The application whose completion the event link filters out (no flow waits on it).
+UNAWAITED_APP = "set"
 # The CDR's hangup cause when the channel vanished while the event link was down.
 LOST_HANGUP_CAUSE = "UNKNOWN (hangup not seen: event link down)"
+# ... and when it ended while no icall ran (a restart, a crash, a stop).
+UNSEEN_HANGUP_CAUSE = "UNKNOWN (hangup not seen: icall not running)"
+
+
+# Per try of a prompt found running on resume: its sound files and the bad-input prompt.
+RESUME_SLACK_S = 5.0
 
 
 class FlowError(Exception):
@@ -154,12 +163,18 @@ class Flow:
         self._awaited: dict[str, Command] = {}  # those a state waits for
         self._unguarded: list[str] = []  # awaited, guard timer not yet started
         self._talking: set[str] = set()  # awaited bridges that were answered (CHANNEL_BRIDGE)
+        self._records = 0  # Records emitted: a resumed actor numbers its writes after them
+        self._written: tuple[str, tuple[str, ...]] | None = None  # (state, awaited) checkpointed
+        self._last_written: dict[str, Any] | None = None
+        self._resumed: set[str] = set()  # awaited commands a resumed flow did not start itself
+        self.entries = 1  # how many times the call has entered the flow (see on_event)
 
     # --- entry points (the CallActor's thread)
 
     def start(self, park_event: Event) -> list[Effect]:
         """The call's CHANNEL_PARK: enter the initial state."""
         self.call = CallInfo.from_park(park_event)
+        self._cancel_deadman(park_event)
         self.goto(self.initial_state)
         return self._outcome()
 
@@ -167,6 +182,8 @@ class Flow:
         """Every event with this call's Unique-ID."""
         if event.uuid != self.uuid:
             self.note(f"ignored {event.name} of another channel {event.uuid}")
+        elif event.name == "CHANNEL_PARK" and self.state == self.final_state and not self.hung_up:
+            self._reenter(event)
         elif self.handle_common(event):
             pass
         elif event.name == "CHANNEL_EXECUTE_COMPLETE":
@@ -190,6 +207,15 @@ class Flow:
                 self.note(f"stale timer {name} dropped: its command completed")
             elif event_uuid in self._talking:
                 self.note(f"guard of {command} dropped: answered, talk time is not guarded")
+            elif event_uuid in self._resumed:
+                # It had ended while no one listened (its completion is lost): play the
+                # state's prompt again, once; a second silence is a real fault.
+                self._resumed.discard(event_uuid)
+                self._awaited.pop(event_uuid, None)
+                self._sent.pop(event_uuid, None)
+                self.note(f"{command}: ended while no controller listened; issued again")
+                self.execute(command.app, command.arg, lock=True, await_as=command.label,
+                             guard_s=command.guard_s)
             elif command.rescue:
                 self.note(f"rescue never completed: {command}")
                 self.hang_up("NORMAL_TEMPORARY_FAILURE")
@@ -226,47 +252,70 @@ class Flow:
             self.rescue("CommandFailed", f"{command}: {reply}")
         return self._outcome()
 
-    def on_channel_gone(self) -> list[Effect]:
+    def on_channel_gone(self, cause: str = LOST_HANGUP_CAUSE) -> list[Effect]:
         """The channel no longer exists, yet its hangup never reached us: the event link
         was down when it happened, and FreeSWITCH does not replay events. Close the call
         as a hangup of unknown cause, so its CDR is still written."""
         if not self.finished:
             self.note("the channel is gone; its hangup was lost while the link was down")
             self.handle_common(Event({"Event-Name": "CHANNEL_HANGUP_COMPLETE", "Unique-ID": self.uuid,
-                                      "Hangup-Cause": self.hangup_cause or LOST_HANGUP_CAUSE}))
+                                      "Hangup-Cause": self.hangup_cause or cause}))
         return self._outcome()
 
+    def handler_checkpoint(self) -> dict[str, Any]:
+        """What a dying handler hands its replacement: the last checkpoint written (a
+        consistent point: the handler may have died inside a transition) and the caller
+        (whom the channel's variables no longer name once mod_fifo swapped the ids)."""
+        snapshot = self._last_written or self.checkpoint()
+        return {**snapshot, "c": vars(self.call).copy()}
+
     def checkpoint(self) -> dict[str, Any]:
-        """A JSON-able snapshot, with room for resuming the call in a fresh actor."""
-        return {
-            "flow": self.name,
-            "uuid": self.uuid,
-            "state": self.state,
-            "generation": self._generation,
-            "path": list(self.path),
-            "hung_up": self.hung_up,
-            "finished": self.finished,
-            "call": vars(self.call).copy(),
-            "awaited": {uuid: [c.app, c.arg, c.label] for uuid, c in self._awaited.items()},
-            "data": self.flow_data(),
+        """The compact JSON-able snapshot written on the channel (`ivr.resume`)."""
+        snapshot: dict[str, Any] = {
+            "v": resume.VERSION, "s": self.state, "g": self._generation, "p": list(self.path),
+            "n": self._records, "e": self.entries,
+            "w": [[uuid, c.app, c.arg, c.label] for uuid, c in self._awaited.items()],
+            "d": self.flow_data(),
         }
+        if self.state == self.final_state:
+            snapshot["h"] = 1
+        return snapshot
+
+    def resume(self, checkpoint: dict[str, Any], channel: Event) -> list[Effect]:
+        """Take over a call in the state its checkpoint names, after a restart or the
+        death of its actor. `channel` is its `uuid_dump`: it says whether the command the
+        state waits on has not started (sent again: the caller never heard it), is still
+        running (waited for; if its completion never comes within the guard, it ended
+        unseen and is issued again once), or has ended (its completion is taken from the
+        channel's variables). Nothing is started while an app of ours runs."""
+        self.call = CallInfo.from_park(channel)
+        self._restore(checkpoint)
+        self.state = str(checkpoint.get("s") or self.initial_state)
+        self.note(f"resumed in {self.state}")
+        if self.state == self.final_state:  # handed off, but the hand-off never ran
+            app, arg = checkpoint.get("x") or ("", "")
+            if app:
+                self.execute(app, arg, lock=True)
+            return self._outcome()
+        self.resume_data()
+        waits = checkpoint.get("w") or []
+        if not waits:
+            self.dispatch(Enter(self.state))  # a state that waits on a timer: enter it again
+        self._written = (self.state, tuple(str(w[0]) for w in waits))  # on the channel already
+        for event_uuid, app, arg, label in waits:
+            self._resume_wait(str(event_uuid), app, arg, label, channel)
+        return self._outcome()
 
     def resume_after_failure(self, checkpoint: dict[str, Any]) -> None:
-        """Take over a call whose previous handler died. The supervisor has already sent
-        the caller to the safe destination, so this flow only listens, in its final
-        state: the hangup still writes the CDR and fifo events still land. A checkpoint
-        that could not be taken may hold no more than the state."""
-        known = {name: value for name, value in (checkpoint.get("call") or {}).items()
-                 if name in CallInfo.__dataclass_fields__}
-        self.call = CallInfo(**known)
-        self.path = list(checkpoint.get("path") or [])
-        self.hung_up = bool(checkpoint.get("hung_up"))
-        self.finished = bool(checkpoint.get("finished"))
-        self._generation = int(checkpoint.get("generation") or 0) + 1
-        self.restore_data(checkpoint.get("data") or {})
+        """Take over a call whose handler kept dying: the supervisor has sent the caller
+        to the safe destination, so this flow only listens, in its final state: the
+        hangup still writes the CDR and fifo events still land. A checkpoint that could
+        not be taken may hold no more than the state."""
+        self._restore(checkpoint)
         self.state = self.final_state
         self.path.append(self.state)
-        self.note(f"resumed in {self.state} after a failure in {checkpoint.get('state', '?')}")
+        self._written = (self.state, ())
+        self.note(f"resumed in {self.state} after a failure in {checkpoint.get('s', '?')}")
 
     # --- for subclasses: the verbs of a flow
 
@@ -281,14 +330,19 @@ class Flow:
                 guard_s: float | None = None) -> str:
         """Send a dialplan app; returns its Event-UUID ("" when the call is gone).
         An awaited command is guarded for `guard_s` (default `[ivr] command_timeout_s`);
-        an awaited `bridge` only until it is answered: talk time is never guarded."""
+        an awaited `bridge` only until it is answered: talk time is never guarded.
+        A `set` cannot be awaited: the event link leaves its completion at the switch
+        (actors.esl.subscription_commands)."""
+        if app == UNAWAITED_APP and await_as:
+            raise FlowError(f"{self.name}: the completion of {app!r} is never delivered; do not await it")
         command = Command(app, arg, await_as, rescue, guard_s)
         if self.hung_up:
             self.note(f"not sent after hangup: {command}")
             return ""
         event_uuid = self.ctx.new_id()
         self._effects.append(Execute(app, arg, event_uuid, lock))
-        self._sent[event_uuid] = command
+        if app != UNAWAITED_APP:  # its completion never comes to be matched
+            self._sent[event_uuid] = command
         if await_as:
             self._awaited[event_uuid] = command
             self._unguarded.append(event_uuid)
@@ -310,6 +364,7 @@ class Flow:
         self.note(f"timer {name} {delay_s:g} s")
 
     def record(self, kind: str, **fields: Any) -> None:
+        self._records += 1
         self.emit(Record(kind, {"uuid": self.uuid, **fields}))
 
     def record_step(self, step: str, value: str = "") -> None:
@@ -366,7 +421,15 @@ class Flow:
         return {}
 
     def restore_data(self, data: dict[str, Any]) -> None:
-        """The inverse of `flow_data`, for `resume_after_failure`."""
+        """The inverse of `flow_data`, for `resume` and `resume_after_failure`."""
+
+    def resume_data(self) -> None:
+        """Called when a call is resumed, before its wait is taken up again: work that was
+        in flight in the dead handler (a CRM lookup) is asked for again here."""
+
+    def reenter_data(self) -> None:
+        """Called when a call comes back into the flow (see `on_event`): forget the
+        previous pass's choices."""
 
     def cdr_fields(self, event: Event) -> dict[str, Any]:
         return {
@@ -439,8 +502,92 @@ class Flow:
             self.note(f"{previous or 'start'} -> {self.state}")
             getattr(self, self.state)(Enter(previous))
 
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        known = {name: value for name, value in (checkpoint.get("c") or {}).items()
+                 if name in CallInfo.__dataclass_fields__}
+        if known:  # a handler's checkpoint carries the caller; the channel's does not
+            self.call = CallInfo(**known)
+        self.path = list(checkpoint.get("p") or [])
+        self._records = int(checkpoint.get("n") or 0)
+        self.entries = int(checkpoint.get("e") or 1)
+        self._generation = int(checkpoint.get("g") or 0) + 1
+        self.restore_data(checkpoint.get("d") or {})
+
+    def _resume_wait(self, event_uuid: str, app: str, arg: str, label: str | None,
+                     channel: Event) -> None:
+        ivr = self.ctx.config.ivr
+        if app == "bridge":  # its guard covers the ringing, as when it was sent
+            command = Command(app, arg, label, guard_s=ivr.ring_timeout_s + ivr.command_timeout_s)
+        else:
+            command = Command(app, arg, label, guard_s=resume.running_bound_s(
+                app, arg, ivr.command_timeout_s, RESUME_SLACK_S))
+        where = resume.progress(app, arg, channel)
+        self.note(f"resume: {command} {where}")
+        if where == resume.NOT_STARTED:
+            self.execute(app, arg, lock=True, await_as=label, guard_s=command.guard_s)
+            return
+        self._sent[event_uuid] = command
+        self._awaited[event_uuid] = command
+        if where == resume.COMPLETED:
+            self._complete(Event({**channel.headers, "Event-Name": "CHANNEL_EXECUTE_COMPLETE",
+                                  "Application": app, "Application-Data": arg,
+                                  "Application-UUID": event_uuid}))
+            return
+        if where == resume.TALKING:
+            self._talking.add(event_uuid)
+        else:
+            self._resumed.add(event_uuid)
+        self._unguarded.append(event_uuid)
+
+    def _reenter(self, park: Event) -> None:
+        """The call was transferred back into the IVR's park extension (a queue's orbit,
+        an agent, a time condition): it starts the flow again, recorded as a re-entry."""
+        self.entries += 1
+        self.note(f"re-entry {self.entries}")
+        self.record_step("ReEntry", str(self.entries))
+        self.reenter_data()
+        self._sent.clear()
+        self._awaited.clear()
+        self._unguarded.clear()
+        self._talking.clear()
+        self._cancel_deadman(park)
+        self.goto(self.initial_state)
+        self._settle()
+
+    def _cancel_deadman(self, park: Event) -> None:
+        """The dialplan's dead-man transfer (README) is cancelled by its task id, first
+        thing, in the call's own command stream."""
+        task_id = park.variable(resume.DEADMAN_VARIABLE)
+        if task_id and task_id.isdigit():
+            self._effects.append(Execute("sched_cancel", task_id, self.ctx.new_id(), lock=True))
+
+    def _checkpoint_effect(self) -> None:
+        """After a batch that changed the state or what it waits on, queue the checkpoint
+        before the batch's first command (event-lock: it never runs inside an app). A
+        batch that ends the flow without a command (an answered bridge ending) has
+        nothing to hand off and writes none."""
+        key = (self.state, tuple(self._awaited))
+        if self.hung_up or key == self._written:
+            return
+        commands = [i for i, e in enumerate(self._effects) if isinstance(e, Execute)]
+        final = self.state == self.final_state
+        if final and (not commands or any(isinstance(e, Hangup) for e in self._effects)):
+            # Nothing handed off (an answered bridge ending), or a hangup: were we to die
+            # before it, the previous checkpoint leads a successor to the same hangup.
+            return
+        self._written = key
+        snapshot = self.checkpoint()
+        if final:
+            handoff = self._effects[commands[-1]]
+            assert isinstance(handoff, Execute)
+            snapshot["x"] = [handoff.app, handoff.arg]
+        self._last_written = snapshot
+        checkpoint = Checkpoint(resume.encode(snapshot), self.ctx.new_id())
+        self._effects.insert(commands[0] if commands else len(self._effects), checkpoint)
+
     def _outcome(self) -> list[Effect]:
         self._settle()
+        self._checkpoint_effect()
         for event_uuid in self._unguarded:
             command = self._awaited.get(event_uuid)
             if command is not None:

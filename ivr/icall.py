@@ -49,10 +49,11 @@ class IcallFlow(Flow):
     def welcome(self, happened: Happening) -> None:
         match happened:
             case Enter():
-                self.record("call", caller_id=self.call.caller_id,
-                            caller_name=self.call.caller_name,
-                            destination=self.call.destination,
-                            started_at=self.call.started_at, flow=self.name)
+                if self.entries == 1:  # a re-entry keeps the call's first row
+                    self.record("call", caller_id=self.call.caller_id,
+                                caller_name=self.call.caller_name,
+                                destination=self.call.destination,
+                                started_at=self.call.started_at, flow=self.name)
                 self.look_up_caller()
                 self.play(self.ivr.sound_welcome, await_as="welcome")
                 self.goto("welcome_wait_playback")
@@ -308,6 +309,18 @@ class IcallFlow(Flow):
         self.crm_extension = data.get("crm_extension")
         self.sales_decided = bool(data.get("sales_decided"))
         self.extension = data.get("extension")
+
+    def resume_data(self) -> None:
+        # The lookup died with the previous handler; its answer will never come.
+        if self.crm_pending and not self.sales_decided and self.call.caller_id:
+            self.emit(LookupCaller(self.call.caller_id))
+            self.note(f"CRM lookup {self.call.caller_id} asked again")
+
+    def reenter_data(self) -> None:
+        self.crm_pending = False
+        self.crm_extension = None
+        self.sales_decided = False
+        self.extension = None
 
     def cdr_fields(self, event: Event) -> dict[str, Any]:
         return {**super().cdr_fields(event), "crm_extension": self.crm_extension}

@@ -21,6 +21,12 @@ from storage.migrations import upgrade
 from storage.models import Call, CallFailure, CallStep
 
 TZ = ZoneInfo("Europe/Berlin")
+
+
+def is_checkpoint(app: str, arg: str) -> bool:
+    return app == "set" and arg.startswith("icall_ckpt=")
+
+
 WEDNESDAY_11 = datetime(2026, 11, 25, 11, 0, tzinfo=TZ)
 WEDNESDAY_21 = datetime(2026, 11, 25, 21, 0, tzinfo=TZ)
 THURSDAY_02 = datetime(2026, 11, 26, 2, 0, tzinfo=TZ)
@@ -42,6 +48,7 @@ class CallResult:
     steps: list[tuple[str, str]]
     failures: list[dict]
     history: list[str] = field(default_factory=list)
+    checkpoints: list[dict] = field(default_factory=list)  # left out of `commands`
 
     def apps(self) -> list[str]:
         return [app for app, _ in self.commands]
@@ -122,7 +129,10 @@ class Harness:
         failures = CallFailure.select().where(CallFailure.call_uuid == uuid).dicts().execute(self.db)
         rows = list(row)
         return CallResult(
-            uuid=uuid, commands=list(record.commands), hangup_cause=record.hangup_cause,
+            uuid=uuid, commands=[c for c in record.commands if not is_checkpoint(*c)],
+            checkpoints=[json.loads(arg.split("=", 1)[1]) for app, arg in record.commands
+                         if is_checkpoint(app, arg)],
+            hangup_cause=record.hangup_cause,
             row=rows[0] if rows else None, steps=[(s.step, s.value or "") for s in steps],
             failures=list(failures), history=self.histories.get(uuid, []),
         )

@@ -40,7 +40,7 @@ def in_main_menu(monkeypatch):
     return wait
 
 
-def test_a_call_actor_that_raises_mid_menu_sends_the_caller_to_safety(harness, monkeypatch):
+def test_a_call_actor_that_keeps_raising_ends_its_crash_loop_at_the_safe_destination(harness, monkeypatch):
     original = IcallFlow.main_menu_wait_dtmf
 
     def broken(self, happened):
@@ -54,21 +54,47 @@ def test_a_call_actor_that_raises_mid_menu_sends_the_caller_to_safety(harness, m
     bystander = h.place("5551101", "1")
     r = h.finish(victim)
     assert r.commands[-1] == SAFE
-    assert r.failures and "injected failure" in r.failures[0]["error"]
-    assert r.row["ended_at"] is not None, "the replacement actor must still write the CDR"
+    assert r.commands.count(SAFE) == 1
+    # The first death and three resumes, each dying again on the menu's answer.
+    assert len(r.failures) == 4 and all("injected failure" in f["error"] for f in r.failures)
+    assert r.row["ended_at"] is not None, "the last actor must still write the CDR"
     other = h.finish(bystander)
     assert other.commands[-1] == ("transfer", "fifo_hst XML new_sales")
-    assert h.service.stats()["calls_failed"] == 1
+    stats = h.service.stats()
+    assert (stats["calls_failed"], stats["calls_resumed"], stats["calls_given_up"]) == (4, 3, 1)
 
 
-def test_a_call_actor_stopped_from_outside_is_noticed_and_the_call_rescued(harness, in_main_menu):
+def test_a_call_actor_that_dies_once_is_resumed_where_it_was_and_the_caller_goes_on(harness, monkeypatch):
+    original = IcallFlow.main_menu_wait_dtmf
+    died = []
+
+    def broken_once(self, happened):
+        if self.call.caller_id == "5551102" and not died:
+            died.append(self.state)
+            raise RuntimeError("injected failure in main_menu_wait_dtmf")
+        return original(self, happened)
+
+    monkeypatch.setattr(IcallFlow, "main_menu_wait_dtmf", broken_once)
+    h = harness()
+    r = h.finish(h.place("5551102", "1"))
+    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")], \
+        "the menu's answer, read from the channel, leads where the caller's key does"
+    assert len(r.failures) == 1
+    assert ("MainMenu", "1") in r.steps and r.steps.count(("MainMenu", "")) == 1
+    assert r.row["ended_at"] is not None
+
+
+def test_a_call_actor_stopped_from_outside_is_noticed_and_the_call_resumed(harness, in_main_menu):
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
     uuid = h.place("5551110", "none")
     in_main_menu("5551110")
     ref = h.service.supervisor.proxy().call_ref(uuid).get(timeout=5)
     ref.stop(block=True, timeout=5)
     r = h.finish(uuid)
-    assert SAFE in r.commands
+    assert SAFE not in r.commands
+    assert [app for app, _ in r.commands] == ["playback", "play_and_get_digits", "playback"], \
+        "the running menu was waited for, not repeated"
+    assert r.commands[-1] == GOODBYE
     assert r.failures and r.failures[0]["error"] == "stopped from outside"
     assert r.row["hangup_cause"] is not None
 

@@ -112,3 +112,20 @@ def test_a_regex_filter_matches_header_values(switch, client):
     switch.place_call(caller_id="5500")
     seen = client.event_until(lambda f: f.get("Event-Name") == "CHANNEL_PARK")
     assert [f.get("Caller-Caller-ID-Number") for f in seen if f.event] == ["5500"]
+
+
+def test_the_set_veto_leaves_set_completions_at_the_switch_and_passes_the_rest():
+    """icall's subscription vetoes `Application: set`: the stand-in must drop exactly
+    those events, as mod_event_socket's filters do."""
+    from actors.esl import subscription_commands
+    from fakeswitch.events import Event, Subscription
+
+    sub = Subscription()
+    for line in subscription_commands("ivr_app", "icall")[1:]:
+        _, header, value = line.split(" ", 2)
+        sub.filters.append((header, value))
+    ours = [("variable_ivr_app", "icall"), ("Event-Name", "CHANNEL_EXECUTE_COMPLETE")]
+    assert not sub.passes_filters(Event("CHANNEL_EXECUTE_COMPLETE", ours + [("Application", "set")]))
+    assert sub.passes_filters(Event("CHANNEL_EXECUTE_COMPLETE", ours + [("Application", "playback")]))
+    assert sub.passes_filters(Event("BACKGROUND_JOB", [("Event-Name", "BACKGROUND_JOB")]))
+    assert not sub.passes_filters(Event("CHANNEL_PARK", [("variable_ivr_app", "other")]))

@@ -9,13 +9,23 @@ event from a real one of the same kind. `Driver` runs an IcallFlow on it.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from datetime import datetime
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from ivr.config import Config, load_config
-from ivr.effects import Effect, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
+from ivr.effects import (
+    Checkpoint,
+    Effect,
+    Execute,
+    Finished,
+    Hangup,
+    LookupCaller,
+    Record,
+    StartTimer,
+)
 from ivr.event import Event
 from ivr.flow import FlowContext
 from ivr.icall import IcallFlow
@@ -173,6 +183,9 @@ class Driver:
 
     def records(self, kind: str) -> list[Record]:
         return [e for e in self.effects if isinstance(e, Record) and e.kind == kind]
+
+    def checkpoints(self) -> list[dict]:
+        return [json.loads(e.text) for e in self.effects if isinstance(e, Checkpoint)]
 
     def timers(self) -> list[StartTimer]:
         return [e for e in self.effects if isinstance(e, StartTimer)]

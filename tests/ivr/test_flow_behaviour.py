@@ -79,7 +79,7 @@ def test_every_awaited_command_gets_a_guard_carrying_the_settled_state_generatio
     playback = driver.last("playback")
     guards = [e for e in effects if isinstance(e, StartTimer)]
     assert guards == [StartTimer(f"command:{playback.event_uuid}", 120.0,
-                                 driver.flow.checkpoint()["generation"])]
+                                 driver.flow.checkpoint()["g"])]
 
 
 def test_a_command_that_never_completes_sends_the_caller_to_the_safe_destination():
@@ -182,9 +182,9 @@ def test_a_checkpoint_is_json_and_a_resumed_flow_listens_in_final_loop_until_han
     driver.start()
     driver.info(CrmAnswer(driver.flow.uuid, "801"))
     driver.complete("playback", "FILE PLAYED")
-    snapshot = json.loads(json.dumps(driver.flow.checkpoint()))
-    assert snapshot["state"] == "main_menu_wait_dtmf"
-    assert snapshot["data"]["crm_extension"] == "801"
+    snapshot = json.loads(json.dumps(driver.flow.handler_checkpoint()))
+    assert snapshot["s"] == "main_menu_wait_dtmf"
+    assert snapshot["d"]["crm_extension"] == "801"
     resumed = Driver()
     resumed.flow.resume_after_failure(snapshot)
     assert resumed.flow.state == "final_loop"
@@ -197,7 +197,7 @@ def test_a_checkpoint_is_json_and_a_resumed_flow_listens_in_final_loop_until_han
 
 def test_a_resumed_flow_survives_a_checkpoint_that_holds_only_the_state():
     driver = Driver()
-    driver.flow.resume_after_failure({"state": "call_cc"})
+    driver.flow.resume_after_failure({"s": "call_cc"})
     assert driver.flow.state == "final_loop"
     assert driver.send(driver.script.hangup_complete())[-1].__class__.__name__ == "Finished"
 
@@ -262,3 +262,10 @@ def test_a_bridge_of_another_channel_does_not_end_our_ring_guard():
     effects = driver.fire(driver.timers()[-1])
     assert driver.steps()[-1][0] == "CommandTimeout"
     assert any(isinstance(e, Execute) and e.app == "transfer" for e in effects)
+
+
+def test_a_set_cannot_be_awaited_because_its_completion_is_filtered_out_at_the_switch():
+    driver = Driver()
+    driver.start()
+    with pytest.raises(FlowError, match="never delivered"):
+        driver.flow.execute("set", "x=1", await_as="never")

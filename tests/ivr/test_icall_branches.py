@@ -8,7 +8,7 @@ from datetime import date, datetime
 
 import pytest
 
-from ivr.effects import CrmAnswer, Execute, Hangup, LookupCaller, Record
+from ivr.effects import Checkpoint, CrmAnswer, Execute, Hangup, LookupCaller, Record
 from ivr.timecond import TimeCondition
 from tests.ivr.calls import ZONE, Driver
 
@@ -30,7 +30,10 @@ def test_welcome_records_the_call_asks_the_crm_and_plays_the_welcome():
                                  "caller_name": "fs-lab", "destination": "fsm",
                                  "started_at": 1795670434.808353, "flow": "icall"}
     assert effects[1] == LookupCaller("5551000")
-    assert isinstance(effects[2], Execute) and (effects[2].app, effects[2].arg) == WELCOME
+    # The checkpoint rides just before the welcome, naming it as what the state waits on.
+    assert isinstance(effects[2], Checkpoint)
+    assert isinstance(effects[3], Execute) and (effects[3].app, effects[3].arg) == WELCOME
+    assert json.loads(effects[2].text)["w"] == [[effects[3].event_uuid, *WELCOME, "welcome"]]
     assert driver.flow.state == "welcome_wait_playback"
 
 

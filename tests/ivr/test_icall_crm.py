@@ -33,7 +33,7 @@ def test_a_crm_answer_that_is_not_a_valid_extension_is_never_dialled():
         sales_choice(driver)
         assert driver.executes()[-1] == ("transfer", "fifo_sales XML new_sales"), answer
         assert all(not arg.startswith("user/") for _, arg in driver.executes())
-        assert driver.flow.checkpoint()["data"]["crm_extension"] is None
+        assert driver.flow.checkpoint()["d"]["crm_extension"] is None
 
 
 def test_a_crm_answer_for_another_call_is_ignored():

@@ -1,0 +1,137 @@
+"""Resuming a call from its checkpoint on the channel: what to write, and how to read
+the channel before acting on it. Thread-free, like the rest of `ivr/`.
+
+The checkpoint is the channel variable `icall_ckpt`, compact JSON written by a `set`
+with event-lock, queued just before the commands of the batch that changed the call's
+state (so it rides in the call's own command stream, in order, at no extra round trip):
+
+    {"v": 1, "s": state, "g": generation, "p": path, "n": records written so far,
+     "w": [[event_uuid, app, arg, label], ...] the commands the state waits on,
+     "d": the flow's own data, "h": 1 when handed off, "x": [app, arg] the hand-off}
+
+Which channel fields are read to know where a call is (FreeSWITCH, `uuid_dump <uuid>
+json`, all read from the live session):
+
+- `variable_<flow_variable>`: the call is one of ours at all;
+- `variable_icall_ckpt`: the checkpoint; `"h": 1` means handed off (never touched);
+- `variable_current_application` / `variable_current_application_data`: the last
+  application the session started (switch_core_session_exec sets both on start and
+  never clears them), so: not one of ours (fifo, a destination's apps) means someone
+  else has the call; our awaited command's name *and* data means it is running or has
+  run; anything else (our checkpoint `set`) means it has not started;
+- completion evidence, since FreeSWITCH keeps no "running" flag for an app executed
+  inside park: `variable_current_application_response` (cleared when an app starts,
+  set by playback when it ends), `variable_read_result` (cleared at the start of each
+  play_and_get_digits try, `success` once a valid entry ended it),
+  `variable_originate_disposition` (set when a bridge's originate returns).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ivr.event import Event
+
+CHECKPOINT_VARIABLE = "icall_ckpt"
+# Set by the dialplan to the id of its dead-man `sched_transfer` (see README): icall
+# cancels that task, by id, when it takes the call.
+DEADMAN_VARIABLE = "icall_deadman_id"
+VERSION = 1
+
+# Applications icall runs on a call it controls, or the park dialplan runs before it;
+# a channel whose last application is anything else (fifo, a destination's dialplan)
+# belongs to someone else now.
+OUR_APPS = frozenset({"park", "answer", "set", "export", "sched_transfer", "sched_cancel",
+                      "playback", "play_and_get_digits", "bridge", "transfer", "hangup"})
+
+# What a look at a channel found (see `look`).
+SKIP, START, RESUME = "skip", "start", "resume"
+# Where an awaited command stands (see `progress`).
+NOT_STARTED, RUNNING, COMPLETED, TALKING = "not_started", "running", "completed", "talking"
+
+
+def encode(checkpoint: dict[str, Any]) -> str:
+    return json.dumps(checkpoint, separators=(",", ":"))
+
+
+def decode(text: str | None) -> dict[str, Any] | None:
+    """The checkpoint, or None when there is none or it is not ours to read."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and value.get("v") == VERSION else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # SKIP, START or RESUME
+    reason: str
+    checkpoint: dict[str, Any] | None = None
+
+
+def look(channel: Event, flow_variable: str, flow: str, final_state: str) -> Verdict:
+    """Decide, from a channel dump, whether a controller may act on this call."""
+    if channel.variable(flow_variable) != flow:
+        return Verdict(SKIP, f"{flow_variable} is not {flow}")
+    checkpoint = decode(channel.variable(CHECKPOINT_VARIABLE))
+    app = channel.variable("current_application") or ""
+    if checkpoint is not None and (checkpoint.get("h") or checkpoint.get("s") == final_state):
+        if handoff_never_ran(checkpoint, channel):
+            return Verdict(RESUME, "handed off, but the hand-off never ran", checkpoint)
+        # Never touched again, but still listened to: its hangup writes the CDR.
+        return Verdict(SKIP, f"handed off ({app or 'no application'})", checkpoint)
+    if app not in OUR_APPS:
+        return Verdict(SKIP, f"running {app}, not ours")
+    if checkpoint is None:
+        return Verdict(START, "parked, never touched")
+    return Verdict(RESUME, f"in {checkpoint.get('s')}", checkpoint)
+
+
+def handoff_never_ran(checkpoint: dict[str, Any], channel: Event) -> bool:
+    """The hand-off mark was the last thing the session ran: the controller died between
+    writing it and sending the transfer (both are sent back to back)."""
+    return bool(checkpoint.get("x")) and _last_was_checkpoint(channel)
+
+
+def progress(app: str, arg: str, channel: Event) -> str:
+    """Where an awaited command stands, judged from the channel's fields (module doc)."""
+    if (channel.variable("current_application") or "") != app or \
+            (channel.variable("current_application_data") or "") != arg:
+        return NOT_STARTED
+    if app == "playback":
+        return COMPLETED if channel.variable("current_application_response") else RUNNING
+    if app == "play_and_get_digits":
+        # A failed try also leaves read_result behind while the next one is coming:
+        # only success is proof of the end.
+        return COMPLETED if channel.variable("read_result") == "success" else RUNNING
+    if app == "bridge":
+        disposition = channel.variable("originate_disposition")
+        if not disposition:
+            return RUNNING
+        return TALKING if disposition in ("SUCCESS", "ANSWER") else COMPLETED
+    return RUNNING
+
+
+def running_bound_s(app: str, arg: str, command_timeout_s: float, per_try_s: float) -> float:
+    """How long a command found running on resume may still run: a play_and_get_digits
+    has at most `tries` tries of `timeout` plus its prompts (a failed try's read_result
+    looks the same as a failed end, so past this bound it had ended unseen)."""
+    if app == "play_and_get_digits":
+        words = arg.split()
+        try:
+            tries, timeout_ms = int(words[2]), int(words[3])
+        except (IndexError, ValueError):
+            return command_timeout_s
+        return min(command_timeout_s, tries * (timeout_ms / 1000 + per_try_s))
+    return command_timeout_s
+
+
+def _last_was_checkpoint(channel: Event) -> bool:
+    return channel.variable("current_application") == "set" and \
+        (channel.variable("current_application_data") or "").startswith(CHECKPOINT_VARIABLE + "=")
+

@@ -1,0 +1,48 @@
+"""Taking calls over in process: the dead-man in the dialplan, a call that ended while
+no icall ran."""
+
+from __future__ import annotations
+
+from ivr.flow import UNSEEN_HANGUP_CAUSE
+from storage.models import Call
+from tests.e2e.conftest import WAIT_S
+from tests.waiting import wait_until
+
+WELCOME = ("playback", "new_sales/1000.wav")
+DEADMAN = ("transfer", "fifo_sales XML new_sales")
+
+
+def test_the_dead_man_sends_a_call_no_controller_takes_to_safety_by_the_switch_alone(switch):
+    # No icall runs at all: the dialplan's scheduled transfer fires on its own.
+    uuid = switch.place_call(caller_id="5551200", variables={"fake_deadman_s": "2"})
+    assert switch.wait_hangup(uuid, timeout=WAIT_S)
+    record = switch.call_record(uuid)
+    assert record.commands == [], "no controller sent anything"
+    assert "CHANNEL_UNPARK" in record.events, "the scheduled transfer took it out of park"
+    assert record.hangup_cause == "NORMAL_CLEARING", "fifo_sales played its prompt and hung up"
+
+
+def test_a_call_icall_takes_has_its_dead_man_cancelled_first_thing(harness):
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    uuid = h.place("5551201", "1", fake_deadman_s="3")
+    r = h.finish(uuid)
+    assert r.commands[0][0] == "sched_cancel"
+    assert r.commands[1:] == [WELCOME, r.commands[2], ("transfer", "fifo_hst XML new_sales")]
+
+
+def test_a_call_that_ended_while_no_icall_ran_is_closed_at_start_with_its_cdr(harness):
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    uuid = h.place("5551203", "none")
+    assert h.switch.wait_parked(uuid, timeout=WAIT_S)
+    assert wait_until(lambda: Call.select().where(Call.uuid == uuid).count(h.db) == 1, WAIT_S)
+    h.service.reader.stop()  # icall is gone (its rows stay open)
+    h.service.stop()
+    h.switch.hangup(uuid, "NORMAL_CLEARING")
+    assert h.switch.wait_hangup(uuid, timeout=WAIT_S)
+    again = harness()
+    def row() -> dict:
+        return list(Call.select().where(Call.uuid == uuid).dicts().execute(again.db))[0]
+
+    assert wait_until(lambda: row()["hangup_cause"] is not None, WAIT_S)
+    assert row()["hangup_cause"] == UNSEEN_HANGUP_CAUSE
+    assert again.service.stats()["calls_closed_unseen"] == 1

@@ -1,0 +1,220 @@
+"""Checkpoints on the channel and resuming from them, driven without threads: a flow
+taken over in each state does what the channel's fields say, never starts a command
+while one of ours runs, and repeats a prompt at most once."""
+
+from __future__ import annotations
+
+import json
+
+from ivr import resume
+from ivr.effects import Checkpoint, CrmAnswer, Execute, LookupCaller, StartTimer
+from ivr.event import Event
+from tests.ivr.calls import Driver, make_config
+
+WELCOME = ("playback", "new_sales/1000.wav")
+MAIN_MENU = ("play_and_get_digits", "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]")
+EXTENSION = ("play_and_get_digits", "3 3 3 5000 # new_sales/2002.wav new_sales/9004.wav extn_number [68]\\d\\d")
+
+
+def channel(driver: Driver, **variables: str) -> Event:
+    """The call's `uuid_dump`: its park event's headers with the variables now set."""
+    headers = dict(driver.script.park().headers)
+    headers["Event-Name"] = "CHANNEL_DATA"
+    checkpoint = driver.checkpoints()[-1] if driver.checkpoints() else None
+    if checkpoint is not None:
+        headers["variable_icall_ckpt"] = json.dumps(checkpoint)
+    headers.update({f"variable_{k}": v for k, v in variables.items()})
+    return Event(headers)
+
+
+def successor(driver: Driver, **variables: str) -> tuple[Driver, list]:
+    """A fresh flow taking the call over from the channel (what a new process does)."""
+    dump = channel(driver, **variables)
+    verdict = resume.look(dump, "ivr_app", "icall", "final_loop")
+    assert verdict.action == resume.RESUME, verdict
+    fresh = Driver()
+    fresh.script.variables.update(driver.script.variables)
+    assert verdict.checkpoint is not None
+    return fresh, fresh._take(fresh.flow.resume(verdict.checkpoint, dump))
+
+
+def commands(effects: list) -> list[tuple[str, str]]:
+    return [(e.app, e.arg) for e in effects if isinstance(e, Execute)]
+
+
+def test_each_state_change_writes_one_compact_checkpoint_just_before_its_commands():
+    driver = Driver()
+    driver.choose("1")
+    kinds = [type(e).__name__ for e in driver.effects if isinstance(e, (Checkpoint, Execute))]
+    assert kinds == ["Checkpoint", "Execute", "Checkpoint", "Execute", "Checkpoint", "Execute"]
+    states = [c["s"] for c in driver.checkpoints()]
+    assert states == ["welcome_wait_playback", "main_menu_wait_dtmf", "final_loop"]
+    texts = [e.text for e in driver.effects if isinstance(e, Checkpoint)]
+    assert all(", " not in t and ": " not in t and len(t) < 400 for t in texts), texts
+
+
+def test_the_checkpoint_before_a_transfer_marks_the_call_handed_off_and_names_the_transfer():
+    driver = Driver()
+    driver.choose("1")
+    last = driver.checkpoints()[-1]
+    assert last["h"] == 1 and last["x"] == ["transfer", "fifo_hst XML new_sales"]
+
+
+def test_no_checkpoint_is_written_for_a_hangup_or_after_it():
+    driver = Driver()
+    driver.to_main_menu()
+    driver.complete("play_and_get_digits", read_result="failure")
+    before = len(driver.checkpoints())
+    driver.complete("playback", "FILE PLAYED")  # the goodbye: hang up
+    assert driver.hangups() and len(driver.checkpoints()) == before
+
+
+def test_a_handed_off_call_is_never_touched_nor_one_running_someone_elses_app():
+    driver = Driver()
+    driver.choose("2")  # no CRM extension: the sales queue
+    dump = channel(driver, current_application="fifo", current_application_data="sales@x in")
+    assert resume.look(dump, "ivr_app", "icall", "final_loop").action == resume.SKIP
+    untouched = Driver()
+    dump = channel(untouched, current_application="fifo")
+    assert resume.look(dump, "ivr_app", "icall", "final_loop").action == resume.SKIP
+    assert resume.look(channel(untouched, current_application="park"), "ivr_app", "icall",
+                       "final_loop").action == resume.START
+    other = channel(untouched, ivr_app="other", current_application="park")
+    assert resume.look(other, "ivr_app", "icall", "final_loop").action == resume.SKIP
+
+
+def test_a_hand_off_written_but_never_sent_is_sent_by_the_successor():
+    driver = Driver()
+    driver.choose("1")
+    text = "icall_ckpt=" + json.dumps(driver.checkpoints()[-1])
+    fresh, effects = successor(driver, current_application="set", current_application_data=text)
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+
+
+def test_mid_welcome_the_successor_waits_for_the_running_welcome_and_goes_on():
+    driver = Driver()
+    driver.start()
+    fresh, effects = successor(driver, current_application="playback",
+                               current_application_data=WELCOME[1])
+    assert commands(effects) == []
+    assert LookupCaller("5551000") in effects, "the dead handler's lookup is asked again"
+    welcome = driver.last("playback")
+    effects = fresh.send(fresh.script.complete(welcome, "FILE PLAYED"))
+    assert commands(effects) == [MAIN_MENU]
+
+
+def test_a_welcome_that_ended_unseen_is_taken_as_ended_from_the_channel():
+    driver = Driver()
+    driver.start()
+    fresh, effects = successor(driver, current_application="playback",
+                               current_application_data=WELCOME[1],
+                               current_application_response="FILE PLAYED")
+    assert commands(effects) == [MAIN_MENU]
+    assert fresh.flow.state == "main_menu_wait_dtmf"
+
+
+def test_a_prompt_that_never_started_is_sent_by_the_successor_with_event_lock():
+    driver = Driver()
+    driver.to_main_menu()
+    text = "icall_ckpt=" + json.dumps(driver.checkpoints()[-1])
+    fresh, effects = successor(driver, current_application="set", current_application_data=text)
+    sent = [e for e in effects if isinstance(e, Execute)]
+    assert [(e.app, e.arg) for e in sent] == [MAIN_MENU] and sent[0].lock
+
+
+def test_mid_menu_the_running_menu_is_waited_for_and_its_digits_count():
+    driver = Driver()
+    driver.to_main_menu()
+    fresh, effects = successor(driver, current_application=MAIN_MENU[0],
+                               current_application_data=MAIN_MENU[1])
+    assert commands(effects) == []
+    menu = driver.last("play_and_get_digits")
+    effects = fresh.send(fresh.script.complete(menu, menu_number="1", read_result="success"))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+
+
+def test_a_menu_answered_unseen_is_acted_on_from_the_channel_without_a_repeat():
+    driver = Driver()
+    driver.to_main_menu()
+    fresh, effects = successor(driver, current_application=MAIN_MENU[0],
+                               current_application_data=MAIN_MENU[1],
+                               read_result="success", menu_number="5")
+    assert commands(effects) == [EXTENSION]
+
+
+def test_a_menu_that_ended_unseen_is_played_again_once_then_the_usual_guard_applies():
+    driver = Driver()
+    driver.to_main_menu()
+    fresh, effects = successor(driver, current_application=MAIN_MENU[0],
+                               current_application_data=MAIN_MENU[1], read_result="failure")
+    guard = [e for e in effects if isinstance(e, StartTimer)][0]
+    assert guard.delay_s == 30.0, "three tries of the 5 s timeout and 5 s of prompts each"
+    effects = fresh.fire(guard)
+    assert commands(effects) == [MAIN_MENU]
+    effects = fresh.fire([e for e in effects if isinstance(e, StartTimer)][0])
+    assert commands(effects) == [("transfer", "fifo_sales XML new_sales")], "then the safe destination"
+
+
+def test_a_ringing_bridge_is_waited_for_and_a_failed_one_found_ended_offers_the_cc_menu():
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="802", read_result="success")
+    bridge = driver.last("bridge")
+    fresh, effects = successor(driver, current_application="bridge",
+                               current_application_data=bridge.arg)
+    assert commands(effects) == []
+    fresh, effects = successor(driver, current_application="bridge",
+                               current_application_data=bridge.arg,
+                               originate_disposition="NO_ANSWER")
+    assert commands(effects)[0][0] == "play_and_get_digits" and "8802.wav" in commands(effects)[0][1]
+
+
+def test_an_answered_bridge_is_left_to_talk_unguarded():
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="801", read_result="success")
+    bridge = driver.last("bridge")
+    fresh, effects = successor(driver, current_application="bridge",
+                               current_application_data=bridge.arg, originate_disposition="SUCCESS")
+    assert commands(effects) == []
+    guard = [e for e in effects if isinstance(e, StartTimer)][0]
+    assert commands(fresh.fire(guard)) == [], "talk time is never guarded"
+
+
+def test_a_call_waiting_for_the_crm_grace_asks_again_and_waits_again():
+    driver = Driver(config=make_config(ivr_crm_grace_ms="800"))
+    driver.choose("2")
+    assert driver.flow.state == "call_sales"
+    fresh = Driver(config=make_config(ivr_crm_grace_ms="800"))
+    dump = channel(driver, current_application="play_and_get_digits",
+                   current_application_data=MAIN_MENU[1], read_result="success", menu_number="2")
+    verdict = resume.look(dump, "ivr_app", "icall", "final_loop")
+    effects = fresh._take(fresh.flow.resume(verdict.checkpoint or {}, dump))
+    assert LookupCaller("5551000") in effects
+    assert [e.name for e in effects if isinstance(e, StartTimer)] == ["crm_grace"]
+    effects = fresh.info(CrmAnswer(fresh.flow.uuid, "801"))
+    assert commands(effects) == [("playback", "new_sales/1002.wav")]
+
+
+def test_the_successor_numbers_its_writes_after_the_dead_handlers():
+    driver = Driver()
+    driver.to_main_menu()
+    written = len([e for e in driver.effects if type(e).__name__ == "Record"])
+    assert driver.checkpoints()[-1]["n"] == written
+
+
+def test_a_call_parked_again_in_its_final_state_starts_the_flow_again_as_a_re_entry():
+    driver = Driver()
+    driver.choose("1")
+    effects = driver.send(driver.script.park())
+    assert commands(effects) == [WELCOME]
+    assert ("ReEntry", "2") in driver.steps()
+    assert len(driver.records("call")) == 1, "the call keeps its first row"
+    assert driver.flow.state == "welcome_wait_playback"
+
+
+def test_a_dead_man_transfer_set_by_the_dialplan_is_cancelled_by_its_id_first_thing():
+    driver = Driver()
+    driver.script.variables["variable_icall_deadman_id"] = "42"
+    effects = driver.start()
+    assert commands(effects)[0] == ("sched_cancel", "42")
