@@ -94,9 +94,9 @@ def backend(request, tmp_path):
         drop()
 
 
-def make_config(url: str, cdr_url: str = "http://127.0.0.1:9/cdr", **database: str):
+def make_config(url: str, cdr_url: str = "http://127.0.0.1:9/cdr", node: str = "pbx-test", **database: str):
     """A config for the writer; the CDR url is only stored (no poster runs in these tests)."""
-    environ = {"ICALL_FREESWITCH_PASSWORD": "test", "ICALL_DATABASE_URL": url,
+    environ = {"ICALL_FREESWITCH_PASSWORD": "test", "ICALL_DATABASE_URL": url, "ICALL_SERVICE_NODE": node,
                "ICALL_DATABASE_RETRY_MAX_S": "0.3", "ICALL_CDR_URL": cdr_url,
                # the test's own (tests/conftest.py); a scratch one for benchmarks
                "STATE_DIRECTORY": os.environ.get("STATE_DIRECTORY") or tempfile.mkdtemp(prefix="icall-state-")}
