@@ -1,15 +1,20 @@
 """CdrPoster: delivers each CDR in the durable outbox (`cdr_outbox`) to `[cdr] url`.
 
 Every CDR the DbWriter commits gets an outbox row in the same transaction. This actor
-POSTs each undelivered, due row as JSON with `Idempotency-Key: <call uuid>`:
+claims undelivered, due rows for `[cdr] lease_s` (storage.outbox: with several icalls on
+one database each row is posted by one of them at a time, and the rows of an icall
+that died are taken over when its claim runs out) and POSTs each as JSON with
+`Idempotency-Key: <call uuid>`:
   2xx      -> delivered_at set (the row is done);
   anything else, or no answer -> attempts + 1, last_error, and next_attempt_at pushed
            back by retry_min_s doubling up to retry_max_s (with jitter); the round
            stops there, and the whole endpoint backs off the same way, so a dead
            endpoint gets one probe per back-off rather than a storm.
-Delivery is at least once: a crash between the 2xx and the update sends the row again,
-with the same key, and the endpoint drops the repeat. Undelivered rows are found again
-by any later poster (a restart), since the outbox is the only state.
+Delivery is at least once: a crash between the 2xx and the update sends the row again
+(after the lease), with the same key, and the endpoint drops the repeat. Undelivered
+rows are found again by any later poster (a restart, another node), since the outbox
+is the only state. A round stops posting before its claim could run out (a row is
+never posted on a lapsed claim) and releases what it did not post.
 
 Threads: the actor's thread answers `poke()` / `CdrQueued` and `status()`; a
 "cdr-poster" thread does the posting, with its own database connection, waking every
@@ -26,50 +31,29 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 import pykka
 import urllib3
-from peewee import Database, DatabaseError, fn
+from peewee import Database, DatabaseError
 
 from actors.messages import CdrQueued
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import close_quietly, open_database, redact
 from storage.models import CdrOutbox, utc_now
+from storage.outbox import Failed, claim_due, next_due, outbox_status, settle, supports_skip_locked
 
 logger = logging.getLogger(__name__)
 
 # An endpoint's answer is read up to this size (it only has to say 2xx).
 MAX_REPLY_BYTES = 65536
-
-
-@dataclass(frozen=True)
-class OutboxStatus:
-    pending: int
-    delivered: int
-    oldest_pending_age_s: float | None
-    last_error: str | None
-
-
-def outbox_status(db: Database) -> OutboxStatus:
-    """Counts of the outbox; any thread, with its own `db`."""
-    undelivered = CdrOutbox.delivered_at.is_null()
-    pending = CdrOutbox.select().where(undelivered).count(db)
-    delivered = CdrOutbox.select().where(~undelivered).count(db)
-    oldest = CdrOutbox.select(fn.MIN(CdrOutbox.created_at)).where(undelivered).scalar(db)
-    if isinstance(oldest, str):  # SQLite hands an aggregate back as text
-        oldest = CdrOutbox.created_at.python_value(oldest)
-    last = (CdrOutbox.select(CdrOutbox.last_error)
-            .where(undelivered, CdrOutbox.last_error.is_null(False))
-            .order_by(CdrOutbox.next_attempt_at.desc()).first(db))
-    age_s = (utc_now() - oldest).total_seconds() if oldest else None
-    return OutboxStatus(pending, delivered, age_s, last.last_error if last else None)
 
 
 def retry_delay_s(failures: int, retry_min_s: float, retry_max_s: float) -> float:
@@ -94,6 +78,10 @@ class CdrPoster(pykka.ThreadingActor):
         self._status_db: Database | None = None
         self._endpoint_failures = 0
         self._endpoint_retry_at = 0.0
+        # Who holds a claim: this node, and a token of this run, so a restarted icall
+        # does not mistake its dead predecessor's claims for its own.
+        self.owner = f"{config.service.node}#{secrets.token_hex(4)}"
+        self._skip_locked: bool | None = None  # asked of the server on first use
 
     # --- life cycle (actor thread)
 
@@ -142,7 +130,8 @@ class CdrPoster(pykka.ThreadingActor):
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        """pending, delivered, oldest_pending_age_s, last_error (read from the outbox)."""
+        """pending, delivered, oldest_pending_age_s, last_error, by_node (read from
+        the outbox: every node's rows)."""
         if self._status_db is None:
             self._status_db = open_database(self.config.database.url)
         return asdict(outbox_status(self._status_db))
@@ -173,58 +162,59 @@ class CdrPoster(pykka.ThreadingActor):
             close_quietly(db)
 
     def _deliver_round(self, db: Database) -> float:
-        """Post the due rows, oldest first; seconds until the next row is due."""
+        """Claim the due rows, oldest first, post them, record what happened; seconds
+        until the next row is due."""
         cdr = self.config.cdr
-        undelivered = CdrOutbox.delivered_at.is_null()
-        rows = list(CdrOutbox.select()
-                    .where(undelivered, CdrOutbox.next_attempt_at <= utc_now())
-                    .order_by(CdrOutbox.next_attempt_at, CdrOutbox.id)
-                    .limit(cdr.batch_size).execute(db))
-        rows, errors = self._post_in_waves(rows)
+        if self._skip_locked is None:
+            db.connect(reuse_if_open=True)
+            self._skip_locked = supports_skip_locked(db)
+        # A wave is sent only while a whole POST (connect and read timeouts) still fits
+        # in the claim, counted from before the claim was asked for.
+        post_until = time.monotonic() + cdr.lease_s - 2 * cdr.timeout_s
+        rows = claim_due(db, self.owner, cdr.batch_size, cdr.lease_s, self._skip_locked)
+        posted, errors = self._post_in_waves(rows, post_until)
         now = utc_now()
-        delivered = [row.id for row, error in zip(rows, errors, strict=True) if error is None]
-        failed = [(row, error) for row, error in zip(rows, errors, strict=True) if error is not None]
-        with db.atomic():
-            if delivered:
-                (CdrOutbox.update(delivered_at=now, attempts=CdrOutbox.attempts + 1, last_error=None)
-                 .where(CdrOutbox.id.in_(delivered)).execute(db))
-            for row, error in failed:
-                row_wait_s = retry_delay_s(row.attempts + 1, cdr.retry_min_s, cdr.retry_max_s)
-                (CdrOutbox.update(attempts=row.attempts + 1, last_error=error[:500],
-                                  next_attempt_at=now + timedelta(seconds=row_wait_s))
-                 .where(CdrOutbox.id == row.id).execute(db))
-        for row, outcome in zip(rows, errors, strict=True):
+        delivered = [row.id for row, error in zip(posted, errors, strict=True) if error is None]
+        failed = [Failed(row, error, now + timedelta(seconds=retry_delay_s(
+                      row.attempts + 1, cdr.retry_min_s, cdr.retry_max_s)))
+                  for row, error in zip(posted, errors, strict=True) if error is not None]
+        settle(db, self.owner, delivered, failed, unsent=[row.id for row in rows[len(posted):]])
+        for row, outcome in zip(posted, errors, strict=True):
             if outcome is None:  # accepted at `now`, queued when the DbWriter took it
                 self._telemetry.cdr_delivered((now - row.created_at).total_seconds())
         if failed:
             self._endpoint_failures += 1
             endpoint_wait_s = retry_delay_s(self._endpoint_failures, cdr.retry_min_s, cdr.retry_max_s)
             self._endpoint_retry_at = time.monotonic() + endpoint_wait_s
-            row, error = failed[0]
+            first = failed[0]
             logger.warning("%d CDR(s) not delivered, e.g. call %s (attempt %d): %s; endpoint retried in %.1f s",
-                           len(failed), row.call_uuid, row.attempts + 1, error, endpoint_wait_s)
+                           len(failed), first.row.call_uuid, first.row.attempts + 1, first.error,
+                           endpoint_wait_s)
             return endpoint_wait_s
-        if rows:
+        if posted:
             self._endpoint_failures = 0
+        if len(posted) < len(rows):
+            # Out of claim time (a slow database or endpoint): the rest were released.
+            return 0.0 if posted else self.config.cdr.poll_interval_s
         if len(rows) == cdr.batch_size:
             return 0.0  # more are due right now
-        next_due = CdrOutbox.select(fn.MIN(CdrOutbox.next_attempt_at)).where(undelivered).scalar(db)
-        if next_due is None:
+        due = next_due(db)
+        if due is None:
             return float("inf")
-        if isinstance(next_due, str):
-            next_due = CdrOutbox.next_attempt_at.python_value(next_due)
-        return max(0.0, (next_due - utc_now()).total_seconds())
+        return max(0.0, (due - utc_now()).total_seconds())
 
-    def _post_in_waves(self, rows: list[CdrOutbox]) -> tuple[list[CdrOutbox], list[str | None]]:
+    def _post_in_waves(self, rows: list[CdrOutbox], post_until: float
+                       ) -> tuple[list[CdrOutbox], list[str | None]]:
         """Post the first row alone (a probe: a dead endpoint gets one request, not a
         batch), then the rest `max_concurrent` at a time, stopping after a wave with a
-        failure. Returns the rows posted and what happened to each."""
+        failure, or when a wave might outlast the claim (`post_until`, monotonic).
+        Returns the rows posted and what happened to each."""
         assert self._posters is not None
         wave_size = self.config.cdr.max_concurrent
         posted: list[CdrOutbox] = []
         errors: list[str | None] = []
         start = 0
-        while start < len(rows) and not self._stopping.is_set():
+        while start < len(rows) and not self._stopping.is_set() and time.monotonic() < post_until:
             wave = rows[start:start + (1 if start == 0 else wave_size)]
             start += len(wave)
             posted += wave

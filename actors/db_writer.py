@@ -8,15 +8,23 @@ a backlog is committed in batches of at most `[database] batch_size`
 (storage.records says how each kind becomes rows, idempotently).
 
 When the database is unreachable, locked or has no schema, writes wait in memory and
-the flush is retried with exponential backoff up to `[database] retry_max_s`. The backlog
-is bounded by `[database] backlog_max`: a warning at 80 %, and past it new step and fifo
-writes (the call logs) are refused loudly and left unacknowledged, so their call actor
-still holds them; call, cdr and failure writes (a few per call) are always kept.
+the flush is retried with exponential backoff up to `[database] retry_max_s`. Memory
+is bounded by `[database] backlog_max` writes (a warning at 80 %): past it, the oldest
+`batch_size` writes move to the spool (storage.spool, an SQLite file on local disk)
+and are acknowledged there, so their calls can let go of them. Once the database is
+back, each flush writes a batch from memory and then one from the spool, oldest
+first, until both are empty; a writer that starts finds what an earlier run spooled.
+Only if the spool itself cannot be written are step and fifo writes refused (left
+unacknowledged, so their call actor still holds them, and logged loudly) while call,
+cdr and failure writes (a few per call) are kept in memory beyond the bound. Stopping
+with the database away moves what is in memory to the spool.
 
-A write that can never be stored (malformed fields, a value the database rejects) is
-logged at ERROR and acknowledged, so no call waits on it forever. Its values (caller
-ids, names: personal data) stay out of that line, masked even where the database's
-message quotes them; the whole write is logged at DEBUG.
+A write the database refuses for its own values (storage.db.rejected_by_value:
+malformed fields, a value out of range) is logged at ERROR and acknowledged, so no
+call waits on it forever. Its values (caller ids, names: personal data) stay out of
+that line, masked even where the database's message quotes them; the whole write is
+logged at DEBUG. Any other failure, even one reported as a data error (a key
+generator at its limit), is retried: never acknowledged as done.
 
 Threads: every method below runs in the actor's own thread, except `__init__` (the
 starter's) and the retry timer, which only tells the actor a flush marker.
@@ -28,19 +36,21 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pykka
-from peewee import DatabaseError, DataError, IntegrityError
+from peewee import DatabaseError
 
+from actors.db_spool import SpoolKeeper
 from actors.messages import CdrQueued, DbAck, DbWrite
 from actors.telemetry import NO_TELEMETRY, Telemetry
-from storage.db import close_quietly, open_database, redact
+from storage.db import close_quietly, open_database, redact, rejected_by_value
 from storage.migrations import SchemaError, check_schema
 from storage.models import Call
 from storage.records import BadRecord, KnownCalls, Prepared, commit_batch, prepare
+from storage.spool import Spool, Spooled
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +58,6 @@ FIRST_RETRY_S = 0.05
 BACKLOG_WARNING_FRACTION = 0.8
 ALWAYS_KEPT_KINDS = frozenset({"call", "cdr", "failure"})
 REFUSAL_LOG_EVERY = 1000
-
-# Errors that one write's values caused: the write is rejected, the others go on.
-# Anything else (lost connection, lock, missing table, ...) is the database's state
-# and is retried, never a reason to drop data.
-REJECTED_ERRORS = (DataError, IntegrityError)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class DbWriter(pykka.ThreadingActor):
         self._telemetry = telemetry
         settings = config.database
         self._url = settings.url
+        self._node = config.service.node
         self._batch_size = settings.batch_size
         self._backlog_max = settings.backlog_max
         self._retry_max_s = settings.retry_max_s
@@ -84,10 +90,11 @@ class DbWriter(pykka.ThreadingActor):
         self._known_calls = KnownCalls()  # calls whose row is written: their writes skip it
         self._connected = False
         self._pending: deque[_Pending] = deque()
+        self._spool = SpoolKeeper(Spool(settings.spool_path), redact(settings.url))
         self._flush_queued = False  # a _Flush is in the mailbox or on the retry timer
-        self._retry_timer: threading.Timer | None = None
         self._gather_timer: threading.Timer | None = None
         self._commit_interval_s = settings.commit_interval_ms / 1000
+        self._retry_timer: threading.Timer | None = None
         self._stopping = False
         self._backoff_s = 0.0
         self._backlog_warned = False
@@ -97,13 +104,16 @@ class DbWriter(pykka.ThreadingActor):
     # --- pykka hooks
 
     def on_start(self) -> None:
-        """Connect now if we can; if not, the first write retries (we still start)."""
+        """Connect now if we can; if not, the first write retries (we still start).
+        Writes an earlier run left in the spool are written first."""
         # stats() only reads counters and lengths: safe from the scrape thread too.
         self._telemetry.watch("db_writer", self.stats)
         try:
             self._ensure_connected()
         except (SchemaError, DatabaseError) as exc:
             self._note_failure(exc)
+        if self._spool.left_over():
+            self._queue_flush()
 
     def on_receive(self, message) -> None:
         # Actor edge: a tell that raises would stop the writer and lose the backlog.
@@ -113,128 +123,129 @@ class DbWriter(pykka.ThreadingActor):
             elif isinstance(message, _Flush):
                 self._flush_queued = False
                 self._gather_timer = None
-                self._write_next_batch()
+                self._flush()
             else:
                 logger.warning("DbWriter ignores an unexpected %s", type(message).__name__)
         except Exception:
             logger.exception("DbWriter: unexpected error; the backlog is kept")
 
     def on_stop(self) -> None:
-        """Write what can be written, then close our connection."""
+        """Write what is in memory; if the database will not take it, spool it for the
+        next start. (The spool is left for the next start too: draining it could take
+        minutes.) Then close our connections."""
         self._stopping = True
         if self._retry_timer is not None:
             self._retry_timer.cancel()
         if self._gather_timer is not None:
             self._gather_timer.cancel()
-        while self._pending and self._write_next_batch():
+        while self._pending and self._write_pending():
+            pass
+        while self._pending and self._spill():
             pass
         if self._pending:
             logger.error(
                 "DbWriter stopping with %d writes not stored (database: %s; last error: %s)",
                 len(self._pending), redact(self._url), self._last_error,
             )
+        self._spool.close()
         close_quietly(self._db)
 
     # --- asked by others
 
     def stats(self) -> dict:
-        """Counters for monitoring: pending, written, retries, refused, rejected, last_error."""
-        return {"pending": len(self._pending), **self._counts, "last_error": self._last_error}
+        """Counters for monitoring: pending (in memory), spooled (on disk), written,
+        retries, refused, rejected, spilled, drained, last_error."""
+        return {"pending": len(self._pending), "spooled": self._spool.known_waiting(), **self._counts,
+                **self._spool.counts, "last_error": self._last_error}
 
     def unended_calls(self, limit: int = 10_000) -> list[dict]:
-        """Calls whose row has no hangup cause yet (uuid and path): at start, those
-        whose channel is gone ended while no icall listened. Raises when the database
-        cannot be read (the caller tries again at the next resync)."""
+        """This node's calls whose row has no hangup cause yet (uuid and path): at
+        start, those whose channel is gone ended while no icall listened. Only this
+        node's (and rows from before nodes were recorded): another node's live calls
+        are on another switch, where this icall cannot see them. Raises when the
+        database cannot be read (the caller tries again at the next resync)."""
         self._ensure_connected()
-        query = (Call.select(Call.uuid, Call.path).where(Call.hangup_cause.is_null())
+        ours = (Call.node == self._node) | Call.node.is_null()
+        query = (Call.select(Call.uuid, Call.path).where(Call.hangup_cause.is_null(), ours)
                  .limit(limit).dicts())
         return list(query.execute(self._db))
 
-    # --- internals
+    # --- taking writes in
 
     def _accept(self, write: DbWrite) -> None:
         try:
-            prepared = prepare(write.call_uuid, write.seq, write.kind, write.fields)
+            prepared = prepare(write.call_uuid, write.seq, write.kind, write.fields, self._node)
         except BadRecord as exc:
             self._reject(write, str(exc))
             return
         if not self._fill_outbox:
             prepared.outbox = None
-        if len(self._pending) >= self._backlog_max and write.kind not in ALWAYS_KEPT_KINDS:
-            self._refuse(write)
-            return
+        if len(self._pending) >= self._backlog_max and not self._spill():
+            if write.kind not in ALWAYS_KEPT_KINDS:
+                self._refuse(write)
+                return
         self._pending.append(_Pending(write, prepared))
         self._warn_if_backlog_high()
+        self._gather()
+
+    def _gather(self) -> None:
+        """Commit after `[database] commit_interval_ms`, gathering what else comes (a
+        full batch ends the wait): a commit, and SQLite's fsync, per write cost more
+        CPU than everything else a call does. Nobody waits on a commit: calls keep
+        their writes until acknowledged."""
         if len(self._pending) >= self._batch_size and self._gather_timer is not None:
-            self._gather_timer.cancel()  # a full batch: no reason to wait
+            self._gather_timer.cancel()
             self._gather_timer = None
-            self.actor_ref.tell(_Flush())
+            self.actor_ref.tell(_Flush())  # the queued flag stays set: this is that flush
         elif not self._flush_queued:
+            if self._commit_interval_s <= 0:
+                self._queue_flush()
+                return
             self._flush_queued = True
-            self._flush_soon()
+            self._gather_timer = threading.Timer(self._commit_interval_s, self._tell_flush)
+            self._gather_timer.daemon = True
+            self._gather_timer.name = "DbWriter-gather"
+            self._gather_timer.start()
 
-    def _flush_soon(self) -> None:
-        """Commit after `[database] commit_interval_ms`, gathering what else comes: a
-        commit (and SQLite's fsync) per write cost more CPU than everything else a call
-        does. Nobody waits on a commit: calls keep their writes until acknowledged."""
-        if self._commit_interval_s <= 0:
-            self.actor_ref.tell(_Flush())
-            return
-        self._gather_timer = threading.Timer(self._commit_interval_s, self._tell_flush)
-        self._gather_timer.daemon = True
-        self._gather_timer.name = "DbWriter-gather"
-        self._gather_timer.start()
-
-    def _write_next_batch(self) -> bool:
-        """Commit up to batch_size pending writes; False if the database failed."""
-        if not self._pending:
-            return True
+    def _spill(self) -> bool:
+        """Move the oldest batch in memory to the spool and ack it; False if the spool
+        cannot take it (it stays in memory)."""
         batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
-        try:
-            self._ensure_connected()
-            started = time.monotonic()
-            commit_batch(self._db, [p.prepared for p in batch], self._known_calls)
-            self._telemetry.db_committed(time.monotonic() - started, len(batch))
-        except REJECTED_ERRORS as exc:
-            logger.warning("DbWriter: a batch failed (%s); writing its rows one by one",
-                           _masked(f"{type(exc).__name__}: {exc}", [p.write for p in batch]))
-            return self._write_one_by_one(len(batch))
-        except (SchemaError, DatabaseError) as exc:
-            self._schedule_retry(exc)
+        if not self._spool.add([p.write for p in batch], self._last_error):
             return False
-        self._done(len(batch))
+        for _ in batch:
+            self._ack(self._pending.popleft().write)
+        return True
+
+    # --- writing out
+
+    def _flush(self) -> bool:
+        """A batch from memory, then one from the spool; False if the database failed
+        (a retry is scheduled)."""
+        if self._pending and not self._write_pending():
+            return False
+        if self._spool.waiting() and not self._drain_spool():
+            return False
         self._after_success()
         return True
 
-    def _write_one_by_one(self, count: int) -> bool:
-        for _ in range(count):
-            item = self._pending[0]
-            try:
-                started = time.monotonic()
-                commit_batch(self._db, [item.prepared], self._known_calls)
-                self._telemetry.db_committed(time.monotonic() - started, 1)
-            except REJECTED_ERRORS as exc:
-                self._pending.popleft()
-                self._reject(item.write, f"{type(exc).__name__}: {exc}")
-                continue
-            except DatabaseError as exc:
-                self._schedule_retry(exc)
-                return False
-            self._done(1)
-        self._after_success()
-        return True
-
-    def _done(self, count: int) -> None:
+    def _write_pending(self) -> bool:
+        batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
+        outcomes = self._store([p.prepared for p in batch], [p.write for p in batch])
         cdrs = 0
         # One ack per call and commit, not one per write: each is a message and a
         # call actor woken up.
         acks: dict[tuple[Any, str], list[int]] = {}
-        for _ in range(count):
+        for outcome in outcomes:
             item = self._pending.popleft()
-            self._counts["written"] += 1
-            cdrs += item.write.kind == "cdr"
-            if item.write.reply_to is not None:
-                acks.setdefault((item.write.reply_to, item.write.call_uuid), []).append(item.write.seq)
+            if outcome is None:
+                self._counts["written"] += 1
+                cdrs += item.write.kind == "cdr"
+                if item.write.reply_to is not None:
+                    key = (item.write.reply_to, item.write.call_uuid)
+                    acks.setdefault(key, []).append(item.write.seq)
+            else:
+                self._reject(item.write, outcome)
         for (reply_to, call_uuid), seqs in acks.items():
             try:
                 reply_to.tell(DbAck(call_uuid, seqs[0], tuple(seqs[1:])))
@@ -242,6 +253,71 @@ class DbWriter(pykka.ThreadingActor):
                 pass  # the call actor is gone; the rows are stored all the same
         if cdrs:
             self._poke_cdr_poster()
+        return len(outcomes) == len(batch)
+
+    def _drain_spool(self) -> bool:
+        """Write the spool's oldest batch to the database, then delete it there."""
+        readable: list[Spooled] = []
+        prepared: list[Prepared] = []
+        settled: list[int] = []
+        for item in self._spool.oldest(self._batch_size):
+            try:
+                rows = prepare(item.call_uuid, item.seq, item.kind, item.fields, self._node)
+            except BadRecord as exc:
+                self._reject(item, str(exc))
+                settled.append(item.id)
+                continue
+            if not self._fill_outbox:
+                rows.outbox = None
+            readable.append(item)
+            prepared.append(rows)
+        outcomes = self._store(prepared, readable)
+        for item, outcome in zip(readable, outcomes, strict=False):  # the settled ones
+            settled.append(item.id)
+            if outcome is not None:
+                self._reject(item, outcome)
+        if settled:
+            self._spool.remove(settled, written=outcomes.count(None))
+        if any(item.kind == "cdr" for item in readable[:len(outcomes)]):
+            self._poke_cdr_poster()
+        return len(outcomes) == len(prepared)
+
+    def _store(self, batch: list[Prepared], writes: Sequence[DbWrite | Spooled]) -> list[str | None]:
+        """Commit the batch; for each write settled, in order, None (stored) or why
+        the database refused its values. Fewer outcomes than writes: the database
+        failed there, a retry is scheduled and the rest waits."""
+        if not batch:
+            return []
+        try:
+            self._ensure_connected()
+            self._commit(batch)
+            return [None] * len(batch)
+        except SchemaError as exc:
+            self._schedule_retry(exc)
+            return []
+        except DatabaseError as exc:
+            if not rejected_by_value(exc):
+                self._schedule_retry(exc)
+                return []
+            logger.warning("DbWriter: a batch failed (%s); writing its rows one by one",
+                           _masked(f"{type(exc).__name__}: {exc}", writes))
+        outcomes: list[str | None] = []
+        for prepared in batch:
+            try:
+                self._commit([prepared])
+            except DatabaseError as exc:
+                if not rejected_by_value(exc):
+                    self._schedule_retry(exc)
+                    break
+                outcomes.append(f"{type(exc).__name__}: {exc}")
+                continue
+            outcomes.append(None)
+        return outcomes
+
+    def _commit(self, batch: list[Prepared]) -> None:
+        started = time.monotonic()
+        commit_batch(self._db, batch, self._known_calls)
+        self._telemetry.db_committed(time.monotonic() - started, len(batch))
 
     def _poke_cdr_poster(self) -> None:
         """New CDRs are in the outbox: the poster may post them now instead of at its
@@ -256,7 +332,11 @@ class DbWriter(pykka.ThreadingActor):
         self._backoff_s = 0.0
         if len(self._pending) < self._backlog_max * BACKLOG_WARNING_FRACTION / 2:
             self._backlog_warned = False
-        if self._pending and not self._flush_queued:
+        if self._pending or self._spool.waiting():
+            self._queue_flush()
+
+    def _queue_flush(self) -> None:
+        if not self._flush_queued:
             self._flush_queued = True
             self.actor_ref.tell(_Flush())
 
@@ -282,7 +362,8 @@ class DbWriter(pykka.ThreadingActor):
     def _schedule_retry(self, exc: Exception) -> None:
         self._note_failure(exc)
         self._backoff_s = min(self._retry_max_s, max(FIRST_RETRY_S, self._backoff_s * 2))
-        logger.info("DbWriter: %d writes waiting; retrying in %.2fs", len(self._pending), self._backoff_s)
+        logger.info("DbWriter: %d writes waiting (%d spooled); retrying in %.2fs",
+                    len(self._pending), self._spool.waiting(), self._backoff_s)
         if self._flush_queued or self._stopping:
             return
         self._flush_queued = True
@@ -298,6 +379,8 @@ class DbWriter(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             pass
 
+    # --- answers
+
     def _ack(self, write: DbWrite) -> None:
         if write.reply_to is None:
             return
@@ -306,22 +389,23 @@ class DbWriter(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             pass  # the call actor is gone; the row is stored all the same
 
-    def _reject(self, write: DbWrite, why: str) -> None:
+    def _reject(self, write: DbWrite | Spooled, why: str) -> None:
         self._counts["rejected"] += 1
         logger.error("DbWriter: write cannot be stored and is dropped: %s write of call %s "
                      "(seq %s, fields %s): %s", write.kind, write.call_uuid, write.seq,
                      ", ".join(sorted(write.fields)) or "none", _masked(why, [write]))
         logger.debug("DbWriter: the dropped write: %r", write)
-        self._ack(write)
+        if isinstance(write, DbWrite):
+            self._ack(write)
 
     def _refuse(self, write: DbWrite) -> None:
         self._counts["refused"] += 1
         if self._counts["refused"] % REFUSAL_LOG_EVERY == 1:
             logger.error(
-                "DbWriter: backlog full (%d writes, backlog_max %d, database %s down: %s); "
-                "refusing %s writes, %d refused so far",
+                "DbWriter: backlog full (%d writes, backlog_max %d, database %s down: %s) and "
+                "the spool unusable (%s); refusing %s writes, %d refused so far",
                 len(self._pending), self._backlog_max, redact(self._url), self._last_error,
-                write.kind, self._counts["refused"],
+                self._spool.last_error, write.kind, self._counts["refused"],
             )
 
     def _warn_if_backlog_high(self) -> None:
@@ -334,7 +418,7 @@ class DbWriter(pykka.ThreadingActor):
         )
 
 
-def _masked(text: str, writes: list[DbWrite]) -> str:
+def _masked(text: str, writes: Sequence[DbWrite | Spooled]) -> str:
     """`text` (a database's error message) with every value of `writes` masked: a
     message such as "invalid input syntax: '5551002'" must not carry a caller id into
     the journal. Runs only on the rare refused write, never per row."""

@@ -14,6 +14,7 @@ import configparser
 import difflib
 import os
 import re
+import socket
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,14 @@ def clock_range(raw: str) -> tuple[int, int] | None:
     return start, end
 
 
+def node_name(raw: str) -> str:
+    """This icall's name among the nodes sharing a database; empty: the host name."""
+    raw = raw.strip()
+    if raw and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", raw):
+        raise ValueError(f"expected up to 64 letters, digits, '.', '_' or '-', got {raw!r}")
+    return raw
+
+
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -195,6 +204,9 @@ def _keys(*keys: Key) -> dict[str, Key]:
 # The schema. config.ini documents each key for operators; tests/test_config.py checks
 # that the file and this table name the same keys.
 SCHEMA: dict[str, dict[str, Key]] = {
+    "service": _keys(
+        Key("node", node_name, ""),
+    ),
     "freeswitch": _keys(
         Key("host", string, "127.0.0.1"),
         Key("port", integer(1, 65535), "8021"),
@@ -209,7 +221,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("url", url("sqlite", "mysql", "postgresql", "postgres", optional=True), ""),
         Key("batch_size", integer(1, 10000), "200"),
         Key("commit_interval_ms", integer(0, 5000), "200"),
-        Key("backlog_max", integer(100, 10_000_000), "100000"),
+        Key("backlog_max", integer(100, 10_000_000), "20000"),
+        Key("spool_path", string, ""),
         Key("retry_max_s", number(0.1, 600), "30"),
         Key("timecond_refresh_s", number(0.1, 86400), "30"),
     ),
@@ -240,6 +253,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("batch_size", integer(1, 1000), "50"),
         Key("max_concurrent", integer(1, 64), "8"),
         Key("poll_interval_s", number(0.05, 3600), "5"),
+        Key("lease_s", number(1, 86400), "60"),
     ),
     "ivr": _keys(
         Key("flow", choice("icall"), "icall"),
@@ -299,6 +313,7 @@ class Config:
     # One namespace per SCHEMA section, set in __init__. Declared here so the type
     # checker knows the sections (a misspelt section is an error); the keys inside are
     # typed Any, as their types live in SCHEMA.
+    service: SimpleNamespace
     freeswitch: SimpleNamespace
     database: SimpleNamespace
     crm: SimpleNamespace
@@ -436,6 +451,10 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
     values = {section: keys for section, keys in values.items() if section in wanted}
     if "database" in values and not values["database"]["url"]:
         values["database"]["url"] = f"sqlite:///{default_state_dir(environ) / 'icall.sqlite3'}"
+    if "database" in values and not values["database"]["spool_path"]:
+        values["database"]["spool_path"] = str(default_state_dir(environ) / "icall-spool.sqlite3")
+    if "service" in values and not values["service"]["node"]:
+        values["service"]["node"] = socket.gethostname().split(".")[0][:64] or "icall"
     return Config(values, source)
 
 
@@ -451,6 +470,10 @@ def _cross_check(values: dict[str, dict[str, Any]], broken: set[str | None]) -> 
     for section, high, low in _BOUNDS:
         if section not in broken and values[section][high] < values[section][low]:
             errors.append((section, f"{section}/{high}: must be >= {low}"))
+    if "cdr" not in broken and values["cdr"]["lease_s"] < 3 * values["cdr"]["timeout_s"]:
+        # A poster sends a wave only while a whole POST (connect and read, each up to
+        # timeout_s) fits in what is left of its claim; a claim must leave room for one.
+        errors.append(("cdr", "cdr/lease_s: must be at least 3 times timeout_s"))
     if "crm" not in broken and not values["crm"]["path"].startswith("/"):
         errors.append(("crm", f"crm/path: must start with '/', got {values['crm']['path']!r}"))
     return errors

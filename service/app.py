@@ -67,7 +67,7 @@ class Service:
         self._link_down_since: float | None = time.monotonic()
         # This service's metrics, in a registry of its own (several services may share
         # a process in tests); /metrics serves `self.telemetry.registry`.
-        self.telemetry = PrometheusTelemetry()
+        self.telemetry = PrometheusTelemetry(node=config.service.node)
         self.telemetry.watch("service", self._readings)
 
     # --- start / stop

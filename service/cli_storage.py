@@ -105,12 +105,17 @@ def _run(command: Callable, args) -> int:
 
 
 def _db_upgrade(db, config, args) -> int:
+    def say_waiting() -> None:
+        # Two nodes' units starting together: the other one migrates, this one waits.
+        print("another `icall db upgrade` is running on this database: waiting for it", flush=True)
+
     before = schema_version(db)
-    applied = upgrade(db)
+    applied = upgrade(db, on_wait=say_waiting)
     if applied:
-        print(f"schema upgraded from version {before} to {applied[-1]}")
+        print(f"schema upgraded from version {applied[0] - 1} to {applied[-1]}")
     else:
-        print(f"schema already at version {before}, nothing to do")
+        print(f"schema already at version {schema_version(db)}, nothing to do"
+              + (f" (upgraded from {before} by another icall meanwhile)" if schema_version(db) != before else ""))
     return EXIT_OK
 
 
@@ -172,7 +177,7 @@ def _tc_add(db, config, args) -> int:
     new_id = TimeConditionRow.insert(**columns).execute(db)
     added = TimeConditionRow.select().where(TimeConditionRow.id == new_id).get(db)
     print(f"added {describe(added.to_value())}")
-    print(f"a running icall uses it within {config.database.timecond_refresh_s:g}s")
+    print(f"every running icall on this database uses it within {config.database.timecond_refresh_s:g}s")
     return EXIT_OK
 
 

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -90,6 +90,9 @@ READINGS: dict[str, Declared] = {
     "db_writer.retries": _counter("db_retries", "Failed database attempts, each retried"),
     "db_writer.refused": _counter("db_refused", "Call-log writes refused while the backlog was full"),
     "db_writer.rejected": _counter("db_rejected", "Writes the database can never store (logged, dropped)"),
+    "db_writer.spooled": _gauge("db_spooled", "Writes in the DbWriter's spool file, waiting for the database"),
+    "db_writer.spilled": _counter("db_spilled", "Writes moved to the spool while the database was away"),
+    "db_writer.drained": _counter("db_drained", "Spooled writes since committed to the database"),
     "crm.requests": _counter("crm_requests", "HTTP requests sent to the CRM"),
     "crm.breaker_opened": _counter("crm_breaker_opened", "Times the CRM circuit breaker opened"),
     "crm.breaker_open": _gauge("crm_breaker_open", "1 while the CRM circuit breaker is open or half-open"),
@@ -150,8 +153,12 @@ def _family(declared: Declared) -> _Family:
 class PrometheusTelemetry(Telemetry):
     """The metrics of one Service, in `self.registry`."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, node: str = ""):
+        """`node`: this icall's `[service] node`, exported as icall_node_info{node=...}
+        so that several icalls' metrics tell themselves apart."""
         self.registry = registry if registry is not None else CollectorRegistry()
+        if node:
+            Info(PREFIX + "node", "This icall's [service] node", registry=self.registry).info({"node": node})
         # What any Prometheus Python exporter shows: CPU, memory, fds, GC, version.
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)

@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from peewee import (
     Database,
     DatabaseError,
+    DataError,
+    IntegrityError,
     InterfaceError,
     MySQLDatabase,
     OperationalError,
@@ -41,6 +43,16 @@ class BadDatabaseUrl(StorageError):
 # the connection dropped, or (SQLite) another connection holds the write lock.
 # Anything else (a bad value, a missing column) will fail the same way again.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+# What the database says when a row's own values cannot be stored (too long, out of
+# range, not a date, NULL in a NOT NULL column): the same write would fail again. Any
+# other refusal, even one reported as a data or integrity error, is the database's
+# state and passes: a key generator at its limit (PostgreSQL 2200H, MariaDB's
+# "out of range" for an AUTO_INCREMENT, error 167) or a duplicate key our idempotent
+# inserts cannot produce.
+_PG_VALUE_STATES = ("22", "23502", "23514")  # data exceptions; not-null; check
+_PG_NOT_VALUE_STATES = {"2200H"}  # sequence_generator_limit_exceeded
+_MYSQL_VALUE_ERRORS = {1048, 1264, 1265, 1292, 1366, 1367, 1406}  # null, range, truncated, value, length
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -130,6 +142,24 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def rejected_by_value(exc: BaseException) -> bool:
+    """True when `exc` says the written values themselves are wrong (so retrying the
+    same write is useless); False for anything that may pass (see above)."""
+    if not isinstance(exc, DataError | IntegrityError):
+        return False
+    original = getattr(exc, "orig", None)
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate:  # PostgreSQL, through psycopg
+        return sqlstate.startswith(_PG_VALUE_STATES) and sqlstate not in _PG_NOT_VALUE_STATES
+    module = type(original).__module__
+    if module.startswith("pymysql"):
+        args: tuple = getattr(original, "args", ())
+        return bool(args) and args[0] in _MYSQL_VALUE_ERRORS
+    # SQLite: its keys are 64-bit rowids and it has no sequences; what it refuses as
+    # data or integrity is the row (a NOT NULL column left empty).
+    return module.startswith("sqlite3")
 
 
 def write_transaction(db: Database):

@@ -3,10 +3,16 @@
     1  the first schema (storage.schema_v1)
     2  calls.updated_at; index calls by caller_id; index the CDR outbox by
        (delivered_at, next_attempt_at) for the poster's "undelivered and due" query
+    3  64-bit keys on the tables that grow with calls (32-bit ones run out: every
+       PostgreSQL ON CONFLICT burns a sequence value); calls.node and cdr_outbox.node
+       (which icall took the call); cdr_outbox.claimed_by / claimed_until (the lease
+       that lets several icalls share one outbox)
 
-Steps go through peewee's schema migrator, so no SQL is written per backend. Each
-step checks what is already there before changing it: MySQL commits DDL as it goes,
-so a step interrupted half way must be safe to run again.
+Columns and indexes go through peewee's schema migrator; widening a key is written
+per backend (storage.schema_v3). Each step checks what is already there before
+changing it: MySQL commits DDL as it goes, so a step interrupted half way must be safe
+to run again. `upgrade` holds the database's schema lock (storage.schema_lock), so
+several nodes upgrading one database at once apply each step once.
 
 Thread-free: runs in whichever thread calls it, on that thread's connection.
 """
@@ -19,9 +25,10 @@ from collections.abc import Callable
 from peewee import Database, DateTimeField, SchemaManager
 from playhouse.migrate import SchemaMigrator, migrate
 
-from storage import schema_v1
+from storage import schema_v1, schema_v3
 from storage.db import StorageError
 from storage.models import SchemaVersion, utc_now
+from storage.schema_lock import LOCK_WAIT_S, schema_lock
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ def _v2(db: Database) -> None:
 
 
 # Version reached -> the step that reaches it from the one before.
-STEPS: dict[int, Callable[[Database], None]] = {1: _create_v1, 2: _v2}
+STEPS: dict[int, Callable[[Database], None]] = {1: _create_v1, 2: _v2, 3: schema_v3.upgrade}
 LATEST = max(STEPS)
 
 
@@ -64,20 +71,24 @@ def schema_version(db: Database) -> int:
     return row.version if row else 0
 
 
-def upgrade(db: Database) -> list[int]:
+def upgrade(db: Database, on_wait: Callable[[], None] | None = None,
+            lock_wait_s: float = LOCK_WAIT_S) -> list[int]:
     """Create or migrate the schema to LATEST; returns the versions applied (none
-    when already there). Refuses a database newer than this icall knows."""
-    current = schema_version(db)
-    if current > LATEST:
-        raise SchemaError(_too_new(current))
-    applied = []
-    for version in range(current + 1, LATEST + 1):
-        logger.info("database schema: upgrading to version %d", version)
-        with db.atomic():  # transactional on PostgreSQL and SQLite; MySQL commits DDL anyway
-            STEPS[version](db)
-            _record_version(db, version)
-        applied.append(version)
-    return applied
+    when already there, or when another upgrader got there first). Refuses a database
+    newer than this icall knows. `on_wait()` is called if another upgrade is running:
+    this one waits for it (up to `lock_wait_s`), then finds nothing left to do."""
+    with schema_lock(db, on_wait, lock_wait_s):
+        current = schema_version(db)  # read under the lock: another node may have upgraded
+        if current > LATEST:
+            raise SchemaError(_too_new(current))
+        applied = []
+        for version in range(current + 1, LATEST + 1):
+            logger.info("database schema: upgrading to version %d", version)
+            with db.atomic():  # transactional on PostgreSQL and SQLite; MySQL commits DDL anyway
+                STEPS[version](db)
+                _record_version(db, version)
+            applied.append(version)
+        return applied
 
 
 def _record_version(db: Database, version: int) -> None:

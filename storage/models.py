@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from peewee import (
     AutoField,
+    BigAutoField,
     BooleanField,
     CharField,
     DateField,
@@ -52,6 +53,7 @@ class BaseModel(Model):
 class Call(BaseModel):
     """One row per call: written at its start (kind "call"), completed by its CDR."""
 
+    id = BigAutoField()  # schema v3: 64-bit keys on the tables that grow with calls
     uuid = CharField(max_length=64, unique=True)
     caller_id = CharField(max_length=128, null=True, index=True)
     caller_name = CharField(max_length=255, null=True)
@@ -67,6 +69,7 @@ class Call(BaseModel):
     crm_extension = CharField(max_length=32, null=True)
     path = TextField(null=True)  # JSON list of the flow states the call went through
     updated_at = DateTimeField(null=True)  # schema v2
+    node = CharField(max_length=64, null=True)  # schema v3: the icall ([service] node) that took it
 
     class Meta:
         table_name = "calls"
@@ -75,6 +78,7 @@ class Call(BaseModel):
 class CallStep(BaseModel):
     """The seed's db_pbx:log: what happened in a call, in order (seq)."""
 
+    id = BigAutoField()
     call_uuid = CharField(max_length=64, index=True)
     seq = IntegerField()
     step = CharField(max_length=64)
@@ -89,6 +93,7 @@ class CallStep(BaseModel):
 class FifoEvent(BaseModel):
     """The seed's db_pbx:process: a mod_fifo event about this call."""
 
+    id = BigAutoField()
     call_uuid = CharField(max_length=64, index=True)
     seq = IntegerField()
     action = CharField(max_length=64)
@@ -104,6 +109,7 @@ class FifoEvent(BaseModel):
 class CallFailure(BaseModel):
     """A call actor that crashed: in which state, with what error."""
 
+    id = BigAutoField()
     call_uuid = CharField(max_length=64, index=True)
     seq = IntegerField()
     state = CharField(max_length=64, null=True)
@@ -159,7 +165,7 @@ class TimeConditionRow(BaseModel):
 class CdrOutbox(BaseModel):
     """CDRs waiting to be delivered by the CdrPoster (written with the CDR itself)."""
 
-    id = AutoField()  # what peewee would add anyway; declared so the type checker sees it
+    id = BigAutoField()
     call_uuid = CharField(max_length=64, unique=True)
     payload = TextField()  # JSON object: the CDR fields
     created_at = DateTimeField()
@@ -167,6 +173,11 @@ class CdrOutbox(BaseModel):
     next_attempt_at = DateTimeField()
     delivered_at = DateTimeField(null=True)
     last_error = TextField(null=True)
+    # schema v3: the node whose call it is; the poster holding it (node#instance) and
+    # until when, so that of several icalls on one database one posts it at a time.
+    node = CharField(max_length=64, null=True)
+    claimed_by = CharField(max_length=128, null=True)
+    claimed_until = DateTimeField(null=True)
 
     class Meta:
         table_name = "cdr_outbox"

@@ -11,6 +11,11 @@ Any write may be the first one seen for its call (its "call" record lost with a
 replaced writer): the calls row is created if missing, unless the writer's KnownCalls
 says it wrote that row already.
 
+`node` (the writer's `[service] node`) goes on the calls row (filled by a start
+record or a write that creates the row, set by the CDR), on the outbox row and into
+the CDR sent to the endpoint, so that with several icalls on one database each call
+says which switch it was on.
+
 Thread-free: `commit_batch` runs on the caller's thread and connection.
 """
 
@@ -65,6 +70,7 @@ class Prepared:
     row: dict[str, Any] | None = None  # for the kind's own table
     call_columns: dict[str, Any] = field(default_factory=dict)
     outbox: dict[str, Any] | None = None
+    node: str | None = None
 
 
 def _clip(model_field, value: Any) -> Any:
@@ -93,27 +99,32 @@ def _call_value(name: str, value: Any) -> Any:
     return _clip(getattr(Call, name), value)
 
 
-def prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any]) -> Prepared:
-    """Rows for one write; raises BadRecord if they cannot be built."""
+def prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any],
+            node: str | None = None) -> Prepared:
+    """Rows for one write, recorded as taken by `node`; raises BadRecord if they
+    cannot be built."""
     try:
-        return _prepare(call_uuid, seq, kind, fields)
+        return _prepare(call_uuid, seq, kind, fields, _clip(Call.node, node))
     except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
         raise BadRecord(f"{kind} record {call_uuid}/{seq}: {type(exc).__name__}: {exc}") from None
 
 
-def _prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any]) -> Prepared:
+def _prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any], node: str | None) -> Prepared:
     if not call_uuid:
         raise ValueError("no call uuid")
-    prepared = Prepared(call_uuid, int(seq), kind)
+    prepared = Prepared(call_uuid, int(seq), kind, node=node)
     at = _epoch(fields, "at") or utc_now()
     if kind == "call":
         prepared.call_columns = {n: _call_value(n, fields.get(n)) for n in CALL_START_COLUMNS}
+        prepared.call_columns["node"] = node
     elif kind == "cdr":
         prepared.call_columns = {n: _call_value(n, fields.get(n)) for n in CDR_COLUMNS}
+        prepared.call_columns["node"] = node
         now = utc_now()
+        payload = {**fields, "node": node} if node else fields
         prepared.outbox = {
-            "call_uuid": call_uuid, "payload": to_json(fields), "created_at": now,
-            "attempts": 0, "next_attempt_at": now,
+            "call_uuid": call_uuid, "payload": to_json(payload), "created_at": now,
+            "attempts": 0, "next_attempt_at": now, "node": node,
         }
     elif kind == "step":
         prepared.row = {
@@ -201,6 +212,7 @@ class _CallChange:
 
     fill: dict[str, Any] = field(default_factory=dict)  # start columns, kept where set
     overwrite: dict[str, Any] = field(default_factory=dict)  # CDR columns, replacing
+    node: str | None = None  # for a row this batch creates, whatever its records
 
 
 def _merge_call_changes(batch: Sequence[Prepared]) -> dict[str, _CallChange]:
@@ -213,6 +225,7 @@ def _merge_call_changes(batch: Sequence[Prepared]) -> dict[str, _CallChange]:
     changes: dict[str, _CallChange] = {}
     for p in batch:
         change = changes.setdefault(p.call_uuid, _CallChange())
+        change.node = change.node or p.node
         carried = {name: value for name, value in p.call_columns.items() if value is not None}
         if p.kind == "call":
             for name, value in carried.items():
@@ -227,7 +240,8 @@ def _write_calls(db: Database, changes: dict[str, _CallChange], now, known: Know
     stays), then overwrite the CDR columns."""
     unknown = {u: c for u, c in changes.items() if u not in known}
     new_rows = [
-        {"uuid": u, "updated_at": now, **{name: c.fill.get(name) for name in CALL_START_COLUMNS}}
+        {"uuid": u, "updated_at": now, "node": c.node,
+         **{name: c.fill.get(name) for name in CALL_START_COLUMNS}}
         for u, c in unknown.items()
     ]
     all_inserted = not new_rows or _insert_new(db, Call, new_rows, Call.uuid) == len(new_rows)
@@ -250,7 +264,7 @@ def _overwrite_cdr_columns(db: Database, changes: dict[str, _CallChange], now) -
     rows_by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for uuid, change in changes.items():
         if change.overwrite:
-            names = tuple(name for name in CDR_COLUMNS if name in change.overwrite)
+            names = tuple(name for name in (*CDR_COLUMNS, "node") if name in change.overwrite)
             row = {"uuid": uuid, "updated_at": now, **change.overwrite}
             rows_by_columns.setdefault(names, []).append(row)
     # MySQL takes no conflict target (peewee refuses one): ON DUPLICATE KEY UPDATE fires

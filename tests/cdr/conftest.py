@@ -20,8 +20,9 @@ from tests import waiting
 WAIT_S = 30  # generous: a loaded 2-core machine must not fail a test by timing
 
 
-def make_config(db_url: str, **cdr: object) -> Config:
-    environ = {"ICALL_FREESWITCH_PASSWORD": "ClueCon", "ICALL_DATABASE_URL": db_url}
+def make_config(db_url: str, node: str = "pbx-test", **cdr: object) -> Config:
+    environ = {"ICALL_FREESWITCH_PASSWORD": "ClueCon", "ICALL_DATABASE_URL": db_url,
+               "ICALL_SERVICE_NODE": node}
     environ.update({f"ICALL_CDR_{key.upper()}": str(value) for key, value in cdr.items()})
     return load_config(None, environ)
 

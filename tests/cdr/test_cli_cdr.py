@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from service.cli_cdr import EXIT_DATABASE, EXIT_STALE, add_commands, cdr_status
 from storage.models import CdrOutbox, utc_now
+from storage.outbox import claim_due
 from tests.cdr.conftest import add_cdrs, make_config
 
 
@@ -44,3 +46,20 @@ def test_the_cdr_status_command_is_registered():
     add_commands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["cdr", "status"])
     assert args.func is cdr_status
+
+
+def test_status_covers_every_node_sharing_the_database_with_a_line_each(db, db_url, capsys):
+    add_cdrs(db, 3, prefix="east")
+    add_cdrs(db, 2, prefix="west")
+    CdrOutbox.update(node="pbx-east").where(CdrOutbox.call_uuid.startswith("east")).execute(db)
+    CdrOutbox.update(node="pbx-west").where(CdrOutbox.call_uuid.startswith("west")).execute(db)
+    CdrOutbox.update(delivered_at=utc_now()).where(CdrOutbox.call_uuid == "east-0000").execute(db)
+    claim_due(db, "pbx-west#1", 1, lease_s=60)  # a poster holding the oldest one right now
+
+    code, out = run_status(make_config(db_url, node="pbx-east", url="http://127.0.0.1:9/cdr"), capsys)
+
+    assert code == 0
+    assert "pending:             4" in out and "delivered:           1" in out
+    assert "this node:           pbx-east" in out
+    assert re.search(r"^pbx-east\s+2\s+1\s+1$", out, re.M), out
+    assert re.search(r"^pbx-west\s+2\s+0\s+0$", out, re.M), out

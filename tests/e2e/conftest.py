@@ -61,8 +61,10 @@ class Harness:
     """Starts the service against the stand-in; places calls at chosen office times."""
 
     def __init__(self, tmp_path, switch: FakeSwitch, crm: FakeCrm, cdr: FakeCdrSink, **overrides: str):
-        self.db_url = f"sqlite:///{tmp_path / 'icall.sqlite3'}"
+        # A test may point the service at another database (ICALL_DATABASE_URL).
+        self.db_url = overrides.get("ICALL_DATABASE_URL") or f"sqlite:///{tmp_path / 'icall.sqlite3'}"
         env = {
+            "STATE_DIRECTORY": str(tmp_path / "state"),  # the DbWriter's spool, if it needs one
             "ICALL_FREESWITCH_PORT": str(switch.port),
             "ICALL_FREESWITCH_PASSWORD": "ClueCon",
             "ICALL_FREESWITCH_RECONNECT_MIN_S": "0.1",

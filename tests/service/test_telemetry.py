@@ -103,3 +103,13 @@ def test_every_declared_reading_has_a_unique_meaning_per_family():
     for declared in READINGS.values():
         by_family.setdefault(declared.name, set()).add((declared.kind, declared.label and declared.label[0]))
     assert all(len(kinds) == 1 for kinds in by_family.values()), by_family
+
+
+def test_the_node_is_exported_as_an_info_metric_and_the_spool_as_readings():
+    telemetry = PrometheusTelemetry(node="pbx-east")
+    telemetry.watch("db_writer", lambda: {"pending": 3, "spooled": 120, "spilled": 150, "drained": 30})
+    families = scrape(telemetry)
+    assert sample(families, "icall_node_info", node="pbx-east") == 1
+    assert sample(families, "icall_db_spooled") == 120
+    assert sample(families, "icall_db_spilled", "_total") == 150
+    assert sample(families, "icall_db_drained", "_total") == 30

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,10 +94,12 @@ def backend(request, tmp_path):
         drop()
 
 
-def make_config(url: str, cdr_url: str = "http://127.0.0.1:9/cdr", **database: str):
+def make_config(url: str, cdr_url: str = "http://127.0.0.1:9/cdr", node: str = "pbx-test", **database: str):
     """A config for the writer; the CDR url is only stored (no poster runs in these tests)."""
-    environ = {"ICALL_FREESWITCH_PASSWORD": "test", "ICALL_DATABASE_URL": url,
-               "ICALL_DATABASE_RETRY_MAX_S": "0.3", "ICALL_CDR_URL": cdr_url}
+    environ = {"ICALL_FREESWITCH_PASSWORD": "test", "ICALL_DATABASE_URL": url, "ICALL_SERVICE_NODE": node,
+               "ICALL_DATABASE_RETRY_MAX_S": "0.3", "ICALL_CDR_URL": cdr_url,
+               # the test's own (tests/conftest.py); a scratch one for benchmarks
+               "STATE_DIRECTORY": os.environ.get("STATE_DIRECTORY") or tempfile.mkdtemp(prefix="icall-state-")}
     environ.update({f"ICALL_DATABASE_{k.upper()}": str(v) for k, v in database.items()})
     return load_config(None, environ=environ)
 
@@ -155,3 +159,41 @@ def db(backend):
     upgrade(database)
     yield database
     database.close()
+
+
+class Outage:
+    """The database made unavailable to the code under test, on any backend: a server
+    is cut off behind a TcpProxy; SQLite is locked by another connection holding its
+    write lock (and the URL's busy timeout is short, so each attempt fails fast)."""
+
+    def __init__(self, backend: Backend, proxy_to: Callable[[], TcpProxy]):
+        self._backend = backend
+        self._holder: sqlite3.Connection | None = None
+        self._proxy = proxy_to() if backend.kind != "sqlite" else None
+        if self._proxy is not None:
+            self.url = backend.url_via(self._proxy.port)
+        else:
+            self.url = backend.url + "?busy_timeout_ms=50"
+
+    def cut(self) -> None:
+        if self._proxy is not None:
+            self._proxy.cut()
+        else:
+            self._holder = sqlite3.connect(self._backend.url[len("sqlite:///"):], isolation_level=None)
+            self._holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+
+    def restore(self) -> None:
+        if self._proxy is not None:
+            self._proxy.restore()
+        elif self._holder is not None:
+            self._holder.execute("COMMIT")
+            self._holder.close()
+            self._holder = None
+
+
+@pytest.fixture
+def outage(backend, proxy_to):
+    """An Outage of the backend's database; its `url` is the one to give the writer."""
+    made = Outage(backend, proxy_to)
+    yield made
+    made.restore()

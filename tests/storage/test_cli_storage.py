@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import pytest
 
 from service.cli import main
 from storage.db import open_database
+from storage.migrations import LATEST
 from storage.models import TimeConditionRow
+from storage.schema_lock import schema_lock
+from tests.storage.conftest import WAIT_S
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -32,9 +44,10 @@ def test_db_upgrade_creates_the_schema_once_and_status_reports_it(icall):
 
     assert icall("db", "upgrade")[0] == 0
     status, out, _ = icall("db", "upgrade")
-    assert status == 0 and "already at version 2" in out
+    assert status == 0 and f"already at version {LATEST}" in out
     status, out, _ = icall("db", "status")
-    assert status == 0 and "schema version:  2 (this icall: 2)" in out and "calls:           0" in out
+    assert status == 0 and f"schema version:  {LATEST} (this icall: {LATEST})" in out
+    assert "calls:           0" in out
 
 
 def test_timecond_commands_before_db_upgrade_say_what_to_run(icall):
@@ -131,3 +144,43 @@ def test_timecond_test_says_what_follows_the_route(icall):
     assert status == 0
     assert "route: playback new_sales/closed.wav" in out
     assert "then: playback FILE: plays FILE (a closure announcement), then hangs up" in out
+
+
+def test_two_db_upgrade_processes_at_once_end_with_one_upgrade_and_no_error(backend, tmp_path):
+    if backend.kind == "sqlite":
+        pytest.skip("one host: SQLite serialises the two with its write lock")
+    config = tmp_path / "config.ini"
+    config.write_text(f"[database]\nurl = {backend.url}\n")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ICALL_")}
+    lines: queue.Queue[tuple[int, str]] = queue.Queue()
+
+    readers: list[threading.Thread] = []
+
+    def start(index: int) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "service.cli", "--config", str(config), "db", "upgrade"],
+                                   cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout = process.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: [lines.put((index, line)) for line in stdout], daemon=True)
+        reader.start()
+        readers.append(reader)
+        return process
+
+    holder = open_database(backend.url)
+    with holder.connection_context(), schema_lock(holder):  # both units start while it is held
+        processes = [start(0), start(1)]
+        waiting = set()
+        while waiting != {0, 1}:
+            index, line = lines.get(timeout=WAIT_S)
+            if "waiting for it" in line:
+                waiting.add(index)
+    assert [p.wait(timeout=WAIT_S * 2) for p in processes] == [0, 0]
+    for reader in readers:
+        reader.join(WAIT_S)  # every line read (the pipes are closed)
+    out: dict[int, str] = {0: "", 1: ""}
+    while not lines.empty():
+        index, line = lines.get_nowait()
+        out[index] += line
+    said = sorted(out.values(), key=lambda text: "upgraded from version 0" in text)
+    assert f"already at version {LATEST}, nothing to do (upgraded from 0 by another icall" in said[0]
+    assert f"schema upgraded from version 0 to {LATEST}" in said[1]

@@ -231,3 +231,16 @@ def test_a_refused_write_is_logged_without_its_personal_data_unless_at_debug(bac
     assert [line for line in loud if "5551234" in line or "Ann Example" in line] == []
     quiet = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
     assert "Ann Example" in quiet, "DEBUG keeps the whole write for troubleshooting"
+
+
+def test_the_calls_left_open_are_this_nodes_own_never_another_nodes_live_ones(backend, db):
+    # Several icalls share the database: at start, a node closes the calls it left
+    # open, and must not take another node's live calls (on another switch) for those.
+    for uuid, node, cause in (("a-open", "pbx-a", None), ("b-open", "pbx-b", None),
+                              ("from-before-nodes", None, None), ("a-ended", "pbx-a", "NORMAL_CLEARING")):
+        Call.insert(uuid=uuid, node=node, hangup_cause=cause).execute(db)
+    writer = DbWriter.start(make_config(backend.url, node="pbx-a"))
+
+    rows = writer.proxy().unended_calls().get(timeout=WAIT_S)
+
+    assert sorted(row["uuid"] for row in rows) == ["a-open", "from-before-nodes"]

@@ -3,7 +3,6 @@ wait, nothing is lost, nothing is acked before it is committed."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 
@@ -67,28 +66,6 @@ def test_a_writer_started_while_the_database_is_unreachable_starts_and_writes_la
 
     assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
     assert CallStep.select().count(db) == 5
-
-
-def test_the_backlog_is_bounded_and_says_so_loudly_while_calls_and_cdrs_are_kept(
-        backend, db, proxy_to, caplog):
-    _server_only(backend)
-    proxy = proxy_to()
-    proxy.cut()
-    steps = [w for n in range(30) for w in one_call(call_uuid=f"b{n}") if w.kind == "step"]
-    cdrs = [w for w in one_call(call_uuid="b-cdr") if w.kind == "cdr"]
-    writer = DbWriter.start(make_config(backend.url_via(proxy.port), backlog_max=100))
-
-    with caplog.at_level(logging.WARNING, logger="actors.db_writer"):
-        _send(writer, steps + cdrs)  # 150 steps, then a CDR, over a bound of 100
-        stats = writer_stats(writer)
-
-    assert stats["pending"] == 101 and stats["refused"] == 50
-    assert "backlog at 80 of backlog_max 100" in caplog.text
-    assert "backlog full" in caplog.text
-    proxy.restore()
-    eventually(lambda: writer_stats(writer)["written"] == 101, what="the backlog to drain")
-    assert CallStep.select().count(db) == 100
-    assert CdrOutbox.select().count(db) == 1
 
 
 def test_a_sqlite_write_lock_held_elsewhere_delays_the_writes_without_acking_them(backend, db):
