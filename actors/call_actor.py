@@ -17,7 +17,8 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+import zlib
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pykka
@@ -52,6 +53,17 @@ from ivr.resume import CHECKPOINT_VARIABLE
 logger = logging.getLogger(__name__)
 
 _LINGER = "__linger__"
+# A command whose Commander is dead waits this long, this many times, for the replacement.
+_COMMANDER_WAIT_S = 0.05
+_COMMANDER_WAIT_TRIES = 40
+
+
+@dataclass(frozen=True)
+class _Resend:
+    """To itself: send `command` again (its Commander was being replaced)."""
+
+    command: ChannelCommand
+    tries: int
 # A finished call waits for its writes to be acknowledged at most this many lingers.
 _MAX_LINGERS = 12
 # Reads of a channel before a take-over gives up (the next resync tries again).
@@ -75,8 +87,19 @@ class CallServices:
     timers: TimerService
     observer: Any = None  # optional callable(uuid, history) when a call ends (the demo)
     telemetry: Telemetry = NO_TELEMETRY
+    # Commanders that carry the calls' own commands, each on its own connection; a
+    # call always uses the same one, so its commands keep their order. Empty: all go
+    # through `commander` (which is the first of them when there are several).
+    call_commanders: list[Any] = field(default_factory=list)
     _commander_proxy: Any = None
     _proxied_ref: Any = None
+
+    def commander_for(self, call_uuid: str) -> Any:
+        """The Commander that sends `call_uuid`'s commands."""
+        commanders = self.call_commanders
+        if not commanders:
+            return self.commander
+        return commanders[zlib.crc32(call_uuid.encode()) % len(commanders)]
 
     def commander_proxy(self) -> Any:
         """The Commander's proxy, built once per Commander: pykka builds a proxy by
@@ -163,6 +186,8 @@ class CallActor(pykka.ThreadingActor):
             logger.warning("command %s refused: %s", message.event_uuid, message.reply)
             self._apply(self.flow.on_command_failed(message.event_uuid, message.reply,
                                                     message.uncertain))
+        elif isinstance(message, _Resend):
+            self._command(message.command, message.tries)
         elif isinstance(message, ChannelGone):
             self._apply(self.flow.on_channel_gone())
         elif isinstance(message, WriterReplaced):
@@ -287,11 +312,17 @@ class CallActor(pykka.ThreadingActor):
             else:
                 raise TypeError(f"unknown effect {effect!r}")
 
-    def _command(self, command: ChannelCommand) -> None:
+    def _command(self, command: ChannelCommand, tries: int = 0) -> None:
         try:
-            self.services.commander.tell(command)
-        except pykka.ActorDeadError:  # being replaced: the flow hears of it as a refusal
-            self.actor_ref.tell(CommandFailed(self.uuid, command.event_uuid, "-ERR no Commander"))
+            self.services.commander_for(self.uuid).tell(command)
+        except pykka.ActorDeadError:
+            # The Commander died and the supervisor is replacing it. A tell to a dead
+            # actor is never queued, so the command has not gone out: send it again
+            # shortly, on the replacement; past the wait, the flow hears a refusal.
+            if tries < _COMMANDER_WAIT_TRIES:
+                self.services.timers.schedule(_COMMANDER_WAIT_S, self.actor_ref, _Resend(command, tries + 1))
+            else:
+                self.actor_ref.tell(CommandFailed(self.uuid, command.event_uuid, "-ERR no Commander"))
 
     def _record(self, record: Record) -> None:
         self._seq += 1

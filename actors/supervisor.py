@@ -37,6 +37,7 @@ from actors.messages import (
     CallFailed,
     CallFinished,
     CallStopped,
+    ChannelCommand,
     ChannelGone,
     DbWrite,
     EslEvent,
@@ -249,7 +250,13 @@ class Supervisor(pykka.ThreadingActor):
             logger.error("could not record the failure of %s: no DbWriter", write.call_uuid)
 
     def _transfer(self, uuid: str, destination: str) -> None:
-        self.services.commander_proxy().execute(uuid, "transfer", destination, str(uuidlib.uuid4()))
+        # On the call's own Commander: behind whatever its actor had already sent.
+        try:
+            self.services.commander_for(uuid).tell(
+                ChannelCommand(uuid, "transfer", destination, str(uuidlib.uuid4())))
+        except pykka.ActorDeadError:
+            logger.error("could not send call %s to %s: its Commander is being replaced", uuid,
+                         destination)
 
     # --- services
 

@@ -214,6 +214,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("connect_timeout_s", number(0.1, 60), "5"),
         Key("command_timeout_s", number(0.1, 300), "10"),
         Key("sendmsg_timeout_s", number(0.1, 300), "2"),
+        Key("command_connections", integer(1, 32), "4"),
         Key("reconnect_min_s", number(0.05, 60), "0.5"),
         Key("reconnect_max_s", number(0.1, 600), "2"),
     ),

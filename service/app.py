@@ -84,7 +84,11 @@ class Service:
         crm = self._start_actor("crm", CrmFetcher)
         self.cdr_poster = self._start_actor("cdr_poster", CdrPoster)
         commander = self._start_actor("commander", Commander)
+        call_commanders = [commander] + [
+            self._start_actor(f"commander-{n}", Commander)
+            for n in range(1, config.freeswitch.command_connections)]
         self.services = CallServices(config=config, supervisor=None, commander=commander,
+                                     call_commanders=call_commanders,
                                      db_writer=db_writer, crm=crm, timers=self.timers,
                                      observer=self.observer, telemetry=self.telemetry)
         self.routes = CallRoutes(config.ivr.flow_variable, config.ivr.flow)
@@ -125,9 +129,18 @@ class Service:
         return ref
 
     def _stop_ref(self, name: str) -> None:
-        ref = getattr(self.services, name, None) if name != "cdr_poster" else self.cdr_poster
+        ref = self._current_ref(name)
         if ref is not None:
             ref.stop(block=True, timeout=_ASK_TIMEOUT_S)
+
+    def _current_ref(self, name: str) -> pykka.ActorRef | None:
+        """The running actor started as `name` (replacements included)."""
+        if name == "cdr_poster":
+            return self.cdr_poster
+        _, _, number = name.partition("-")
+        if number:  # commander-N
+            return self.services.call_commanders[int(number)] if self.services else None
+        return getattr(self.services, name, None)
 
     def _stop_supervisor(self) -> None:
         if self.supervisor is None:
@@ -167,12 +180,17 @@ class Service:
 
     def _replace_service(self, name: str) -> None:
         """Runs in the supervisor's thread."""
+        kind, _, number = name.partition("-")  # commander-2: the third call commander
         actor_class = {"db_writer": DbWriter, "crm": CrmFetcher, "commander": Commander,
-                       "cdr_poster": CdrPoster}[name]
+                       "cdr_poster": CdrPoster}[kind]
         ref = supervised(actor_class, name, self._service_died).start(self.config, telemetry=self.telemetry)
         if name == "cdr_poster":
             self.cdr_poster = ref
-        else:
+            return
+        assert self.services is not None
+        if kind == "commander" and self.services.call_commanders:
+            self.services.call_commanders[int(number or 0)] = ref
+        if not number:
             setattr(self.services, name, ref)
 
     def _deliver_event(self, event: Event) -> None:

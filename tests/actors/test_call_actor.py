@@ -150,8 +150,8 @@ def test_the_first_command_of_a_park_is_timed_as_takeover_and_of_each_event_as_r
 
 
 def test_a_command_the_dead_commander_cannot_take_reaches_the_flow_as_a_refusal():
-    """Between a Commander's death and its replacement, a call's commands fail at once
-    (the flow sends the caller to safety, then hangs up) instead of vanishing."""
+    """A Commander that stays dead (no replacement within ~2 s): the call's command is
+    a refusal the flow hears (it sends the caller to safety), never a silent loss."""
     config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
     seen: queue.Queue = queue.Queue()
     timers = TimerService()
@@ -171,5 +171,32 @@ def test_a_command_the_dead_commander_cannot_take_reaches_the_flow_as_a_refusal(
             if write.kind == "step":
                 steps.append(write.fields["step"])
         assert "-ERR no Commander" in write.fields["value"]
+    finally:
+        timers.stop()
+
+
+def test_a_command_whose_commander_died_goes_out_on_the_replacement():
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
+    seen: queue.Queue = queue.Queue()
+    commands: queue.Queue = queue.Queue()
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    dead = Idle.start()
+    dead.stop()
+    services = CallServices(config=config, supervisor=idle, commander=dead,
+                            db_writer=Writer.start(seen), crm=idle, timers=timers)
+    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
+                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    try:
+        CallActor.start(CALL, make_flow("icall", CALL, ctx), services, CallScript(CALL).park())
+        services.commander = Commander.start(commands)  # what the supervisor does on ServiceDied
+        welcome, _ = next_command(commands)
+        assert (welcome.app, welcome.arg) == ("playback", "new_sales/1000.wav")
+        steps = []
+        while not seen.empty():
+            write = seen.get_nowait()
+            steps += [write.fields["step"]] if write.kind == "step" else []
+        assert "CommandFailed" not in steps
     finally:
         timers.stop()

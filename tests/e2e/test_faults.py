@@ -13,6 +13,8 @@ from ivr.flow import LOST_HANGUP_CAUSE
 from ivr.icall import IcallFlow
 from storage.models import CallStep
 from tests.e2e.conftest import WAIT_S
+from tests.ivr.calls import make_config
+from tests.waiting import wait_until
 
 SAFE = ("transfer", "fifo_sales XML new_sales")
 WELCOME = ("playback", "new_sales/1000.wav")
@@ -171,3 +173,34 @@ def test_a_call_that_hung_up_while_the_link_was_down_still_gets_its_cdr(harness,
     assert r.row["hangup_cause"] == LOST_HANGUP_CAUSE
     assert r.row["ended_at"] is None and r.row["final_state"] == "main_menu_wait_dtmf"
     h.service.reader.stop()
+
+
+def test_a_call_commander_that_dies_mid_call_is_replaced_and_the_call_goes_on(harness, in_main_menu):
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000", ICALL_FREESWITCH_COMMAND_CONNECTIONS="3")
+    uuid = h.place("5551125", "1")
+    in_main_menu("5551125")
+    services = h.service.services
+    assert len(services.call_commanders) == 3
+    old = services.commander_for(uuid)
+    index = services.call_commanders.index(old)
+    old.stop(block=True, timeout=5)
+    assert wait_until(lambda: services.call_commanders[index] is not old
+                      and services.call_commanders[index].is_alive(), WAIT_S)
+    r = h.finish(uuid)  # the menu's answer is carried out on the replacement
+    assert r.commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    assert services.commander_for(uuid) is services.call_commanders[index]
+
+
+def test_the_calls_commands_are_spread_over_the_connections_each_call_on_one():
+    from actors.call_actor import CallServices
+
+    config = make_config()
+    services = CallServices(config=config, supervisor=None, commander="c0", db_writer=None,
+                            crm=None, timers=None, call_commanders=["c0", "c1", "c2", "c3"])  # type: ignore[arg-type]
+    uuids = [f"{n:08x}-1111-2222-3333-444455556666" for n in range(400)]
+    chosen = [services.commander_for(u) for u in uuids]
+    assert chosen == [services.commander_for(u) for u in uuids]  # always the same one
+    assert {c: chosen.count(c) for c in set(chosen)}.keys() == {"c0", "c1", "c2", "c3"}
+    assert min(chosen.count(c) for c in set(chosen)) > 60  # none left idle
+    assert CallServices(config=config, supervisor=None, commander="only", db_writer=None,
+                        crm=None, timers=None).commander_for(uuids[0]) == "only"  # type: ignore[arg-type]
