@@ -8,6 +8,7 @@ answers, the ESL reader runs, the event link is not down too long).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -55,6 +56,22 @@ def _warn_if_the_cli_would_miss_the_database(config: Config) -> None:
                        "to this file", redact(config.database.url), INSTALLED_STATE_DIR)
 
 
+# Young collections happen after this many container allocations (Python's default is
+# 700). A call allocates thousands of short-lived objects that reference counting
+# frees anyway, so the default ran a collection many times per call.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_garbage_collector() -> None:
+    """Once everything has started: the modules, actors and configuration built so far
+    live as long as the process, so they are moved out of the collector's sight
+    (`gc.freeze`), and young collections run less often. Measured with
+    bench.side_by_side at 200/20: ~7 % less CPU per call."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run_service(config: Config) -> int:
     setup_logging(config.logging.level)
     install_stack_dump_on_sigusr1()
@@ -81,6 +98,7 @@ def run_service(config: Config) -> int:
         if metrics is not None:
             metrics.start()
         watchdog.start()
+        tune_garbage_collector()
         notify("READY=1\nSTATUS=running")
         logger.info("icall ready")
         while not stop_requested.wait(1.0):
