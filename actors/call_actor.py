@@ -22,6 +22,7 @@ from typing import Any
 
 import pykka
 
+from actors.channel_link import Reoffered, SocketClosed
 from actors.logcontext import set_call_uuid
 from actors.messages import (
     CallDeclined,
@@ -40,7 +41,7 @@ from actors.messages import (
 )
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 from actors.timers import TimerService
-from ivr import resume
+from ivr import outbound, resume
 from ivr.config import Config
 from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
 from ivr.event import Event, channel_data_event
@@ -50,6 +51,10 @@ from ivr.resume import CHECKPOINT_VARIABLE
 logger = logging.getLogger(__name__)
 
 _LINGER = "__linger__"
+_SOCKET_GONE = "__socket_gone__"
+# Outbound mode: how long a call whose socket closed may take to come back on a new one
+# (the dialplan's next `socket` connects within milliseconds).
+SOCKET_GRACE_S = 3.0
 # A finished call waits for its writes to be acknowledged at most this many lingers.
 _MAX_LINGERS = 12
 # Reads of a channel before a take-over gives up (the next resync tries again).
@@ -95,7 +100,8 @@ class CallActor(pykka.ThreadingActor):
 
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
                  inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
-                 parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None):
+                 parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None,
+                 link: Any = None):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
@@ -104,8 +110,11 @@ class CallActor(pykka.ThreadingActor):
         (the takeover time is measured from it; 0 when not a park, e.g. an adoption).
         `takeover` makes this actor look at the channel (`uuid_dump`) before acting:
         `{}` adopts a call found on the switch (its checkpoint is on the channel), a
-        dead handler's checkpoint resumes the call where that handler was."""
+        dead handler's checkpoint resumes the call where that handler was.
+        `link`: outbound mode, the call's own socket (actors.channel_link), which then
+        carries its commands instead of the Commander."""
         super().__init__()
+        self.link = link
         self._takeover = takeover
         self._declined = False
         self.uuid = uuid
@@ -117,6 +126,7 @@ class CallActor(pykka.ThreadingActor):
         self._lingers = 0
         self._failed = False
         self._parked_read_at = parked_read_at
+        self._socket_generation = 0  # outbound: a socket closed or came back (drops a stale grace timer)
 
     # --- pykka hooks
 
@@ -155,6 +165,10 @@ class CallActor(pykka.ThreadingActor):
         elif isinstance(message, TimerFired):
             if message.name == _LINGER:
                 self._linger_over()
+            elif message.name == _SOCKET_GONE:
+                if message.generation == self._socket_generation and not self.flow.finished:
+                    logger.warning("the call did not come back on a new socket: it is out of reach")
+                    self._apply(self.flow.on_channel_gone(outbound.SOCKET_LOST_CAUSE))
             else:
                 self._apply(self.flow.on_timer(message.name, message.generation))
         elif isinstance(message, CommandFailed):
@@ -167,6 +181,8 @@ class CallActor(pykka.ThreadingActor):
             self._resend_unacked()
         elif isinstance(message, CrmAnswer):
             self._apply(self.flow.on_info(message))
+        elif isinstance(message, SocketClosed | Reoffered):
+            self._outbound(message)
         else:
             self._apply(self.flow.on_info(message))
 
@@ -208,7 +224,10 @@ class CallActor(pykka.ThreadingActor):
         if checkpoint and checkpoint.get("s") != self.flow.final_state:
             self._apply(self.flow.resume(checkpoint, channel))
             return
-        verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
+        if self.link is not None:
+            verdict = self.link.look(channel, self.flow.final_state)
+        else:
+            verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
         if verdict.action == resume.START:
@@ -216,6 +235,10 @@ class CallActor(pykka.ThreadingActor):
         elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
             self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
             self._apply(self.flow.resume(verdict.checkpoint, channel))
+        elif verdict.action == outbound.REENTER and verdict.checkpoint is not None:
+            self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
+            self.flow.resume_after_failure(verdict.checkpoint)
+            self._apply(self.flow.on_event(outbound.park_of(channel)))
         elif found:
             # Ours, handed off: never touched again, but listened to until its hangup,
             # which writes the CDR (and its queue's events their rows).
@@ -227,11 +250,13 @@ class CallActor(pykka.ThreadingActor):
     def _channel_dump(self) -> Event:
         """`uuid_dump <uuid> json`, tried a few times (each bounded): the Commander may
         be busy with many adoptions at once after a restart."""
+        if self.link is not None and (channel := self.link.take_channel()) is not None:
+            return channel  # outbound mode: the connect data, just read
         timeout_s = self.services.config.freeswitch.command_timeout_s
         error: Exception | None = None
         for _ in range(_DUMP_TRIES):
             try:
-                text = self.services.commander_proxy().api(f"uuid_dump {self.uuid} json").get(
+                text = self._switch().api(f"uuid_dump {self.uuid} json").get(
                     timeout=timeout_s)
             except Exception as exc:  # a timeout or a dropped link: try again
                 error = exc
@@ -246,6 +271,25 @@ class CallActor(pykka.ThreadingActor):
         self._declined = True
         self._tell_supervisor(CallDeclined(self.uuid, reason))
         self.actor_ref.stop(block=False)
+
+    # --- outbound mode: the call's socket closed before its hangup
+
+    def _outbound(self, message: SocketClosed | Reoffered) -> None:
+        """A closed socket waits `SOCKET_GRACE_S` for the dialplan to offer the call again
+        (README: a second `socket`); then the flow ends as for a channel gone unseen.
+        Back in time, a fresh flow takes the call over from this actor's last checkpoint
+        (or re-enters a handed-off one), and the writes go on with this actor's numbers,
+        so nothing is recorded twice."""
+        self._socket_generation += 1
+        if isinstance(message, SocketClosed):
+            if not self.flow.finished:
+                self.services.timers.schedule(SOCKET_GRACE_S, self.actor_ref,
+                                              TimerFired(_SOCKET_GONE, self._socket_generation))
+            return
+        checkpoint = self._safe_checkpoint()
+        self.link, self.flow = message.link, message.flow
+        logger.info("the call came back on a new socket")
+        self._take_over(checkpoint)
 
     # --- queries (asked by the supervisor and tests, with a timeout)
 
@@ -262,18 +306,17 @@ class CallActor(pykka.ThreadingActor):
         Commander can time it (see actors.telemetry)."""
         for effect in effects:
             if isinstance(effect, Execute):
-                self.services.commander_proxy().execute(
+                self._switch().execute(
                     self.uuid, effect.app, effect.arg, effect.event_uuid,
                     lock=effect.lock, reply_to=self.actor_ref, since=since)
                 since = None
             elif isinstance(effect, Checkpoint):
                 # Nobody waits on it: a refusal (the channel just left) needs no answer.
-                self.services.commander_proxy().execute(
+                self._switch().execute(
                     self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}", effect.event_uuid,
                     lock=True, reply_to=None)
             elif isinstance(effect, Hangup):
-                self.services.commander_proxy().hangup(self.uuid, effect.cause, reply_to=self.actor_ref,
-                                                       since=since)
+                self._switch().hangup(self.uuid, effect.cause, reply_to=self.actor_ref, since=since)
                 since = None
             elif isinstance(effect, LookupCaller):
                 self._tell(self.services.crm, CrmLookup(self.uuid, effect.caller_id, self.actor_ref))
@@ -286,6 +329,11 @@ class CallActor(pykka.ThreadingActor):
                 self._start_linger()
             else:
                 raise TypeError(f"unknown effect {effect!r}")
+
+    def _switch(self) -> Any:
+        """Where this call's commands go: its own socket in outbound mode, else the
+        Commander (both take the same calls)."""
+        return self.link if self.link is not None else self.services.commander_proxy()
 
     def _record(self, record: Record) -> None:
         self._seq += 1

@@ -286,6 +286,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "logging": _keys(
         Key("level", choice("debug", "info", "warning", "error"), "info"),
     ),
+    "outbound": _keys(
+        Key("listen", host_port(optional=True), ""),
+    ),
     "metrics": _keys(
         Key("listen", host_port(optional=True), ""),
         Key("health_link_down_s", number(0, 86400), "10"),
@@ -306,6 +309,7 @@ class Config:
     ivr: SimpleNamespace
     schedule: SimpleNamespace
     logging: SimpleNamespace
+    outbound: SimpleNamespace
     metrics: SimpleNamespace
 
     def __init__(self, values: dict[str, dict[str, Any]], source: str):
