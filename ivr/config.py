@@ -286,6 +286,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "logging": _keys(
         Key("level", choice("debug", "info", "warning", "error"), "info"),
     ),
+    "service": _keys(
+        Key("workers", integer(1, 64), "1"),
+    ),
     "outbound": _keys(
         Key("listen", host_port(optional=True), ""),
     ),
@@ -309,6 +312,7 @@ class Config:
     ivr: SimpleNamespace
     schedule: SimpleNamespace
     logging: SimpleNamespace
+    service: SimpleNamespace
     outbound: SimpleNamespace
     metrics: SimpleNamespace
 
