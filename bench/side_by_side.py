@@ -14,7 +14,8 @@ and each controller, one at a time and each with fresh processes:
               baseline: bench.baseline_controller (one thread, a static CRM table)
   callers     bench.callers: places the calls, presses keys, judges every path
 
-CPU is utime+stime from /proc/<pid>/stat over the window from the first call placed
+CPU is utime+stime from /proc/<pid>/stat (of the process and every process under it:
+icall's [service] workers, with any worker that died and was reaped) over the window from the first call placed
 to the last one ended, as % of one core; CPU ms per call is the controller's CPU over
 that window divided by the calls placed. RSS per call is (RSS at peak concurrency -
 RSS idle before the load) / peak live calls. Latencies come from the switch's event
