@@ -4,9 +4,11 @@ Commander (`execute`, `hangup`, `api`), and the call's events come back on it.
 
 Wire behaviour, as in the outbound_* captures: `connect` is answered by the channel's
 data (a command/reply whose header block is a CHANNEL_DATA dump), `myevents` subscribes
-to this channel's events, `linger N` keeps the socket open N s after the hangup so the
+to this channel's events (those no flow reads are then left out with `nixevent`, and
+the queue's `CUSTOM fifo::info` added), `linger N` keeps the socket open N s after the hangup so the
 last events (CHANNEL_HANGUP_COMPLETE, which writes the CDR) still come; then a
-disconnect notice with `Content-Disposition: linger`, answered by `exit`. `sendmsg`
+disconnect notice with `Content-Disposition: linger`; icall says `exit` once the call's
+actor has stopped (its own linger over), and the switch closes at LINGER_S anyway. `sendmsg`
 without a UUID addresses this channel; the `event-lock` and `Event-UUID` headers mean
 what they mean inbound. Replies come in the order the commands were written, so each
 write queues its waiter under the write lock.
@@ -44,6 +46,15 @@ logger = logging.getLogger(__name__)
 # events, bounded so that a lost `exit` never leaves a socket open on the switch
 # (a bare `linger` is forever).
 LINGER_S = 10
+# `myevents` subscribes this channel to ~20 event types; a flow reads five of them (the
+# inbound subscription's, actors.esl.SUBSCRIBED_EVENTS) and the queue's fifo::info,
+# which myevents leaves out. The rest would cost the switch and this process a parse
+# each, several per command: they are unsubscribed (`nixevent`) right after myevents.
+UNWANTED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_CREATE", "CHANNEL_DATA",
+                   "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_ORIGINATE", "CHANNEL_UUID",
+                   "CHANNEL_OUTGOING", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA",
+                   "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH",
+                   "DTMF", "NOTALK", "TALK")
 _EVENT_TYPES = ("text/event-plain", "text/event-json")
 _REPLY_TYPES = ("command/reply", "api/response")
 
@@ -103,6 +114,8 @@ class ChannelLink:
         """Take the call: connect, subscribe, linger (pipelined; answered in order)."""
         self._write("connect\n\n", self._connected)
         self._write("myevents plain\n\n", self._expect_ok("myevents"))
+        self._write(f"nixevent {' '.join(UNWANTED_EVENTS)}\n\n", self._expect_ok("nixevent"))
+        self._write("event plain CUSTOM fifo::info\n\n", self._expect_ok("event"))
         self._write(f"linger {LINGER_S}\n\n", self._expect_ok("linger"))
 
     def feed(self, data: bytes) -> None:
@@ -148,8 +161,10 @@ class ChannelLink:
                 raise Disconnected(f"a {kind} nobody asked for")
             self._waiters.popleft()(frame)
         elif kind == "text/disconnect-notice":
-            if frame.headers.get("Content-Disposition") == "linger":
-                self.exit()  # every event of the call has come: say goodbye
+            # `linger`: the hangup is done, but events may still come (mod_fifo's
+            # bridge-caller-stop follows CHANNEL_HANGUP_COMPLETE); the supervisor says
+            # `exit` when it forgets the call. `disconnect`: the close follows.
+            logger.debug("call %s: %s notice", self.uuid, frame.headers.get("Content-Disposition"))
         else:
             logger.debug("call %s: ignoring a %s frame", self.uuid, kind)
 

@@ -268,7 +268,9 @@ class Supervisor(pykka.ThreadingActor):
             call.link.attach(call.ref)
 
     def _forget(self, uuid: str) -> None:
-        self.calls.pop(uuid, None)
+        call = self.calls.pop(uuid, None)
+        if call is not None and call.link is not None:
+            call.link.exit()  # outbound: the call's socket goes with its actor
         self.routes.remove(uuid)
         self.unfinished.discard(uuid)
         if self.on_call_gone is not None:

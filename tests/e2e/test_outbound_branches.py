@@ -5,9 +5,7 @@ test_branches.py (imported below, so pytest collects them here too), with the
 
 from __future__ import annotations
 
-import pytest
-
-from tests.e2e.outbound_harness import OutboundHarness
+from tests.e2e.outbound_harness import harness  # noqa: F401  (every call through `socket`)
 from tests.e2e.test_branches import (  # noqa: F401  (collected here in outbound mode)
     test_a_bridged_conversation_outlives_every_guard_and_ends_as_a_normal_call,
     test_a_failed_bridge_offers_the_cc_menu_and_follows_its_answer,
@@ -25,16 +23,3 @@ from tests.e2e.test_branches import (  # noqa: F401  (collected here in outbound
     test_menu_5_without_an_extension_says_goodbye_and_hangs_up,
 )
 
-
-@pytest.fixture
-def harness(tmp_path, switch, crm, cdr_sink):
-    made: list[OutboundHarness] = []
-
-    def make(**overrides: str) -> OutboundHarness:
-        h = OutboundHarness(tmp_path, switch, crm, cdr_sink, **overrides).start()
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.stop()
