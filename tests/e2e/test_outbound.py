@@ -102,3 +102,16 @@ def test_a_finished_call_lets_its_socket_go_without_waiting_out_the_linger(outbo
     assert wait_until(lambda: not any(getattr(listener, "session_uuid", None)
                                       for listener in list(switch.switch.listeners)), 5), \
         "the switch still holds the call's socket"
+
+
+def test_an_outbound_call_over_the_limit_goes_to_the_overflow_destination(outbound, real_time_switch):
+    h = outbound(on=real_time_switch, ICALL_IVR_MAX_CONCURRENT_CALLS="1",
+                 ICALL_IVR_OVERFLOW_DESTINATION="fifo_cellphone XML new_sales")
+    first = h.place("5551001", "2")
+    assert prompting(h, first, "playback"), "the first call never started"
+    second = h.place("5551002", "2")
+    assert real_time_switch.wait_hangup(second, timeout=WAIT_S)
+    record = real_time_switch.call_record(second)
+    assert record.transferred_to == "fifo_cellphone"
+    assert record.commands == [("transfer", "fifo_cellphone XML new_sales")]
+    assert h.service.stats()["calls_overflowed"] == 1
