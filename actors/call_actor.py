@@ -23,6 +23,7 @@ from typing import Any
 
 import pykka
 
+from actors.channel_link import Reoffered, SocketClosed
 from actors.logcontext import set_call_uuid
 from actors.messages import (
     HANGUP_COMMAND,
@@ -43,7 +44,7 @@ from actors.messages import (
 )
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 from actors.timers import TimerService
-from ivr import resume
+from ivr import outbound, resume
 from ivr.config import Config
 from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
 from ivr.event import Event, channel_data_event
@@ -64,6 +65,12 @@ class _Resend:
 
     command: ChannelCommand
     tries: int
+
+
+_SOCKET_GONE = "__socket_gone__"
+# Outbound mode: how long a call whose socket closed may take to come back on a new one
+# (the dialplan's next `socket` connects within milliseconds).
+SOCKET_GRACE_S = 3.0
 # A finished call waits for its writes to be acknowledged at most this many lingers.
 _MAX_LINGERS = 12
 # Reads of a channel before a take-over gives up (the next resync tries again).
@@ -120,7 +127,8 @@ class CallActor(pykka.ThreadingActor):
 
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
                  inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
-                 parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None):
+                 parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None,
+                 link: Any = None):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
@@ -129,8 +137,11 @@ class CallActor(pykka.ThreadingActor):
         (the takeover time is measured from it; 0 when not a park, e.g. an adoption).
         `takeover` makes this actor look at the channel (`uuid_dump`) before acting:
         `{}` adopts a call found on the switch (its checkpoint is on the channel), a
-        dead handler's checkpoint resumes the call where that handler was."""
+        dead handler's checkpoint resumes the call where that handler was.
+        `link`: outbound mode, the call's own socket (actors.channel_link), which then
+        carries its commands instead of the Commander."""
         super().__init__()
+        self.link = link
         self._takeover = takeover
         self._declined = False
         self.uuid = uuid
@@ -142,6 +153,7 @@ class CallActor(pykka.ThreadingActor):
         self._lingers = 0
         self._failed = False
         self._parked_read_at = parked_read_at
+        self._socket_generation = 0  # outbound: a socket closed or came back (drops a stale grace timer)
 
     # --- pykka hooks
 
@@ -180,6 +192,10 @@ class CallActor(pykka.ThreadingActor):
         elif isinstance(message, TimerFired):
             if message.name == _LINGER:
                 self._linger_over()
+            elif message.name == _SOCKET_GONE:
+                if message.generation == self._socket_generation and not self.flow.finished:
+                    logger.warning("the call did not come back on a new socket: it is out of reach")
+                    self._apply(self.flow.on_channel_gone(outbound.SOCKET_LOST_CAUSE))
             else:
                 self._apply(self.flow.on_timer(message.name, message.generation))
         elif isinstance(message, CommandFailed):
@@ -194,6 +210,8 @@ class CallActor(pykka.ThreadingActor):
             self._resend_unacked()
         elif isinstance(message, CrmAnswer):
             self._apply(self.flow.on_info(message))
+        elif isinstance(message, SocketClosed | Reoffered):
+            self._outbound(message)
         else:
             self._apply(self.flow.on_info(message))
 
@@ -235,7 +253,10 @@ class CallActor(pykka.ThreadingActor):
         if checkpoint and checkpoint.get("s") != self.flow.final_state:
             self._apply(self.flow.resume(checkpoint, channel))
             return
-        verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
+        if self.link is not None:
+            verdict = self.link.look(channel, self.flow.final_state)
+        else:
+            verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
         if verdict.action == resume.START:
@@ -243,6 +264,10 @@ class CallActor(pykka.ThreadingActor):
         elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
             self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
             self._apply(self.flow.resume(verdict.checkpoint, channel))
+        elif verdict.action == outbound.REENTER and verdict.checkpoint is not None:
+            self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
+            self.flow.resume_after_failure(verdict.checkpoint)
+            self._apply(self.flow.on_event(outbound.park_of(channel)))
         elif found:
             # Ours, handed off: never touched again, but listened to until its hangup,
             # which writes the CDR (and its queue's events their rows).
@@ -254,11 +279,13 @@ class CallActor(pykka.ThreadingActor):
     def _channel_dump(self) -> Event:
         """`uuid_dump <uuid> json`, tried a few times (each bounded): the Commander may
         be busy with many adoptions at once after a restart."""
+        if self.link is not None and (channel := self.link.take_channel()) is not None:
+            return channel  # outbound mode: the connect data, just read
         timeout_s = self.services.config.freeswitch.command_timeout_s
         error: Exception | None = None
         for _ in range(_DUMP_TRIES):
             try:
-                text = self.services.commander_proxy().api(f"uuid_dump {self.uuid} json").get(
+                text = self._switch().api(f"uuid_dump {self.uuid} json").get(
                     timeout=timeout_s)
             except Exception as exc:  # a timeout or a dropped link: try again
                 error = exc
@@ -273,6 +300,25 @@ class CallActor(pykka.ThreadingActor):
         self._declined = True
         self._tell_supervisor(CallDeclined(self.uuid, reason))
         self.actor_ref.stop(block=False)
+
+    # --- outbound mode: the call's socket closed before its hangup
+
+    def _outbound(self, message: SocketClosed | Reoffered) -> None:
+        """A closed socket waits `SOCKET_GRACE_S` for the dialplan to offer the call again
+        (README: a second `socket`); then the flow ends as for a channel gone unseen.
+        Back in time, a fresh flow takes the call over from this actor's last checkpoint
+        (or re-enters a handed-off one), and the writes go on with this actor's numbers,
+        so nothing is recorded twice."""
+        self._socket_generation += 1
+        if isinstance(message, SocketClosed):
+            if not self.flow.finished:
+                self.services.timers.schedule(SOCKET_GRACE_S, self.actor_ref,
+                                              TimerFired(_SOCKET_GONE, self._socket_generation))
+            return
+        checkpoint = self._safe_checkpoint()
+        self.link, self.flow = message.link, message.flow
+        logger.info("the call came back on a new socket")
+        self._take_over(checkpoint)
 
     # --- queries (asked by the supervisor and tests, with a timeout)
 
@@ -312,7 +358,15 @@ class CallActor(pykka.ThreadingActor):
             else:
                 raise TypeError(f"unknown effect {effect!r}")
 
+    def _switch(self) -> Any:
+        """Where this call's commands go: its own socket in outbound mode, else the
+        Commander (both take the same calls)."""
+        return self.link if self.link is not None else self.services.commander_proxy()
+
     def _command(self, command: ChannelCommand, tries: int = 0) -> None:
+        if self.link is not None:  # outbound mode: the call's own socket
+            command.deliver(self.link)
+            return
         try:
             self.services.commander_for(self.uuid).tell(command)
         except pykka.ActorDeadError:

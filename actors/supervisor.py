@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import pykka
 
 from actors.call_actor import CallActor, CallServices
+from actors.channel_link import ChannelLink, OutboundCall, Reoffered
 from actors.messages import (
     CallDeclined,
     CallFailed,
@@ -70,6 +71,7 @@ class _Call:
     finished: bool = False
     failed: bool = False
     extra_seq: int = field(default=_SUPERVISOR_SEQ_BASE)
+    link: Any = None  # outbound mode: the call's own socket (actors.channel_link)
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -115,6 +117,8 @@ class Supervisor(pykka.ThreadingActor):
                 self.routes.forwarded(message.event.uuid)
         elif isinstance(message, RouteReady):
             self.routes.opened(message.call_uuid)
+        elif isinstance(message, OutboundCall):
+            self._start_outbound(message.link)
         elif isinstance(message, CallFinished):
             call = self.calls.get(message.call_uuid)
             if call is not None:
@@ -175,6 +179,34 @@ class Supervisor(pykka.ThreadingActor):
         self.counters["calls_started"] += 1
         return True
 
+    def _start_outbound(self, link: ChannelLink) -> None:
+        """A call on its own socket (outbound mode): its actor looks at the connect
+        data and starts, resumes or re-enters the flow (ivr.outbound)."""
+        uuid = link.uuid
+        old = self.calls.get(uuid)
+        if old is not None and old.ref.is_alive() and not old.finished:
+            # Back while its actor still has it: that actor goes on, on the new socket.
+            if old.link is not None:
+                old.link.retire()
+            old.link = link
+            old.ref.tell(Reoffered(link, self.make_flow(uuid)))
+            link.attach(old.ref)
+            return
+        if old is not None:  # an ended call's actor lingers: the new socket wins
+            old.ref.stop(block=False)
+            self._forget(uuid)
+        if len(self.unfinished) >= self.config.ivr.max_concurrent_calls:
+            self.counters["calls_overflowed"] += 1
+            logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
+                           self.config.ivr.max_concurrent_calls, self.config.ivr.overflow_destination)
+            link.execute(uuid, "transfer", self.config.ivr.overflow_destination, str(uuidlib.uuid4()))
+            return
+        ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={}, link=link)
+        self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic(), link=link)
+        link.attach(ref)
+        self.unfinished.add(uuid)
+        self.counters["calls_started"] += 1
+
     def _own(self, uuid: str, ref: pykka.ActorRef) -> None:
         """`ref` handles `uuid` from now on; its route opens behind the events queued here."""
         call = self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
@@ -220,19 +252,26 @@ class Supervisor(pykka.ThreadingActor):
                 # A crash loop: no caller sits in silence. The last actor listens in
                 # final_loop so the hangup still writes the CDR.
                 self.counters["calls_given_up"] += 1
-                self._transfer(uuid, self.config.ivr.safe_destination)
+                self._transfer(uuid, self.config.ivr.safe_destination, call.link)
             flow.resume_after_failure(checkpoint)
-            call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq)
+            call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq,
+                                       link=call.link)
+            if call.link is not None:
+                call.link.attach(call.ref)
             return
         # The fresh actor reads the channel, then resumes where the dead one was; it
         # sends (and resends until acknowledged) the failure record and what the dead
         # one had not got acknowledged.
         self.counters["calls_resumed"] += 1
         call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq,
-                                   takeover=checkpoint)
+                                   takeover=checkpoint, link=call.link)
+        if call.link is not None:
+            call.link.attach(call.ref)
 
     def _forget(self, uuid: str) -> None:
-        self.calls.pop(uuid, None)
+        call = self.calls.pop(uuid, None)
+        if call is not None and call.link is not None:
+            call.link.exit()  # outbound: the call's socket goes with its actor
         self.routes.remove(uuid)
         self.unfinished.discard(uuid)
         if self.on_call_gone is not None:
@@ -249,7 +288,10 @@ class Supervisor(pykka.ThreadingActor):
         except pykka.ActorDeadError:
             logger.error("could not record the failure of %s: no DbWriter", write.call_uuid)
 
-    def _transfer(self, uuid: str, destination: str) -> None:
+    def _transfer(self, uuid: str, destination: str, link: Any = None) -> None:
+        if link is not None:  # outbound mode: the call's own socket
+            link.execute(uuid, "transfer", destination, str(uuidlib.uuid4()))
+            return
         # On the call's own Commander: behind whatever its actor had already sent.
         try:
             self.services.commander_for(uuid).tell(

@@ -102,14 +102,45 @@ class Usage:
 
 
 def read_usage(pid: int) -> Usage | None:
+    """`pid` and every live process under it (icall's [service] workers): CPU includes
+    the children already reaped (cutime, cstime), so a worker that died and was
+    replaced still counts; RSS is summed (pages shared between workers count twice)."""
+    own = _read_one(pid, with_reaped=True)
+    if own is None:
+        return None
+    for child in _descendants(pid):
+        usage = _read_one(child, with_reaped=False)
+        if usage is not None:
+            own = Usage(own.at, own.cpu_s + usage.cpu_s, own.rss_mb + usage.rss_mb,
+                        own.threads + usage.threads)
+    return own
+
+
+def _read_one(pid: int, with_reaped: bool) -> Usage | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-    utime, stime, threads, rss_pages = (int(fields[i]) for i in (11, 12, 17, 21))
-    return Usage(time.monotonic(), (utime + stime) / CLOCK_TICKS, rss_pages * PAGE_BYTES / 2**20,
-                 threads)
+    utime, stime, cutime, cstime, threads, rss_pages = (int(fields[i]) for i in (11, 12, 13, 14, 17, 21))
+    ticks = utime + stime + (cutime + cstime if with_reaped else 0)
+    return Usage(time.monotonic(), ticks / CLOCK_TICKS, rss_pages * PAGE_BYTES / 2**20, threads)
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
 
 
 @dataclass

@@ -97,7 +97,7 @@ class Driver:
         variables = (f"origination_caller_id_number={caller_id(scenario, index)},"
                      f"origination_caller_id_name={tag}")
         reply = self.commands.sendRecv(
-            f"bgapi originate {{{variables}}}loopback/fsm/default &park\nJob-UUID: {job}")
+            f"bgapi originate {{{variables}}}loopback/{self.args.dest}/default &park\nJob-UUID: {job}")
         if reply is None or not (reply.getHeader("Reply-Text") or "").startswith("+OK"):
             call.ended, call.originate_failed = True, "bgapi refused"
             self.refused += 1
@@ -213,7 +213,9 @@ def read_burst(events: ESL.ESLconnection, driver: Driver, first_wait_ms: int) ->
 
 def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
     events, commands = connect(args.port, args.password), connect(args.port, args.password)
-    for line in (WATCHED, *FILTERS):
+    # Outbound calls carry no ivr_app; the README's extension sets socket_resume.
+    filters = FILTERS if args.dest == "fsm" else ("filter variable_socket_resume true", FILTERS[1])
+    for line in (WATCHED, *filters):
         reply = events.sendRecv(line)
         if reply is None or not (reply.getHeader("Reply-Text") or "").startswith("+OK"):
             raise SystemExit(f"{line!r} refused")
@@ -251,6 +253,8 @@ def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8021)
+    parser.add_argument("--dest", default="fsm", choices=("fsm", "icall_out"),
+                        help="the extension called: fsm (inbound mode) or icall_out (outbound)")
     parser.add_argument("--password", default="ClueCon")
     parser.add_argument("--cps", type=float, default=20.0, help="calls offered per second")
     parser.add_argument("--calls", type=int, default=200, help="at most this many up at once")

@@ -14,7 +14,8 @@ and each controller, one at a time and each with fresh processes:
               baseline: bench.baseline_controller (one thread, a static CRM table)
   callers     bench.callers: places the calls, presses keys, judges every path
 
-CPU is utime+stime from /proc/<pid>/stat over the window from the first call placed
+CPU is utime+stime from /proc/<pid>/stat (of the process and every process under it:
+icall's [service] workers, with any worker that died and was reaped) over the window from the first call placed
 to the last one ended, as % of one core; CPU ms per call is the controller's CPU over
 that window divided by the calls placed. RSS per call is (RSS at peak concurrency -
 RSS idle before the load) / peak live calls. Latencies come from the switch's event
@@ -47,7 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 START_TIMEOUT_S = 30.0
-CONTROLLERS = ("icall", "baseline")
+CONTROLLERS = ("icall", "icall-out", "baseline")  # icall-out: icall in outbound mode
 
 
 def child_env() -> None:
@@ -70,6 +71,8 @@ def start_controller(name: str, switch_port: int, crm_url: str, args: argparse.N
     metrics_port = free_port()
     overrides = ["crm.cache_ttl_s=0", f"ivr.max_concurrent_calls={max(3000, 2 * args.calls)}",
                  *args.set]
+    if name == "icall-out":
+        overrides.append(f"outbound.listen=127.0.0.1:{args.outbound_port}")
     config = write_config(workdir, switch_port, crm_url, "", metrics_port, overrides)
     icall_bin = str(VENV_BIN / "icall")
     subprocess.run([icall_bin, "--config", str(config), "db", "upgrade"], check=True,
@@ -89,10 +92,13 @@ def run_one(controller: str, calls: int, cps: float, duration_s: float,
     sampler = None
     try:
         switch_port, crm_port = free_port(), free_port()
+        args.outbound_port = free_port()
         users = f"801=answer:{args.talk_s:g},802=noanswer:{args.ring_s:g}"
         switch = Child("stand-in", [PYTHON, "-m", "fakeswitch", "--listen",
                                     f"127.0.0.1:{switch_port}", "--time-scale",
-                                    f"{args.time_scale:g}", "--users", users], workdir)
+                                    f"{args.time_scale:g}", "--users", users,
+                                    "--outbound-target", f"127.0.0.1:{args.outbound_port}"],
+                       workdir)
         children.append(switch)
         crm_table = ",".join(f"{k}={v}" for k, v in CRM_TABLE.items())
         crm = Child("crm", [PYTHON, "-m", "fakeswitch.fake_crm", "--listen",
@@ -109,7 +115,8 @@ def run_one(controller: str, calls: int, cps: float, duration_s: float,
         callers = Child("callers", [
             PYTHON, "-m", "bench.callers", "--port", str(switch_port), "--cps", f"{cps:g}",
             "--calls", str(calls), "--duration", f"{duration_s:g}", "--drain-s",
-            f"{drain_s:g}", "--time-scale", f"{args.time_scale:g}", "--out", str(out)], workdir)
+            f"{drain_s:g}", "--time-scale", f"{args.time_scale:g}", "--out", str(out),
+            "--dest", "icall_out" if controller == "icall-out" else "fsm"], workdir)
         children.append(callers)
         sampler = Sampler({"controller": control.pid, "stand-in": switch.pid,
                            "callers": callers.pid, "crm": crm.pid}, interval_s=0.25).start()

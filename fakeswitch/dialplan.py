@@ -5,6 +5,10 @@ Extensions (as in the capture lab's dialplan):
 * ``default/fsm``: ``set ivr_app=icall``, ``answer``, ``park`` -- the inbound-mode call.
 * ``default/fsm_out``: ``answer``, then ``socket <outbound_target> async full``;
   ``default/fsm_out_sync`` the same without ``async`` (see fakeswitch.outbound).
+* ``default/icall_out``: the README's outbound extension: ``answer``, ``set
+  socket_resume=true``, ``socket <outbound_target> async full`` twice (a call whose
+  controller went away mid-call is offered once more, to be resumed from its
+  checkpoint), then the safe destination ``transfer fifo_sales XML new_sales``.
 * ``new_sales/fifo_*`` when configured real (see Switch.fifo_wanted): ``set fifo_music``,
   ``answer``, ``fifo <queue>@127.0.0.1 in``; ``new_sales/fifo_agent_<queue>``: ``answer``,
   ``fifo <queue>@127.0.0.1 out nowait`` (see fakeswitch.fifo).
@@ -206,6 +210,11 @@ async def run_extension(sw: Switch, chan: Channel, dest: str, context: str) -> N
         host, port = sw.outbound_target or outbound.DEFAULT_TARGET
         mode = "full" if dest == "fsm_out_sync" else "async full"
         steps = [("answer", ""), ("socket", f"{host}:{port} {mode}")]
+    elif context == "default" and dest == "icall_out":
+        host, port = sw.outbound_target or outbound.DEFAULT_TARGET
+        socket_app = ("socket", f"{host}:{port} async full")
+        steps = [("answer", ""), ("set", "socket_resume=true"), socket_app, socket_app,
+                 ("transfer", DEADMAN_DESTINATION)]
     elif context == "new_sales" and dest.startswith("fifo_agent_"):
         steps = [("answer", ""), ("fifo", f"{fifo.queue_name(dest)} out nowait")]
     elif context == "new_sales" and dest.startswith("fifo_") and sw.fifo_wanted(chan, dest):

@@ -18,9 +18,11 @@ switch's event-loop thread. Held to the outbound_* captures:
   when the app ends and the app's events follow the reply; ``async: true`` gets ``+OK``
   but never runs; after CHANNEL_HANGUP only the notices come.
 
-Modelled, not recorded: an unreachable target hangs the channel up with
-DESTINATION_OUT_OF_ORDER; a client that closes the socket while the call is up hangs it
-up (NORMAL_CLEARING), as mod_event_socket does unless told to ``resume``.
+Modelled from mod_event_socket.c (socket_function, listener_run), not recorded: an
+unreachable target makes the app return at once, and a client that closes the socket
+while the call is up ends the park (the listener clears CF_CONTROLLED); either way the
+dialplan goes on with its next action, and the channel hangs up when there is none.
+That next action is where a safe dialplan sends the caller when the controller is gone.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from fakeswitch import media, wire
 from fakeswitch.listener import Listener
+from fakeswitch.switch import CONTROLLER_GONE
 
 if TYPE_CHECKING:
     from fakeswitch.channel import Channel
@@ -99,8 +102,11 @@ class OutboundSession(Listener):
         super().close()
         if not self.finished.done():
             self.finished.set_result(True)
-        if self.session.alive:
-            self.sw.hangup(self.session, "NORMAL_CLEARING")
+        chan = self.session
+        if chan.alive and chan.parked:
+            # The controller is gone: the park ends, the socket app returns.
+            chan.rt.inbox.append({CONTROLLER_GONE: "true", "event-lock": "true"})
+            chan.rt.wake("controller gone")
 
     def reply(self, text: str) -> None:
         self.send(wire.command_reply(text))
@@ -229,8 +235,7 @@ async def app_socket(sw: Switch, chan: Channel, arg: str) -> str:
         reader, writer = await asyncio.open_connection(host, int(port))
     except (OSError, ValueError) as exc:
         logger.info("outbound socket to %s failed: %s", arg, exc)
-        sw.hangup(chan, "DESTINATION_OUT_OF_ORDER")
-        raise media.Hangup from exc
+        return chan.last_response  # the dialplan goes on with its next action
     assert server is not None, "a Switch runs only inside a FakeSwitch"
     session = OutboundSession(server, reader, writer, chan, sync)
     server.track(session)
@@ -248,8 +253,11 @@ async def app_socket(sw: Switch, chan: Channel, arg: str) -> str:
     connected.cancel()
     if session.connected.is_set() and chan.alive and not sync:
         subscribed = sw.loop.create_task(session.subscribed.wait())
-        await asyncio.wait([subscribed], timeout=PARK_AFTER_CONNECT_S)
+        await asyncio.wait([subscribed, session.finished], timeout=PARK_AFTER_CONNECT_S,
+                           return_when=asyncio.FIRST_COMPLETED)
         subscribed.cancel()
+        if session.finished.done():
+            return chan.last_response  # the controller left before the park
         await sw.park(chan)
         sw.fire_chan(chan, "CHANNEL_UNPARK", ("switch_ivr.c", "switch_ivr_park", 1213))
     elif chan.alive:

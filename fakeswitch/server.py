@@ -203,6 +203,18 @@ class FakeSwitch:
         return self._call(lambda: [u for u, c in self._sw.channels.items()
                                    if c.leg == "B" and c.alive])
 
+    def close_outbound(self, uuid: str) -> bool:
+        """Fault knob: the switch closes the outbound (``socket`` app) connection of call
+        ``uuid`` without a word, as a killed listener does; False if it has none open."""
+        def run() -> bool:
+            sessions = [listener for listener in self._sw.listeners
+                        if getattr(listener, "session_uuid", None) == uuid and not listener.closed]
+            for session in sessions:
+                session.close()
+            return bool(sessions)
+
+        return self._call(run)
+
     def hangup(self, uuid: str, cause: str = "NORMAL_CLEARING") -> None:
         """The caller hangs up."""
         def run() -> None:

@@ -31,6 +31,8 @@ STATE_CALL = ("switch_channel.c", "switch_channel_perform_set_running_state", 24
 CALLSTATE_CALL = ("switch_channel.c", "switch_channel_perform_set_callstate", 302)
 DEFAULT_DURATIONS_S = {"1000.wav": 1.5, "1001.wav": 2.0, "1002.wav": 1.5, "9004.wav": 1.0}
 SOUND_PREFIX = "/usr/share/freeswitch/sounds/"
+# A message queued on a parked channel when its outbound socket closes: the park ends.
+CONTROLLER_GONE = "_controller_gone"
 
 
 class Switch:
@@ -361,8 +363,11 @@ class Switch:
             if why == media.HANGUP:
                 break
             if why == media.MESSAGE and chan.rt.inbox:
+                message = chan.rt.inbox.popleft()
+                if message.get(CONTROLLER_GONE):
+                    break  # an outbound socket closed: the socket app returns (fakeswitch.outbound)
                 try:
-                    await self.run_message(chan, chan.rt.inbox.popleft())
+                    await self.run_message(chan, message)
                 except apps.Hangup:
                     break
             if getattr(chan, "pending_transfer", None):

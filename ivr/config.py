@@ -206,6 +206,7 @@ def _keys(*keys: Key) -> dict[str, Key]:
 SCHEMA: dict[str, dict[str, Key]] = {
     "service": _keys(
         Key("node", node_name, ""),
+        Key("workers", integer(1, 64), "1"),
     ),
     "freeswitch": _keys(
         Key("host", string, "127.0.0.1"),
@@ -301,6 +302,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "logging": _keys(
         Key("level", choice("debug", "info", "warning", "error"), "info"),
     ),
+    "outbound": _keys(
+        Key("listen", host_port(optional=True), ""),
+    ),
     "metrics": _keys(
         Key("listen", host_port(optional=True), ""),
         Key("health_link_down_s", number(0, 86400), "10"),
@@ -322,6 +326,7 @@ class Config:
     ivr: SimpleNamespace
     schedule: SimpleNamespace
     logging: SimpleNamespace
+    outbound: SimpleNamespace
     metrics: SimpleNamespace
 
     def __init__(self, values: dict[str, dict[str, Any]], source: str):

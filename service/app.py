@@ -20,11 +20,13 @@ import pykka
 
 from actors.call_actor import CallServices
 from actors.cdr_poster import CdrPoster
+from actors.channel_link import ChannelLink, OutboundCall
 from actors.commander import Commander
 from actors.crm import CrmFetcher
 from actors.db_writer import DbWriter
 from actors.esl_reader import EventReader
 from actors.messages import LinkChanged, ServiceDied
+from actors.outbound import OutboundServer
 from actors.routes import CallRoutes
 from actors.supervisor import Supervisor, supervised
 from actors.timeconditions import TimeConditionSource
@@ -45,11 +47,15 @@ class Service:
 
     def __init__(self, config: Config, observer: Callable[[str, list[str]], None] | None = None,
                  clock: Callable[[str], datetime] | None = None,
-                 on_call_gone: Callable[[str], None] | None = None):
+                 on_call_gone: Callable[[str], None] | None = None,
+                 inbound: bool = True, reuse_port: bool = False):
         """`observer(uuid, history)` hears each finished call (the demo prints it);
         `clock(uuid)` replaces the office clock for one call (the demo and tests place
-        calls at chosen times of day)."""
+        calls at chosen times of day). `inbound`: run the event connection (inbound
+        mode); `reuse_port`: share the outbound port with other workers (service.workers)."""
         self.config = config
+        self.inbound = inbound
+        self.reuse_port = reuse_port
         self.observer = observer
         self.clock = clock
         self.on_call_gone = on_call_gone
@@ -59,6 +65,7 @@ class Service:
         self.reader: EventReader | None = None
         self.time_conditions: TimeConditionSource | None = None
         self.cdr_poster: pykka.ActorRef | None = None
+        self.outbound: OutboundServer | None = None
         self._stop_list: list[tuple[str, Callable[[], None]]] = []
         self._stopping = False
         # Set once the event link is subscribed and the calls parked meanwhile adopted.
@@ -92,9 +99,20 @@ class Service:
                                      db_writer=db_writer, crm=crm, timers=self.timers,
                                      observer=self.observer, telemetry=self.telemetry)
         self.routes = CallRoutes(config.ivr.flow_variable, config.ivr.flow)
+        if config.outbound.listen:
+            # Stopped after the supervisor (which stops the calls' actors first), so a
+            # closing socket ends no flow: the switch runs the dialplan after `socket`.
+            self.outbound = OutboundServer(config.outbound.listen, self._outbound_call,
+                                           config.freeswitch.sendmsg_timeout_s, self.telemetry,
+                                           reuse_port=self.reuse_port)
+            self._on_stop("outbound server", self.outbound.stop)
         self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
                                            self.on_call_gone, self.routes)
         self._on_stop("supervisor", self._stop_supervisor)
+        if self.outbound is not None:
+            self.outbound.start()
+        if not self.inbound:
+            return
         self.reader = EventReader(config, on_event=self._deliver_event, on_link=self._link_changed)
         self.reader.start()
         self._on_stop("event reader", self.reader.stop)
@@ -202,6 +220,14 @@ class Service:
         except pykka.ActorDeadError:
             pass  # shutting down
 
+    def _outbound_call(self, link: ChannelLink) -> None:
+        """Runs in the outbound server's thread: hand over, nothing more."""
+        assert self.supervisor is not None
+        try:
+            self.supervisor.tell(OutboundCall(link))
+        except pykka.ActorDeadError:
+            link.exit()  # shutting down: the switch runs what follows `socket`
+
     def _link_changed(self, state: str, reason: str = "") -> None:
         """Runs in the reader thread: state is "up" (subscribed) or "down"."""
         if state == "up":
@@ -223,18 +249,22 @@ class Service:
         thread runs, and (with `include_link`) the event link has not been down longer
         than `[metrics] health_link_down_s`. The reason names every problem found. Runs
         in the asking thread (the watchdog's, an HTTP request's); bounded by the ask."""
-        if self.supervisor is None or self.reader is None:
+        if self.supervisor is None or (self.inbound and self.reader is None):
             return False, "not started"
         problems = []
         try:
             self.supervisor.proxy().ping().get(timeout=_ASK_TIMEOUT_S)
         except (pykka.ActorDeadError, pykka.Timeout):
             problems.append("supervisor does not answer")
-        if not self.reader.alive:
+        if self.reader is not None and not self.reader.alive:
             problems.append("ESL reader thread is dead: no events are read")
+        if self.outbound is not None and not self.outbound.alive:
+            problems.append("outbound server thread is dead: no outbound call is taken")
         limit_s = self.config.metrics.health_link_down_s
-        down_s = self.link_down_s()
-        if down_s is None:
+        down_s = self.link_down_s() if self.inbound else None
+        if not self.inbound:
+            link = "outbound only"
+        elif down_s is None:
             link = "FreeSWITCH link up"
         else:
             link = f"FreeSWITCH link down for {down_s:.0f} s"

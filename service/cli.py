@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the service")
     run.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
+    # Set by the main process of [service] workers for each worker it starts.
+    run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=_cmd_run)
 
     show = sub.add_parser("config", help="print the effective configuration, secrets masked")
@@ -84,7 +87,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.runner import run_service
 
-    return run_service(args.config_obj)
+    return run_service(args.config_obj, args.worker, args.control_fd)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

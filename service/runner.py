@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from ivr.config import INSTALLED_STATE_DIR, Config, default_state_dir
 from service.app import Service
 from service.logsetup import install_stack_dump_on_sigusr1, setup_logging
 from service.metrics import MetricsServer
 from service.systemd import Watchdog, notify
+from service.workers import WorkerPool, serve_control
 from storage.db import open_database, redact
 from storage.migrations import SchemaError, check_schema
 
@@ -72,10 +74,13 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def run_service(config: Config) -> int:
+def run_service(config: Config, worker: int | None = None, control_fd: int | None = None) -> int:
+    """The service in this process; with `[service] workers` > 1 (and no `worker`),
+    the main process of that many workers instead (service.workers). `worker` and
+    `control_fd`: this process is worker number `worker` of such a main process."""
     setup_logging(config.logging.level)
     install_stack_dump_on_sigusr1()
-    if not schema_ready(config):
+    if worker is None and not schema_ready(config):
         return EXIT_NEEDS_OPERATOR
     stop_requested = threading.Event()
 
@@ -86,10 +91,16 @@ def run_service(config: Config) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    service = Service(config)
+    if worker is None and config.service.workers > 1:
+        return _run_main(config, stop_requested)
+    # A worker other than the first takes outbound calls only (service.workers).
+    service = Service(config, inbound=worker in (None, 0), reuse_port=worker is not None)
     watchdog = Watchdog(service.process_health)
-    metrics = (MetricsServer(config.metrics.listen, service.telemetry.registry, service.health)
-               if config.metrics.listen else None)
+    listen = config.metrics.listen
+    if listen and worker:  # each worker serves its own /metrics and /health
+        listen = (listen[0], listen[1] + worker)
+    metrics = (MetricsServer(listen, service.telemetry.registry, service.health)
+               if listen else None)
     try:
         logger.info("icall starting (config %s, FreeSWITCH %s:%d, database %s)", config.source,
                     config.freeswitch.host, config.freeswitch.port, redact(config.database.url))
@@ -100,6 +111,8 @@ def run_service(config: Config) -> int:
         watchdog.start()
         tune_garbage_collector()
         notify("READY=1\nSTATUS=running")
+        if control_fd is not None:
+            serve_control(control_fd, service.process_health, stop_requested).sendall(b"ready\n")
         logger.info("icall ready")
         while not stop_requested.wait(1.0):
             pass
@@ -109,5 +122,29 @@ def run_service(config: Config) -> int:
         if metrics is not None:
             metrics.stop()
         service.stop()
+        logger.info("icall stopped")
+    return 0
+
+
+def _run_main(config: Config, stop_requested: threading.Event) -> int:
+    """The main process of `[service] workers` workers: start them, say READY=1 when
+    all are up, feed the watchdog while all answer, restart one that dies."""
+    pool = WorkerPool(config, config.service.workers)
+    watchdog = Watchdog(pool.all_healthy)
+    logger.info("icall starting %d workers (config %s)", config.service.workers, config.source)
+    try:
+        pool.start()
+        ready = False
+        while not stop_requested.wait(0.2):
+            pool.restart_dead(time.monotonic())
+            if not ready and pool.all_ready():
+                ready = True
+                watchdog.start()
+                notify(f"READY=1\nSTATUS=running {config.service.workers} workers")
+                logger.info("icall ready: %d workers", config.service.workers)
+        notify("STOPPING=1")
+    finally:
+        watchdog.stop()
+        pool.stop()
         logger.info("icall stopped")
     return 0

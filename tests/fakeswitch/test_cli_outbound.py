@@ -50,13 +50,24 @@ def test_the_command_line_serves_the_users_it_was_given():
         assert proc.wait(TIMEOUT_S) == 0
 
 
-def test_an_unreachable_outbound_target_hangs_the_call_up():
+def test_an_unreachable_outbound_target_lets_the_dialplan_go_on_and_end_the_call():
+    # mod_event_socket's socket app returns when it cannot connect; fsm_out has nothing
+    # after it, so the channel "executed the last dialplan instruction" and hangs up.
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
     with FakeSwitch(time_scale=0.02, outbound_target=("127.0.0.1", port)) as switch:
         chan = switch.place_call(dest="fsm_out")
         assert switch.wait_hangup(chan)
-        assert switch.call_record(chan).hangup_cause == "DESTINATION_OUT_OF_ORDER"
+        assert switch.call_record(chan).hangup_cause == "NORMAL_CLEARING"
+
+
+def test_an_unreachable_outbound_target_sends_icall_out_to_its_safe_destination():
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    with FakeSwitch(time_scale=0.02, outbound_target=("127.0.0.1", port)) as switch:
+        chan = switch.place_call(dest="icall_out")
+        assert switch.wait_hangup(chan)
+        assert switch.call_record(chan).transferred_to == "fifo_sales"
 
 
 def test_a_controller_that_closes_its_outbound_socket_ends_the_call():

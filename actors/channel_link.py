@@ -1,0 +1,313 @@
+"""ChannelLink: one outbound-mode call's own socket, the switch's `socket` app on the
+far end. The CallActor sends its commands through it as it would through the
+Commander (`execute`, `hangup`, `api`), and the call's events come back on it.
+
+Wire behaviour, as in the outbound_* captures: `connect` is answered by the channel's
+data (a command/reply whose header block is a CHANNEL_DATA dump), `myevents` subscribes
+to this channel's events (those no flow reads are then left out with `nixevent`, and
+the queue's `CUSTOM fifo::info` added), `linger N` keeps the socket open N s after the hangup so the
+last events (CHANNEL_HANGUP_COMPLETE, which writes the CDR) still come; then a
+disconnect notice with `Content-Disposition: linger`; icall says `exit` once the call's
+actor has stopped (its own linger over), and the switch closes at LINGER_S anyway. `sendmsg`
+without a UUID addresses this channel; the `event-lock` and `Event-UUID` headers mean
+what they mean inbound. Replies come in the order the commands were written, so each
+write queues its waiter under the write lock.
+
+Threads: `feed`, `closed_by_peer` and the frame handling run in the outbound server's
+thread (actors.outbound), which reads every call's socket; `execute`, `hangup`, `api`
+and `exit` in whichever thread sends (the call's actor, the supervisor); `attach` in
+the supervisor's. Writes go out under `_write_lock`; events go to the call's actor
+under `_deliver_lock`, so none overtakes another.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+
+from actors.esl import MAX_HEADER_ARG
+from actors.esl_wire import Disconnected, Frame, FrameParser, event_of
+from actors.messages import CommandFailed, EslEvent
+from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
+from ivr import outbound
+from ivr.event import Event
+
+logger = logging.getLogger(__name__)
+
+# How long the switch keeps the socket after the hangup: long enough for the last
+# events, bounded so that a lost `exit` never leaves a socket open on the switch
+# (a bare `linger` is forever).
+LINGER_S = 10
+# `myevents` subscribes this channel to ~20 event types; a flow reads five of them (the
+# inbound subscription's, actors.esl.SUBSCRIBED_EVENTS) and the queue's fifo::info,
+# which myevents leaves out. The rest would cost the switch and this process a parse
+# each, several per command: they are unsubscribed (`nixevent`) right after myevents.
+UNWANTED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_CREATE", "CHANNEL_DATA",
+                   "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_ORIGINATE", "CHANNEL_UUID",
+                   "CHANNEL_OUTGOING", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA",
+                   "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH",
+                   "DTMF", "NOTALK", "TALK")
+_EVENT_TYPES = ("text/event-plain", "text/event-json")
+_REPLY_TYPES = ("command/reply", "api/response")
+
+Waiter = Callable[[Frame | None], None]  # None: the link closed before the reply
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    """Outbound server to supervisor: `link` has connected; its call wants an actor."""
+
+    link: ChannelLink
+
+
+@dataclass(frozen=True)
+class SocketClosed:
+    """Link to the call's actor: the socket closed before the call's hangup came. The
+    switch runs the dialplan after `socket`, which may offer the call again."""
+
+
+@dataclass(frozen=True)
+class Reoffered:
+    """Supervisor to a call's actor: the call came back on `link` (the dialplan's next
+    `socket`, or a transfer back into the IVR); `flow` is a fresh flow to take it over
+    with, the actor keeping its own write numbering."""
+
+    link: ChannelLink
+    flow: Any
+
+
+class ChannelLink:
+    """One call's socket; see the module doc."""
+
+    look = staticmethod(outbound.look)
+
+    def __init__(self, sock: socket.socket, peer: str, on_ready: Callable[[ChannelLink], None],
+                 send_timeout_s: float, telemetry: Telemetry = NO_TELEMETRY):
+        self._sock = sock
+        self.peer = peer
+        self._on_ready = on_ready
+        self._telemetry = telemetry
+        self._parser = FrameParser()
+        self._waiters: deque[Waiter] = deque()
+        self._write_lock = threading.Lock()
+        self._deliver_lock = threading.Lock()
+        self._held: list[Any] = []  # messages for the call's actor before it is attached
+        self._ref: pykka.ActorRef | None = None
+        self._channel: Event | None = None  # the connect data, until the actor takes it
+        self._hung_up = False
+        self._retired = False
+        self.uuid = ""
+        self.closed = False
+        sock.settimeout(send_timeout_s)  # bounds writes; reads happen only when readable
+
+    # --- the outbound server's thread
+
+    def begin(self) -> None:
+        """Take the call: connect, subscribe, linger (pipelined; answered in order)."""
+        self._write("connect\n\n", self._connected)
+        self._write("myevents plain\n\n", self._expect_ok("myevents"))
+        self._write(f"nixevent {' '.join(UNWANTED_EVENTS)}\n\n", self._expect_ok("nixevent"))
+        self._write("event plain CUSTOM fifo::info\n\n", self._expect_ok("event"))
+        self._write(f"linger {LINGER_S}\n\n", self._expect_ok("linger"))
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read off the socket. Raises Disconnected (MalformedFrame) when the
+        stream breaks the protocol: the server then closes this link."""
+        self._parser.feed(data)
+        while (frame := self._parser.next_frame()) is not None:
+            self._on_frame(frame)
+
+    def closed_by_peer(self, reason: str) -> None:
+        """The socket is gone (EOF, an error, a broken frame): fail what waits, and tell
+        the call its channel is out of reach unless its hangup was already seen."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        with self._write_lock:
+            waiters, self._waiters = list(self._waiters), deque()
+        for waiter in waiters:
+            waiter(None)
+        if self.uuid and not self._hung_up:
+            logger.warning("call %s: its socket closed before its hangup (%s)", self.uuid, reason)
+            self._deliver(SocketClosed())
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv(self) -> bytes:
+        return self._sock.recv(65536)
+
+    def _on_frame(self, frame: Frame) -> None:
+        kind = frame.content_type
+        if kind in _EVENT_TYPES:
+            event = event_of(frame)
+            if event.name == "CHANNEL_HANGUP_COMPLETE":
+                self._hung_up = True
+            self._deliver(EslEvent(event, time.monotonic()))
+        elif kind in _REPLY_TYPES:
+            if not self._waiters:
+                raise Disconnected(f"a {kind} nobody asked for")
+            self._waiters.popleft()(frame)
+        elif kind == "text/disconnect-notice":
+            # `linger`: the hangup is done, but events may still come (mod_fifo's
+            # bridge-caller-stop follows CHANNEL_HANGUP_COMPLETE); the supervisor says
+            # `exit` when it forgets the call. `disconnect`: the close follows.
+            logger.debug("call %s: %s notice", self.uuid, frame.headers.get("Content-Disposition"))
+        else:
+            logger.debug("call %s: ignoring a %s frame", self.uuid, kind)
+
+    def _connected(self, frame: Frame | None) -> None:
+        if frame is None:
+            return
+        text = "\n".join(f"{name}: {value}" for name, value in frame.headers.items())
+        channel = Event.from_plain(text)  # values are still URL-encoded, as in an event
+        if not channel.uuid:
+            logger.error("outbound connection from %s: connect answered without a Unique-ID", self.peer)
+            self.exit()
+            return
+        self.uuid, self._channel = channel.uuid, channel
+        self._on_ready(self)
+
+    def _expect_ok(self, what: str) -> Waiter:
+        def check(frame: Frame | None) -> None:
+            reply = frame.headers.get("Reply-Text", "") if frame else ""
+            if frame is not None and not reply.startswith("+OK"):
+                logger.warning("call %s: %s refused: %s", self.uuid, what, reply)
+        return check
+
+    # --- the supervisor's thread
+
+    def attach(self, ref: pykka.ActorRef) -> None:
+        """`ref` handles the call from now on; what came meanwhile goes to it first."""
+        with self._deliver_lock:
+            self._ref = ref
+            held, self._held = self._held, []
+            for message in held:
+                self._tell(message)
+
+    def retire(self) -> None:
+        """A newer socket carries the call: this one delivers nothing more and goes."""
+        with self._deliver_lock:
+            self._retired = True
+            self._ref, self._held = None, []
+        self.exit()
+
+    def _deliver(self, message: Any) -> None:
+        with self._deliver_lock:
+            if self._retired:
+                return
+            if self._ref is None or self._held:
+                self._held.append(message)
+            else:
+                self._tell(message)
+
+    def _tell(self, message: Any) -> None:
+        """Under `_deliver_lock`. A dead actor's messages wait for its replacement."""
+        assert self._ref is not None
+        try:
+            self._ref.tell(message)
+        except pykka.ActorDeadError:
+            self._held.append(message)
+
+    # --- any thread: the Commander's verbs, on this socket
+
+    def take_channel(self) -> Event | None:
+        """The connect data, once: the first look at the channel costs no round trip."""
+        channel, self._channel = self._channel, None
+        return channel
+
+    def execute(self, call_uuid: str, app: str, arg: str, event_uuid: str, lock: bool = False,
+                reply_to: Any = None, since: Cause | None = None) -> None:
+        """`sendmsg` execute `app arg` tagged `event_uuid`, as Commander.execute."""
+        headers = [("call-command", "execute"), ("execute-app-name", app)]
+        body = None
+        if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
+            body = arg
+        else:
+            headers.append(("execute-app-arg", arg))
+        if lock:
+            headers.append(("event-lock", "true"))
+        headers.append(("Event-UUID", event_uuid))
+        self._sendmsg(headers, body, event_uuid, reply_to, since)
+
+    def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to: Any = None,
+               since: Cause | None = None) -> None:
+        self._sendmsg([("call-command", "hangup"), ("hangup-cause", cause)], None, "", reply_to, since)
+
+    def api(self, command: str) -> pykka.Future:
+        """`api <command>` on this socket; the future holds the body (or an EslError)."""
+        future: pykka.Future = pykka.ThreadingFuture()
+
+        def answer(frame: Frame | None) -> None:
+            if frame is None:
+                future.set_exception((Disconnected, Disconnected("the call's socket closed"), None))
+            else:
+                future.set(frame.body.decode("utf-8", "replace"))
+        self._write(f"api {command}\n\n", answer)
+        return future
+
+    def exit(self) -> None:
+        """Let the socket go: the switch answers `+OK bye` and closes it."""
+        if not self.closed:
+            self._write("exit\n\n", lambda frame: None)
+
+    def _sendmsg(self, headers: list[tuple[str, str]], body: str | None, event_uuid: str,
+                 reply_to: Any, since: Cause | None) -> None:
+        lines = ["sendmsg"]
+        for name, value in headers:
+            if "\n" in value or "\r" in value:
+                self._refused(reply_to, event_uuid, f"-ERR invalid command: a newline in {name}", False)
+                return
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines += ["content-type: text/plain", f"content-length: {len(body.encode('utf-8'))}"]
+        text = "\n".join(lines) + "\n\n" + (body or "")
+        written_at = time.monotonic()
+
+        def answer(frame: Frame | None) -> None:
+            reply = frame.headers.get("Reply-Text", "") if frame else "-ERR the call's socket closed"
+            if reply.startswith("+OK"):
+                if since is not None:
+                    self._telemetry.command_written(since, written_at)
+            else:
+                self._refused(reply_to, event_uuid, reply, uncertain=frame is None)
+        self._write(text, answer)
+
+    def _refused(self, reply_to: Any, event_uuid: str, reply: str, uncertain: bool) -> None:
+        logger.warning("call %s: sendmsg refused: %s", self.uuid, reply)
+        if reply_to is not None:
+            try:
+                reply_to.tell(CommandFailed(self.uuid, event_uuid, reply, uncertain))
+            except pykka.ActorDeadError:
+                pass  # the call's actor is gone; nobody left to tell
+
+    def _write(self, text: str, waiter: Waiter) -> None:
+        """Write one whole command (its blank line and body included) and queue its
+        waiter, in wire order. A write that fails shuts the socket down: the server
+        thread then sees it close and fails every waiter, this one included."""
+        data = text.encode("utf-8")
+        with self._write_lock:
+            if self.closed:
+                waiter(None)
+                return
+            self._waiters.append(waiter)
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                logger.warning("call %s: writing to its socket failed: %s", self.uuid, exc)
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

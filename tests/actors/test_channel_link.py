@@ -1,0 +1,105 @@
+"""ChannelLink on recorded traffic: the switch's side of an outbound session
+(outbound_async_full_linger) fed to the link in chunks of 1, 7, 512 bytes and whole,
+while the link writes as many commands as the recording client did."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from actors.channel_link import ChannelLink, SocketClosed
+from actors.messages import CommandFailed, EslEvent
+from tests.esl.replay import Capture
+
+UUID = "36b97724-98f7-46d4-a702-2c4e58a56890"
+
+
+class Inbox:
+    """Stands in for an ActorRef: keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[object] = []
+
+    def tell(self, message: object) -> None:
+        self.told.append(message)
+
+
+def through_replies(s2c: bytes, count: int) -> bytes:
+    """The stream up to the end of its `count`-th reply (connect's is the first). The
+    replies in this capture are header blocks without a body."""
+    at = 0
+    for _ in range(count):
+        at = s2c.index(b"\n\n", s2c.index(b"Content-Type: command/reply", at)) + 2
+    return s2c[:at]
+
+
+def recorded_session(capture: Capture) -> tuple[bytes, ChannelLink, Inbox, socket.socket, list]:
+    ours, theirs = socket.socketpair()
+    ready: list[ChannelLink] = []
+    link = ChannelLink(ours, "test", ready.append, send_timeout_s=2)
+    inbox = Inbox()
+    link.begin()  # connect, myevents, linger
+    s2c = b"".join(r.data for r in capture.records if r.direction == "S>C")
+    return s2c, link, inbox, theirs, ready
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 512, 1 << 20])
+def test_a_recorded_outbound_session_is_taken_as_the_switch_sent_it(chunk):
+    capture = Capture("outbound_async_full_linger")
+    s2c, link, inbox, theirs, ready = recorded_session(capture)
+    # The recording client sent eight commands before the hangup; begin() sent five of
+    # them (connect, myevents, nixevent, event, linger: answered by the recording's
+    # connect, myevents, linger, second myevents and playback replies), these the rest:
+    # the two getvars' answers, then the hangup's +OK.
+    link.api("y")
+    link.api("z")
+    link.hangup(UUID, reply_to=inbox)
+    # Up to the recording client's `exit` (8 s after the linger notice): its `+OK bye`
+    # answers the exit this test sends below.
+    s2c = s2c[:s2c.rindex(b"\n\n", 0, s2c.index(b"Reply-Text: +OK bye")) + 2]
+    attached = False
+    for at in range(0, len(s2c), chunk):
+        link.feed(s2c[at:at + chunk])
+        if ready and not attached:
+            link.attach(inbox)  # type: ignore[arg-type]
+            attached = True
+    assert ready == [link] and link.uuid == UUID
+    events = [m.event.name for m in inbox.told if isinstance(m, EslEvent)]
+    assert events == ["CHANNEL_PARK", "CHANNEL_EXECUTE", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP",
+                      "CHANNEL_UNPARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_STATE", "CHANNEL_STATE",
+                      "CHANNEL_HANGUP_COMPLETE"]
+    assert not any(isinstance(m, CommandFailed) for m in inbox.told), "every +OK was taken as such"
+    link.exit()  # the supervisor's, once it forgets the call
+    theirs.settimeout(2)
+    written = b""
+    while not written.endswith(b"exit\n\n"):
+        written += theirs.recv(65536)
+    commands = [c.split(b" ")[0] for c in written.split(b"\n\n") if c]
+    assert commands[:5] == [b"connect", b"myevents", b"nixevent", b"event", b"linger"]
+    link.closed_by_peer("the switch closed the socket")
+    assert not any(isinstance(m, SocketClosed) for m in inbox.told), "its hangup was seen"
+
+
+def test_the_connect_data_is_the_channel_the_call_starts_from():
+    capture = Capture("outbound_async_full_linger")
+    s2c, link, _inbox, _theirs, ready = recorded_session(capture)
+    link.feed(through_replies(s2c, 1))
+    channel = link.take_channel()
+    assert channel is not None and channel.uuid == UUID
+    assert channel.get("Caller-Caller-ID-Number") == "5551003"
+    assert channel.variable("current_application") == "socket"
+    assert link.take_channel() is None, "handed over once"
+
+
+def test_a_socket_closed_before_the_hangup_fails_pending_commands_and_tells_the_call():
+    capture = Capture("outbound_async_full_linger")
+    s2c, link, inbox, _theirs, ready = recorded_session(capture)
+    link.feed(through_replies(s2c, 3))  # connect, myevents, linger answered
+    assert ready
+    link.attach(inbox)  # type: ignore[arg-type]
+    link.execute(UUID, "playback", "new_sales/1000.wav", "e1", reply_to=inbox)
+    link.closed_by_peer("connection lost")
+    failed = [m for m in inbox.told if isinstance(m, CommandFailed)]
+    assert failed and failed[0].event_uuid == "e1" and failed[0].uncertain
+    assert isinstance(inbox.told[-1], SocketClosed)
