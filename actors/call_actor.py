@@ -245,12 +245,14 @@ class CallActor(pykka.ThreadingActor):
             channel = self._channel_dump()
         except _Gone:
             if checkpoint:  # ours, and it ended while no handler listened
+                self._write_recent(checkpoint)
                 self.flow.resume_after_failure(checkpoint)
                 self._apply(self.flow.on_channel_gone(UNSEEN_HANGUP_CAUSE))
             else:
                 self._decline("the channel is gone")
             return
         if checkpoint and checkpoint.get("s") != self.flow.final_state:
+            self._write_recent(checkpoint)
             self._apply(self.flow.resume(checkpoint, channel))
             return
         if self.link is not None:
@@ -259,6 +261,9 @@ class CallActor(pykka.ThreadingActor):
             verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
+        for known in (checkpoint, verdict.checkpoint):
+            if known:
+                self._write_recent(known)
         if verdict.action == resume.START:
             self._apply(self.flow.start(channel))
         elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
@@ -275,6 +280,18 @@ class CallActor(pykka.ThreadingActor):
             self.flow.resume_after_failure(found)
         else:
             self._decline(verdict.reason)
+
+    def _write_recent(self, checkpoint: dict[str, Any]) -> None:
+        """Send again the records the checkpoint carries (the last ones before it was
+        written): the handler that wrote it may have died before the DbWriter committed
+        them. The writer keeps one row per (call, seq), so a repeat changes nothing."""
+        for seq, kind, fields in checkpoint.get("r") or ():
+            if seq in self._unacked or not isinstance(fields, dict):
+                continue
+            write = DbWrite(self.uuid, int(seq), str(kind), fields, reply_to=self.actor_ref)
+            self._unacked[write.seq] = write
+            self._tell(self.services.db_writer, write)
+        self._seq = max(self._seq, int(checkpoint.get("n") or 0))
 
     def _channel_dump(self) -> Event:
         """`uuid_dump <uuid> json`, tried a few times (each bounded): the Commander may

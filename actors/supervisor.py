@@ -341,10 +341,11 @@ class Supervisor(pykka.ThreadingActor):
             self.unfinished.add(uuid)
 
     def _close_unended_rows(self, live: set[str]) -> None:
-        """Calls with a row but no end, no owner and no channel: they ended while no
-        icall ran (a stop, a crash). Each gets an actor that confirms the channel is
-        gone (`uuid_dump`) and closes the row with a cause saying the hangup was not
-        seen, queueing its CDR. Done once per process: later ends are seen."""
+        """Calls with a row but no end and no owner: they ended, or are still up, while
+        no icall ran (a stop, a crash). Each gets an actor that reads the channel
+        (`uuid_dump`): gone, it closes the row with a cause saying the hangup was not
+        seen and queues its CDR; still there, it takes the call over. Done once per
+        process: later ends are seen."""
         if self._rows_checked:
             return
         try:
@@ -356,12 +357,19 @@ class Supervisor(pykka.ThreadingActor):
         self._rows_checked = True
         for row in rows:
             uuid = row["uuid"]
-            if uuid in live or uuid in self.calls:
+            if uuid in self.calls:
                 continue
             path = json.loads(row["path"]) if row.get("path") else []
             takeover = {"s": self.make_flow(uuid).final_state, "p": path, "n": _CLOSING_SEQ}
-            logger.info("call %s has no end and no channel: closing it", uuid)
-            self.counters["calls_closed_unseen"] += 1
+            if uuid in live:
+                # Listed, but `show channels` lags: the actor reads the channel and takes
+                # the call over, or closes the row if the channel is gone after all (an
+                # adoption without the row's knowledge would just leave it open).
+                logger.info("call %s has no end yet: taking it over", uuid)
+                self.unfinished.add(uuid)
+            else:
+                logger.info("call %s has no end and no channel: closing it", uuid)
+                self.counters["calls_closed_unseen"] += 1
             ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None,
                                   last_seq=_CLOSING_SEQ, takeover=takeover)
             self._own(uuid, ref)

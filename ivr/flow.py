@@ -164,6 +164,11 @@ class Flow:
         self._unguarded: list[str] = []  # awaited, guard timer not yet started
         self._talking: set[str] = set()  # awaited bridges that were answered (CHANNEL_BRIDGE)
         self._records = 0  # Records emitted: a resumed actor numbers its writes after them
+        # Records of the last two checkpoint intervals, [seq, kind, fields]: they may not
+        # be committed yet when a process dies (the writer gathers commits), so they
+        # ride in the checkpoint and a successor writes them again (idempotent by seq).
+        self._recent: list[list[Any]] = []
+        self._previous: list[list[Any]] = []
         self._written: tuple[str, tuple[str, ...]] | None = None  # (state, awaited) checkpointed
         self._last_written: dict[str, Any] | None = None
         self._resumed: set[str] = set()  # awaited commands a resumed flow did not start itself
@@ -365,7 +370,9 @@ class Flow:
 
     def record(self, kind: str, **fields: Any) -> None:
         self._records += 1
-        self.emit(Record(kind, {"uuid": self.uuid, **fields}))
+        record = Record(kind, {"uuid": self.uuid, **fields})
+        self._recent.append([self._records, kind, record.fields])
+        self.emit(record)
 
     def record_step(self, step: str, value: str = "") -> None:
         """A step of the call, as the seed's db_pbx:log wrote it."""
@@ -577,6 +584,10 @@ class Flow:
             return
         self._written = key
         snapshot = self.checkpoint()
+        unsaved = self._previous + self._recent
+        if unsaved:
+            snapshot["r"] = unsaved
+        self._previous, self._recent = self._recent, []
         if final:
             handoff = self._effects[commands[-1]]
             assert isinstance(handoff, Execute)
