@@ -57,6 +57,11 @@ logger = logging.getLogger(__name__)
 FIRST_RETRY_S = 0.05
 BACKLOG_WARNING_FRACTION = 0.8
 ALWAYS_KEPT_KINDS = frozenset({"call", "cdr", "failure"})
+# Written at once, with whatever waits beside them: a process killed during the gather
+# would lose them for good (a call's row, its CDR, a failure record), whereas a step's
+# record also rides in the call's checkpoint on the channel (ivr.flow) and is written
+# again by a successor.
+COMMITTED_AT_ONCE = ALWAYS_KEPT_KINDS
 REFUSAL_LOG_EVERY = 1000
 
 
@@ -186,19 +191,19 @@ class DbWriter(pykka.ThreadingActor):
                 return
         self._pending.append(_Pending(write, prepared))
         self._warn_if_backlog_high()
-        self._gather()
+        self._gather(urgent=write.kind in COMMITTED_AT_ONCE)
 
-    def _gather(self) -> None:
+    def _gather(self, urgent: bool = False) -> None:
         """Commit after `[database] commit_interval_ms`, gathering what else comes (a
-        full batch ends the wait): a commit, and SQLite's fsync, per write cost more
-        CPU than everything else a call does. Nobody waits on a commit: calls keep
-        their writes until acknowledged."""
-        if len(self._pending) >= self._batch_size and self._gather_timer is not None:
+        full batch or an `urgent` write ends the wait): a commit, and SQLite's fsync,
+        per write cost more CPU than everything else a call does. Nobody waits on a
+        commit: calls keep their writes until acknowledged."""
+        if (urgent or len(self._pending) >= self._batch_size) and self._gather_timer is not None:
             self._gather_timer.cancel()
             self._gather_timer = None
             self.actor_ref.tell(_Flush())  # the queued flag stays set: this is that flush
         elif not self._flush_queued:
-            if self._commit_interval_s <= 0:
+            if urgent or self._commit_interval_s <= 0:
                 self._queue_flush()
                 return
             self._flush_queued = True

@@ -244,3 +244,20 @@ def test_the_calls_left_open_are_this_nodes_own_never_another_nodes_live_ones(ba
     rows = writer.proxy().unended_calls().get(timeout=WAIT_S)
 
     assert sorted(row["uuid"] for row in rows) == ["a-open", "from-before-nodes"]
+
+
+def test_steps_wait_to_share_a_commit_while_a_call_row_is_committed_at_once_with_them(backend, db):
+    """A killed process loses what waits for its commit; a call's row, CDR and failure
+    record never wait (a step also rides in the checkpoint on the channel)."""
+    writes = one_call()
+    step, call = writes[1], writes[0]
+    collector = AckCollector.start(expected=2)
+    writer = DbWriter.start(make_config(backend.url, commit_interval_ms="5000"))
+    writer.tell(DbWrite(step.call_uuid, step.seq, step.kind, step.fields, collector))
+    assert not collector.proxy().all_in.get(timeout=WAIT_S).wait(0.5)  # still gathering
+    assert collector.proxy().acks.get(timeout=WAIT_S) == []
+    writer.tell(DbWrite(call.call_uuid, call.seq, call.kind, call.fields, collector))
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S), "the call row waited"
+    assert sorted(collector.proxy().acks.get(timeout=WAIT_S)) == [(call.call_uuid, 1), (call.call_uuid, 2)]
+    writer.stop()
+    collector.stop()
