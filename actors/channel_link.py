@@ -33,7 +33,7 @@ from typing import Any
 
 import pykka
 
-from actors.esl import MAX_HEADER_ARG
+from actors.esl import execute_message
 from actors.esl_wire import Disconnected, Frame, FrameParser, event_of
 from actors.messages import CommandFailed, EslEvent
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
@@ -231,15 +231,7 @@ class ChannelLink:
     def execute(self, call_uuid: str, app: str, arg: str, event_uuid: str, lock: bool = False,
                 reply_to: Any = None, since: Cause | None = None) -> None:
         """`sendmsg` execute `app arg` tagged `event_uuid`, as Commander.execute."""
-        headers = [("call-command", "execute"), ("execute-app-name", app)]
-        body = None
-        if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
-            body = arg
-        else:
-            headers.append(("execute-app-arg", arg))
-        if lock:
-            headers.append(("event-lock", "true"))
-        headers.append(("Event-UUID", event_uuid))
+        headers, body = execute_message(app, arg, event_uuid, lock)
         self._sendmsg(headers, body, event_uuid, reply_to, since)
 
     def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to: Any = None,

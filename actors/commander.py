@@ -33,7 +33,7 @@ import uuid as uuidlib
 
 import pykka
 
-from actors.esl import MAX_HEADER_ARG, Backoff, Disconnected, EslError, EslSession
+from actors.esl import Backoff, Disconnected, EslError, EslSession, execute_message
 from actors.messages import ChannelCommand, CommandFailed
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 
@@ -68,15 +68,7 @@ class Commander(pykka.ThreadingActor):
         Application-UUID). An argument too long for a header line, or holding a
         newline, goes as a text/plain body. With `since` (what caused the command, and
         when), the time from it to the write goes to telemetry once the switch took it."""
-        headers = [("call-command", "execute"), ("execute-app-name", app)]
-        body = None
-        if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
-            body = arg
-        else:
-            headers.append(("execute-app-arg", arg))
-        if lock:
-            headers.append(("event-lock", "true"))
-        headers.append(("Event-UUID", event_uuid))
+        headers, body = execute_message(app, arg, event_uuid, lock)
         self._sendmsg(call_uuid, event_uuid, headers, body, reply_to, since)
 
     def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to=None,

@@ -342,6 +342,23 @@ def _read_frame(sock: socket.socket, timeout_s: float) -> tuple[dict[str, str], 
     return headers, body.decode("utf-8", "replace")
 
 
+def execute_message(app: str, arg: str, event_uuid: str,
+                    lock: bool) -> tuple[list[tuple[str, str]], str | None]:
+    """The headers (and body) of a `sendmsg` execute of `app arg` tagged `event_uuid`:
+    an argument too long for a header line, or holding a newline, goes as a text/plain
+    body (FreeSWITCH takes the body as the argument when execute-app-arg is absent)."""
+    headers = [("call-command", "execute"), ("execute-app-name", app)]
+    body = None
+    if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
+        body = arg
+    else:
+        headers.append(("execute-app-arg", arg))
+    if lock:
+        headers.append(("event-lock", "true"))
+    headers.append(("Event-UUID", event_uuid))
+    return headers, body
+
+
 def _check_header_value(name: str, value: str) -> None:
     if "\n" in value or "\r" in value or "\n" in name or ":" in name:
         raise ValueError(f"header {name!r} would break the frame; send it as a body")
