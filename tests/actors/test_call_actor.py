@@ -149,11 +149,9 @@ def test_the_first_command_of_a_park_is_timed_as_takeover_and_of_each_event_as_r
         timers.stop()
 
 
-def test_a_command_the_dead_commander_cannot_take_reaches_the_flow_as_a_refusal():
-    """A Commander that stays dead (no replacement within ~2 s): the call's command is
-    a refusal the flow hears (it sends the caller to safety), never a silent loss."""
+def with_a_dead_commander(seen: queue.Queue) -> tuple[CallServices, FlowContext, TimerService]:
+    """Services whose Commander has died (and is not replaced yet); writes go to `seen`."""
     config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
-    seen: queue.Queue = queue.Queue()
     timers = TimerService()
     timers.start()
     idle = Idle.start()
@@ -163,6 +161,14 @@ def test_a_command_the_dead_commander_cannot_take_reaches_the_flow_as_a_refusal(
                             db_writer=Writer.start(seen), crm=idle, timers=timers)
     ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
                       time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    return services, ctx, timers
+
+
+def test_a_command_the_dead_commander_cannot_take_reaches_the_flow_as_a_refusal():
+    """A Commander that stays dead (no replacement within ~2 s): the call's command is
+    a refusal the flow hears (it sends the caller to safety), never a silent loss."""
+    seen: queue.Queue = queue.Queue()
+    services, ctx, timers = with_a_dead_commander(seen)
     try:
         CallActor.start(CALL, make_flow("icall", CALL, ctx), services, CallScript(CALL).park())
         steps = []
@@ -176,18 +182,9 @@ def test_a_command_the_dead_commander_cannot_take_reaches_the_flow_as_a_refusal(
 
 
 def test_a_command_whose_commander_died_goes_out_on_the_replacement():
-    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
     seen: queue.Queue = queue.Queue()
     commands: queue.Queue = queue.Queue()
-    timers = TimerService()
-    timers.start()
-    idle = Idle.start()
-    dead = Idle.start()
-    dead.stop()
-    services = CallServices(config=config, supervisor=idle, commander=dead,
-                            db_writer=Writer.start(seen), crm=idle, timers=timers)
-    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
-                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    services, ctx, timers = with_a_dead_commander(seen)
     try:
         CallActor.start(CALL, make_flow("icall", CALL, ctx), services, CallScript(CALL).park())
         services.commander = Commander.start(commands)  # what the supervisor does on ServiceDied

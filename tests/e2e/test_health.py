@@ -5,10 +5,6 @@ the systemd watchdog stops for a dead reader, not for a switch that is away."""
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
-import socket
-import tempfile
 import threading
 import time
 
@@ -18,7 +14,7 @@ from service.app import Service
 from service.metrics import MetricsServer
 from service.systemd import Watchdog
 from tests.e2e.conftest import WAIT_S
-from tests.service.conftest import NotifySocket
+from tests.service import conftest as service_conftest
 from tests.waiting import wait_until
 
 LINK_DOWN_LIMIT_S = 3
@@ -51,17 +47,8 @@ def endpoint():
         server.stop()
 
 
-@pytest.fixture
-def notify_socket():
-    directory = tempfile.mkdtemp(prefix="icall-notify-")
-    path = os.path.join(directory, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    try:
-        yield NotifySocket(path, sock)
-    finally:
-        sock.close()
-        shutil.rmtree(directory, ignore_errors=True)
+# The systemd notify socket the service tests use, shared rather than written again.
+notify_socket = service_conftest.notify_socket
 
 
 def test_a_switch_away_longer_than_the_limit_is_a_503_until_the_link_is_back(
