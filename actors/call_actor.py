@@ -46,7 +46,7 @@ from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 from actors.timers import TimerService
 from ivr import outbound, resume
 from ivr.config import Config
-from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, Record, StartTimer
+from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, ReadChannel, Record, StartTimer
 from ivr.event import Event, channel_data_event
 from ivr.flow import UNSEEN_HANGUP_CAUSE, Flow
 from ivr.resume import CHECKPOINT_VARIABLE
@@ -206,6 +206,8 @@ class CallActor(pykka.ThreadingActor):
             self._command(message.command, message.tries)
         elif isinstance(message, ChannelGone):
             self._apply(self.flow.on_channel_gone())
+        elif isinstance(message, ReadChannel):
+            self._read_channel_again()
         elif isinstance(message, WriterReplaced):
             self._resend_unacked()
         elif isinstance(message, CrmAnswer):
@@ -281,6 +283,14 @@ class CallActor(pykka.ThreadingActor):
         else:
             self._decline(verdict.reason)
 
+    def _read_channel_again(self) -> None:
+        try:
+            channel = self._channel_dump()
+        except _Gone:
+            logger.info("read again: the channel is gone; its hangup is on the way")
+            return
+        self._apply(self.flow.on_channel(channel))
+
     def _write_recent(self, checkpoint: dict[str, Any]) -> None:
         """Send again the records the checkpoint carries (the last ones before it was
         written): the handler that wrote it may have died before the DbWriter committed
@@ -333,6 +343,7 @@ class CallActor(pykka.ThreadingActor):
                                               TimerFired(_SOCKET_GONE, self._socket_generation))
             return
         checkpoint = self._safe_checkpoint()
+        checkpoint.pop("q", None)  # what the closed socket carried may be lost: look
         self.link, self.flow = message.link, message.flow
         logger.info("the call came back on a new socket")
         self._take_over(checkpoint)
@@ -372,6 +383,8 @@ class CallActor(pykka.ThreadingActor):
                                               TimerFired(effect.name, effect.generation))
             elif isinstance(effect, Finished):
                 self._start_linger()
+            elif isinstance(effect, ReadChannel):
+                self.actor_ref.tell(effect)  # read after this batch is carried out
             else:
                 raise TypeError(f"unknown effect {effect!r}")
 

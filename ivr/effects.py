@@ -83,7 +83,14 @@ class Checkpoint:
     event_uuid: str
 
 
-Effect = Execute | Hangup | LookupCaller | Record | StartTimer | Finished | Checkpoint
+@dataclass(frozen=True)
+class ReadChannel:
+    """Read the channel again (`uuid_dump`) and hand it to `on_channel`: a resumed call
+    whose awaited command had not started when it was first read may have been queued
+    on the channel, behind the checkpoint that names it."""
+
+
+Effect = Execute | Hangup | LookupCaller | Record | StartTimer | Finished | Checkpoint | ReadChannel
 
 
 # --- what comes back to a flow (through on_info)

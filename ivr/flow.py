@@ -34,13 +34,18 @@ from typing import Any
 
 from ivr import resume
 from ivr.config import Config
-from ivr.effects import Checkpoint, Effect, Execute, Finished, Hangup, Record, StartTimer
+from ivr.effects import Checkpoint, Effect, Execute, Finished, Hangup, ReadChannel, Record, StartTimer
 from ivr.event import Event
 from ivr.timecond import TimeCondition
 
 logger = logging.getLogger(__name__)
 
 GUARD_PREFIX = "command:"
+# A resumed call whose awaited command was found not started, right behind the checkpoint
+# naming it: the command is most likely queued on the channel. The channel is read again
+# after this grace; only a command still not started then is issued again.
+QUEUED_PREFIX = "queued:"
+QUEUED_GRACE_S = 2.0
 # The application whose completion the event link filters out (no flow waits on it).
 UNAWAITED_APP = "set"
 # The CDR's hangup cause when the channel vanished while the event link was down.
@@ -172,6 +177,7 @@ class Flow:
         self._written: tuple[str, tuple[str, ...]] | None = None  # (state, awaited) checkpointed
         self._last_written: dict[str, Any] | None = None
         self._resumed: set[str] = set()  # awaited commands a resumed flow did not start itself
+        self._queued: set[str] = set()  # ... and found not started, maybe queued (QUEUED_PREFIX)
         self.entries = 1  # how many times the call has entered the flow (see on_event)
 
     # --- entry points (the CallActor's thread)
@@ -205,6 +211,9 @@ class Flow:
     def on_timer(self, name: str, generation: int) -> list[Effect]:
         if generation != self._generation or self.hung_up:
             self.note(f"stale timer {name} (generation {generation}) dropped")
+        elif name.startswith(QUEUED_PREFIX):
+            if name[len(QUEUED_PREFIX):] in self._queued:
+                self._effects.append(ReadChannel())
         elif name.startswith(GUARD_PREFIX):
             event_uuid = name[len(GUARD_PREFIX):]
             command = self._awaited.get(event_uuid)
@@ -219,8 +228,7 @@ class Flow:
                 self._awaited.pop(event_uuid, None)
                 self._sent.pop(event_uuid, None)
                 self.note(f"{command}: ended while no controller listened; issued again")
-                self.execute(command.app, command.arg, lock=True, await_as=command.label,
-                             guard_s=command.guard_s)
+                self.reissue(command)
             elif command.rescue:
                 self.note(f"rescue never completed: {command}")
                 self.hang_up("NORMAL_TEMPORARY_FAILURE")
@@ -229,6 +237,24 @@ class Flow:
                 self.rescue("CommandTimeout", f"{command}: not completed within {timeout_s:g} s")
         else:
             self.dispatch(Timeout(name))
+        return self._outcome()
+
+    def on_channel(self, channel: Event) -> list[Effect]:
+        """The channel read again (`ReadChannel`): each awaited command that was maybe
+        queued is now running, ended, or was never sent and is issued now."""
+        for event_uuid in sorted(self._queued):
+            self._queued.discard(event_uuid)
+            command = self._awaited.get(event_uuid)
+            if command is None or self.hung_up:
+                continue
+            where = resume.progress(command.app, command.arg, channel)
+            self.note(f"read again: {command} {where}")
+            if where == resume.NOT_STARTED:
+                self._awaited.pop(event_uuid, None)
+                self._sent.pop(event_uuid, None)
+                self.reissue(command)
+            else:
+                self._found(event_uuid, command, where, channel)
         return self._outcome()
 
     def on_command_failed(self, event_uuid: str, reply: str, uncertain: bool = False) -> list[Effect]:
@@ -271,8 +297,11 @@ class Flow:
         """What a dying handler hands its replacement: the last checkpoint written (a
         consistent point: the handler may have died inside a transition) and the caller
         (whom the channel's variables no longer name once mod_fifo swapped the ids)."""
-        snapshot = self._last_written or self.checkpoint()
-        return {**snapshot, "c": vars(self.call).copy()}
+        if self._last_written is None:
+            return {**self.checkpoint(), "c": vars(self.call).copy()}
+        # "q": the commands it waits on were handed to the command path, which sends them
+        # even though this handler died: found not started, they are queued.
+        return {**self._last_written, "c": vars(self.call).copy(), "q": 1}
 
     def checkpoint(self) -> dict[str, Any]:
         """The compact JSON-able snapshot written on the channel (`ivr.resume`)."""
@@ -307,8 +336,9 @@ class Flow:
         if not waits:
             self.dispatch(Enter(self.state))  # a state that waits on a timer: enter it again
         self._written = (self.state, tuple(str(w[0]) for w in waits))  # on the channel already
+        sent = bool(checkpoint.get("q"))
         for event_uuid, app, arg, label in waits:
-            self._resume_wait(str(event_uuid), app, arg, label, channel)
+            self._resume_wait(str(event_uuid), app, arg, label, channel, sent)
         return self._outcome()
 
     def resume_after_failure(self, checkpoint: dict[str, Any]) -> None:
@@ -323,6 +353,13 @@ class Flow:
         self.note(f"resumed in {self.state} after a failure in {checkpoint.get('s', '?')}")
 
     # --- for subclasses: the verbs of a flow
+
+    def reissue(self, command: Command) -> None:
+        """Send again, with event-lock, an awaited command a resumed call never heard
+        (or that ended unseen). A flow whose command needs others before it (a bridge's
+        settings) sends those too."""
+        self.execute(command.app, command.arg, lock=True, await_as=command.label,
+                     guard_s=command.guard_s)
 
     def goto(self, state: str) -> None:
         """Move to `state` when the current handler returns."""
@@ -521,7 +558,7 @@ class Flow:
         self.restore_data(checkpoint.get("d") or {})
 
     def _resume_wait(self, event_uuid: str, app: str, arg: str, label: str | None,
-                     channel: Event) -> None:
+                     channel: Event, sent: bool) -> None:
         ivr = self.ctx.config.ivr
         if app == "bridge":  # its guard covers the ringing, as when it was sent
             command = Command(app, arg, label, guard_s=ivr.ring_timeout_s + ivr.command_timeout_s)
@@ -530,14 +567,28 @@ class Flow:
                 app, arg, ivr.command_timeout_s, RESUME_SLACK_S))
         where = resume.progress(app, arg, channel)
         self.note(f"resume: {command} {where}")
-        if where == resume.NOT_STARTED:
-            self.execute(app, arg, lock=True, await_as=label, guard_s=command.guard_s)
-            return
         self._sent[event_uuid] = command
         self._awaited[event_uuid] = command
+        if where == resume.NOT_STARTED and sent:
+            # A handler that died in this process had handed it to the command path,
+            # which sends it still: it will run, so it is waited for like a running one.
+            where = resume.RUNNING
+        elif where == resume.NOT_STARTED and resume.checkpoint_ran_last(channel):
+            self._queued.add(event_uuid)
+            self._effects.append(StartTimer(QUEUED_PREFIX + event_uuid, QUEUED_GRACE_S,
+                                            self._generation))
+            return
+        elif where == resume.NOT_STARTED:
+            del self._sent[event_uuid], self._awaited[event_uuid]
+            self.reissue(command)
+            return
+        self._found(event_uuid, command, where, channel)
+
+    def _found(self, event_uuid: str, command: Command, where: str, channel: Event) -> None:
+        """An awaited command of a resumed call found running or ended on the channel."""
         if where == resume.COMPLETED:
             self._complete(Event({**channel.headers, "Event-Name": "CHANNEL_EXECUTE_COMPLETE",
-                                  "Application": app, "Application-Data": arg,
+                                  "Application": command.app, "Application-Data": command.arg,
                                   "Application-UUID": event_uuid}))
             return
         if where == resume.TALKING:
@@ -557,6 +608,7 @@ class Flow:
         self._awaited.clear()
         self._unguarded.clear()
         self._talking.clear()
+        self._queued.clear()
         self._cancel_deadman(park)
         self.goto(self.initial_state)
         self._settle()

@@ -20,7 +20,7 @@ from typing import Any
 from ivr import commands, schedule, timecond
 from ivr.effects import CrmAnswer, LookupCaller
 from ivr.event import Event
-from ivr.flow import Completed, Enter, Flow, FlowContext, Happening, Info, Timeout
+from ivr.flow import Command, Completed, Enter, Flow, FlowContext, Happening, Info, Timeout
 
 # Main menu digits, as the seed offered them.
 MENU_EVENING, MENU_SALES, MENU_EXTENSION = "1", ("2", "3", "4"), "5"
@@ -261,6 +261,12 @@ class IcallFlow(Flow):
         # answered, never: the completion comes when the conversation ends.
         self.execute("bridge", dial_string, lock=True, await_as="bridge",
                      guard_s=self.ivr.ring_timeout_s + self.ivr.command_timeout_s)
+
+    def reissue(self, command: Command) -> None:
+        if command.app == "bridge":  # its settings may have died with the process too
+            for setting in commands.bridge_settings(self.ivr):
+                self.execute("set", setting, lock=True)
+        super().reissue(command)
 
     def invalid_choice(self, event: Event, variable: str) -> None:
         """Tell the caller, then hang up once the prompt has played."""

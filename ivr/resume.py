@@ -95,7 +95,7 @@ def look(channel: Event, flow_variable: str, flow: str, final_state: str) -> Ver
 def handoff_never_ran(checkpoint: dict[str, Any], channel: Event) -> bool:
     """The hand-off mark was the last thing the session ran: the controller died between
     writing it and sending the transfer (both are sent back to back)."""
-    return bool(checkpoint.get("x")) and _last_was_checkpoint(channel)
+    return bool(checkpoint.get("x")) and checkpoint_ran_last(channel)
 
 
 def progress(app: str, arg: str, channel: Event) -> str:
@@ -131,7 +131,9 @@ def running_bound_s(app: str, arg: str, command_timeout_s: float, per_try_s: flo
     return command_timeout_s
 
 
-def _last_was_checkpoint(channel: Event) -> bool:
+def checkpoint_ran_last(channel: Event) -> bool:
+    """The last application the session started is our checkpoint `set`: the commands
+    queued right behind it were sent, and may not have started yet."""
     return channel.variable("current_application") == "set" and \
         (channel.variable("current_application_data") or "").startswith(CHECKPOINT_VARIABLE + "=")
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 from ivr import resume
-from ivr.effects import Checkpoint, CrmAnswer, Execute, LookupCaller, Record, StartTimer
+from ivr.commands import bridge_settings
+from ivr.effects import Checkpoint, CrmAnswer, Execute, LookupCaller, ReadChannel, Record, StartTimer
 from ivr.event import Event
 from tests.ivr.calls import Driver, make_config
 
@@ -132,13 +133,68 @@ def test_a_welcome_that_ended_unseen_is_taken_as_ended_from_the_channel():
     assert fresh.flow.state == "main_menu_wait_dtmf"
 
 
-def test_a_prompt_that_never_started_is_sent_by_the_successor_with_event_lock():
+def _menu_queued_behind_its_checkpoint() -> tuple[Driver, Driver, list]:
     driver = Driver()
     driver.to_main_menu()
     text = "icall_ckpt=" + json.dumps(driver.checkpoints()[-1])
     fresh, effects = successor(driver, current_application="set", current_application_data=text)
+    return driver, fresh, effects
+
+
+def test_a_prompt_found_behind_its_checkpoint_is_not_sent_again_before_a_second_look():
+    """The checkpoint ran, the menu queued right behind it has not started yet: sending
+    it now would play it twice. The channel is read again after a grace."""
+    _, fresh, effects = _menu_queued_behind_its_checkpoint()
+    assert commands(effects) == []
+    grace = [e for e in effects if isinstance(e, StartTimer)]
+    assert [(t.name.split(":")[0], t.delay_s) for t in grace] == [("queued", 2.0)]
+    assert fresh.fire(grace[0]) == [ReadChannel()]
+
+
+def test_a_prompt_still_not_started_at_the_second_look_is_sent_with_event_lock():
+    driver, fresh, effects = _menu_queued_behind_its_checkpoint()
+    fresh.fire([e for e in effects if isinstance(e, StartTimer)][0])
+    text = "icall_ckpt=" + json.dumps(driver.checkpoints()[-1])
+    effects = fresh._take(fresh.flow.on_channel(
+        channel(driver, current_application="set", current_application_data=text)))
     sent = [e for e in effects if isinstance(e, Execute)]
     assert [(e.app, e.arg) for e in sent] == [MAIN_MENU] and sent[0].lock
+
+
+def test_a_prompt_running_at_the_second_look_is_waited_for_and_its_digits_count():
+    driver, fresh, effects = _menu_queued_behind_its_checkpoint()
+    fresh.fire([e for e in effects if isinstance(e, StartTimer)][0])
+    effects = fresh._take(fresh.flow.on_channel(
+        channel(driver, current_application=MAIN_MENU[0], current_application_data=MAIN_MENU[1])))
+    assert commands(effects) == []
+    menu = driver.last("play_and_get_digits")
+    effects = fresh.send(fresh.script.complete(menu, menu_number="1", read_result="success"))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+
+
+def test_a_prompt_completed_before_the_grace_ends_needs_no_second_look():
+    driver, fresh, effects = _menu_queued_behind_its_checkpoint()
+    menu = driver.last("play_and_get_digits")
+    effects = fresh.send(fresh.script.complete(menu, menu_number="1", read_result="success"))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+    assert fresh.fire([e for e in fresh.timers() if e.name.startswith("queued:")][0]) == []
+
+
+def test_a_dead_handlers_sent_prompt_is_waited_for_though_the_channel_has_not_started_it():
+    """In-process, the Commander still sends what the dead handler gave it: found not
+    started on the channel, it is queued, never sent a second time."""
+    driver = Driver()
+    driver.to_main_menu()
+    snapshot = json.loads(json.dumps(driver.flow.handler_checkpoint()))
+    assert snapshot["q"] == 1
+    dump = channel(driver, current_application="playback", current_application_data=WELCOME[1],
+                   current_application_response="FILE PLAYED")
+    fresh = Driver()
+    effects = fresh._take(fresh.flow.resume(snapshot, dump))
+    assert commands(effects) == []
+    menu = driver.last("play_and_get_digits")
+    effects = fresh.send(fresh.script.complete(menu, menu_number="1", read_result="success"))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
 
 
 def test_mid_menu_the_running_menu_is_waited_for_and_its_digits_count():
@@ -186,6 +242,20 @@ def test_a_ringing_bridge_is_waited_for_and_a_failed_one_found_ended_offers_the_
                                current_application_data=bridge.arg,
                                originate_disposition="NO_ANSWER")
     assert commands(effects)[0][0] == "play_and_get_digits" and "8802.wav" in commands(effects)[0][1]
+
+
+def test_a_bridge_that_never_started_is_sent_again_with_its_settings():
+    """Killed between the checkpoint and the bridge's settings: the bridge alone would
+    ring without call_timeout or hangup_after_bridge (the caller left parked after the
+    conversation), so its settings go first again."""
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="801", read_result="success")
+    fresh, effects = successor(driver, current_application="set",
+                               current_application_data="ringback=%(2000,4000,440,480)")
+    assert commands(effects) == [*(("set", s) for s in bridge_settings(driver.config.ivr)),
+                                 ("bridge", "user/801")]
+    assert all(e.lock for e in effects if isinstance(e, Execute))
 
 
 def test_an_answered_bridge_is_left_to_talk_unguarded():
