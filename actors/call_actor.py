@@ -46,7 +46,16 @@ from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 from actors.timers import TimerService
 from ivr import outbound, resume
 from ivr.config import Config
-from ivr.effects import Checkpoint, Execute, Finished, Hangup, LookupCaller, ReadChannel, Record, StartTimer
+from ivr.effects import (
+    Checkpoint,
+    Execute,
+    Finished,
+    Hangup,
+    LookupCaller,
+    ReadChannel,
+    Record,
+    StartTimer,
+)
 from ivr.event import Event, channel_data_event
 from ivr.flow import UNSEEN_HANGUP_CAUSE, Flow
 from ivr.resume import CHECKPOINT_VARIABLE

@@ -34,7 +34,16 @@ from typing import Any
 
 from ivr import resume
 from ivr.config import Config
-from ivr.effects import Checkpoint, Effect, Execute, Finished, Hangup, ReadChannel, Record, StartTimer
+from ivr.effects import (
+    Checkpoint,
+    Effect,
+    Execute,
+    Finished,
+    Hangup,
+    ReadChannel,
+    Record,
+    StartTimer,
+)
 from ivr.event import Event
 from ivr.timecond import TimeCondition
 

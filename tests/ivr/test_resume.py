@@ -8,7 +8,15 @@ import json
 
 from ivr import resume
 from ivr.commands import bridge_settings
-from ivr.effects import Checkpoint, CrmAnswer, Execute, LookupCaller, ReadChannel, Record, StartTimer
+from ivr.effects import (
+    Checkpoint,
+    CrmAnswer,
+    Execute,
+    LookupCaller,
+    ReadChannel,
+    Record,
+    StartTimer,
+)
 from ivr.event import Event
 from tests.ivr.calls import Driver, make_config
 
