@@ -107,6 +107,9 @@ class CallServices:
     # call always uses the same one, so its commands keep their order. Empty: all go
     # through `commander` (which is the first of them when there are several).
     call_commanders: list[Any] = field(default_factory=list)
+    # Every live CallActor by actor URN: the supervisor's hang check reads their
+    # `busy_since` (actors.supervisor, _check_hung).
+    call_actors: dict[str, Any] = field(default_factory=dict)
     _commander_proxy: Any = None
     _proxied_ref: Any = None
 
@@ -163,12 +166,19 @@ class CallActor(pykka.ThreadingActor):
         self._failed = False
         self._parked_read_at = parked_read_at
         self._socket_generation = 0  # outbound: a socket closed or came back (drops a stale grace timer)
+        # When the message being handled began (0: idle, or in a bounded ask of the
+        # switch): the supervisor replaces an actor busy for too long (hung).
+        self.busy_since = 0.0
+        # Set by the supervisor when it replaced this actor as hung: should it ever
+        # wake up, it sends nothing and tells no one (its successor has the call).
+        self.abandoned = False
 
     # --- pykka hooks
 
     def on_start(self) -> None:
         threading.current_thread().name = f"call-{self.uuid[:8]}"
         set_call_uuid(self.uuid)
+        self.services.call_actors[self.actor_urn] = self
         try:
             self._begin()
         except Exception:
@@ -193,6 +203,16 @@ class CallActor(pykka.ThreadingActor):
                 self._start_linger()
 
     def on_receive(self, message: Any) -> None:
+        if self.abandoned:
+            self.actor_ref.stop(block=False)
+            return
+        self.busy_since = time.monotonic()
+        try:
+            self._receive(message)
+        finally:
+            self.busy_since = 0.0
+
+    def _receive(self, message: Any) -> None:
         if isinstance(message, EslEvent):
             self._apply(self.flow.on_event(message.event), Cause("reaction", time.monotonic()))
         elif isinstance(message, DbAck):
@@ -227,6 +247,9 @@ class CallActor(pykka.ThreadingActor):
             self._apply(self.flow.on_info(message))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self.services.call_actors.pop(self.actor_urn, None)
+        if self.abandoned:
+            return
         self._failed = True
         logger.error("call handler failed in state %s: %r", self.flow.state, exception_value)
         self._tell_supervisor(CallFailed(
@@ -236,7 +259,8 @@ class CallActor(pykka.ThreadingActor):
         ))
 
     def on_stop(self) -> None:
-        if self._failed or self._declined:
+        self.services.call_actors.pop(self.actor_urn, None)
+        if self._failed or self._declined or self.abandoned:
             return  # on_failure or _decline already told the supervisor
         if self._unacked:
             logger.warning("stopping with %d unacknowledged writes", len(self._unacked))
@@ -320,12 +344,15 @@ class CallActor(pykka.ThreadingActor):
         timeout_s = self.services.config.freeswitch.command_timeout_s
         error: Exception | None = None
         for _ in range(_DUMP_TRIES):
+            busy_since, self.busy_since = self.busy_since, 0.0  # a bounded wait, not a hang
             try:
                 text = self._switch().api(f"uuid_dump {self.uuid} json").get(
                     timeout=timeout_s)
             except Exception as exc:  # a timeout or a dropped link: try again
                 error = exc
                 continue
+            finally:
+                self.busy_since = busy_since and time.monotonic()
             if text.startswith("-ERR"):
                 raise _Gone(text)
             return channel_data_event(text)
@@ -371,10 +398,15 @@ class CallActor(pykka.ThreadingActor):
         """Carry `effects` out; the first command sent carries `since`, so the
         Commander can time it (see actors.telemetry)."""
         for effect in effects:
+            if self.abandoned:
+                logger.warning("replaced while hung: %d effects dropped", len(effects))
+                return
             if isinstance(effect, Execute):
                 self._command(ChannelCommand(self.uuid, effect.app, effect.arg, effect.event_uuid,
                                              effect.lock, self.actor_ref, since))
                 since = None
+            elif isinstance(effect, Checkpoint) and effect.beside:
+                self._switch().api(f"uuid_setvar {self.uuid} {CHECKPOINT_VARIABLE} {effect.text}")
             elif isinstance(effect, Checkpoint):
                 # Nobody waits on it: a refusal (the channel just left) needs no answer.
                 self._command(ChannelCommand(self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}",

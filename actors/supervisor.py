@@ -58,6 +58,11 @@ _SUPERVISOR_SEQ_BASE = 1_000_000
 # transfer to safety); fewer deaths resume it where it was.
 _MAX_RESTARTS = 3
 _RESTART_WINDOW_S = 10.0
+
+
+@dataclass(frozen=True)
+class _CheckHung:
+    """The supervisor's own tick: look for call actors stuck in one message."""
 # Write numbers of the record closing a call left open by an earlier process.
 _CLOSING_SEQ = 900_000
 
@@ -97,7 +102,7 @@ class Supervisor(pykka.ThreadingActor):
         self.counters = {"calls_started": 0, "calls_overflowed": 0, "calls_failed": 0,
                          "events_routed": 0, "events_unowned": 0, "calls_adopted": 0,
                          "calls_declined": 0, "calls_resumed": 0, "calls_given_up": 0,
-                         "calls_closed_unseen": 0,
+                         "calls_closed_unseen": 0, "calls_hung": 0,
                          "services_replaced": 0}
         self.last_event_at = time.monotonic()
         self.stopping = False
@@ -107,6 +112,7 @@ class Supervisor(pykka.ThreadingActor):
         self.services.supervisor = self.actor_ref
         # stats() only reads counters and lengths: safe from the scrape thread too.
         self.services.telemetry.watch("supervisor", self.stats)
+        self._schedule_hang_check()
 
     # --- messages
 
@@ -134,6 +140,9 @@ class Supervisor(pykka.ThreadingActor):
             self._forget(message.call_uuid)
         elif isinstance(message, ServiceDied):
             self._service_died(message)
+        elif isinstance(message, _CheckHung):
+            self._check_hung()
+            self._schedule_hang_check()
         elif isinstance(message, LinkChanged):
             if message.up:
                 self._resync()
@@ -267,6 +276,38 @@ class Supervisor(pykka.ThreadingActor):
                                    takeover=checkpoint, link=call.link)
         if call.link is not None:
             call.link.attach(call.ref)
+
+    # --- hung call actors
+
+    def _schedule_hang_check(self) -> None:
+        hung_after_s = self.config.ivr.hung_actor_s
+        if hung_after_s > 0 and not self.stopping:
+            self.services.timers.schedule(max(0.5, hung_after_s / 2), self.actor_ref, _CheckHung())
+
+    def _check_hung(self) -> None:
+        """An actor busy with one message for longer than `[ivr] hung_actor_s` (it
+        would not answer an ask either) is replaced as if it had died: its thread
+        cannot be killed, so it is marked abandoned (should it wake, it sends nothing)
+        and a fresh actor reads the channel and resumes the call from the hung one's
+        last checkpoint. Blocking asks of the switch are bounded and not counted."""
+        now = time.monotonic()
+        limit = self.config.ivr.hung_actor_s
+        for uuid, call in list(self.calls.items()):
+            actor = self.services.call_actors.get(call.ref.actor_urn)
+            busy_since = actor.busy_since if actor is not None else 0.0
+            if not busy_since or now - busy_since <= limit or actor.abandoned:
+                continue
+            actor.abandoned = True
+            self.services.call_actors.pop(call.ref.actor_urn, None)
+            self.counters["calls_hung"] += 1
+            try:  # read from a stuck thread: its state holds still
+                checkpoint = actor.flow.handler_checkpoint()
+            except Exception:
+                logger.exception("call %s: the hung actor's checkpoint could not be read", uuid)
+                checkpoint = {}
+            self._recover(call, uuid, actor.flow.state, f"hung: busy for {now - busy_since:.1f} s",
+                          checkpoint, tuple(list(actor._unacked.values())), actor._seq,
+                          actor.flow.finished)
 
     def _forget(self, uuid: str) -> None:
         call = self.calls.pop(uuid, None)

@@ -291,6 +291,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         Key("overflow_destination", transfer_target, "fifo_sales XML new_sales"),
         Key("safe_destination", transfer_target, "fifo_sales XML new_sales"),
         Key("hangup_linger_s", number(0, 600), "5"),
+        Key("hung_actor_s", number(0, 3600), "5"),
     ),
     "schedule": _keys(
         Key("timezone", timezone, "local"),

@@ -81,6 +81,9 @@ class Checkpoint:
 
     text: str  # compact JSON
     event_uuid: str
+    # Written with `uuid_setvar` instead, beside the running application: a bridged
+    # channel must not be handed a queued app (it would run inside the conversation).
+    beside: bool = False
 
 
 @dataclass(frozen=True)

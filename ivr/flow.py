@@ -521,6 +521,15 @@ class Flow:
             if command.app == "bridge" and event_uuid not in self._talking:
                 self._talking.add(event_uuid)
                 self.note(f"bridged: {command}")
+                self._mark_handed_off()
+
+    def _mark_handed_off(self) -> None:
+        """The caller talks to someone else now: a successor (after a restart) must
+        never touch the call, only listen to it until its hangup, which writes the CDR."""
+        snapshot = self._snapshot_with_records()
+        snapshot["h"] = 1
+        self._last_written = snapshot
+        self._effects.append(Checkpoint(resume.encode(snapshot), self.ctx.new_id(), beside=True))
 
     def _guard_s(self, command: Command) -> float:
         return command.guard_s if command.guard_s is not None else self.ctx.config.ivr.command_timeout_s
@@ -644,11 +653,7 @@ class Flow:
             # before it, the previous checkpoint leads a successor to the same hangup.
             return
         self._written = key
-        snapshot = self.checkpoint()
-        unsaved = self._previous + self._recent
-        if unsaved:
-            snapshot["r"] = unsaved
-        self._previous, self._recent = self._recent, []
+        snapshot = self._snapshot_with_records()
         if final:
             handoff = self._effects[commands[-1]]
             assert isinstance(handoff, Execute)
@@ -656,6 +661,15 @@ class Flow:
         self._last_written = snapshot
         checkpoint = Checkpoint(resume.encode(snapshot), self.ctx.new_id())
         self._effects.insert(commands[0] if commands else len(self._effects), checkpoint)
+
+    def _snapshot_with_records(self) -> dict[str, Any]:
+        """The checkpoint, carrying the records of the last two checkpoint intervals."""
+        snapshot = self.checkpoint()
+        unsaved = self._previous + self._recent
+        if unsaved:
+            snapshot["r"] = unsaved
+        self._previous, self._recent = self._recent, []
+        return snapshot
 
     def _outcome(self) -> list[Effect]:
         self._settle()

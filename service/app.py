@@ -169,7 +169,10 @@ class Service:
             logger.warning("supervisor did not answer the shutdown request")
         deadline = time.monotonic() + _ASK_TIMEOUT_S
         for ref in pykka.ActorRegistry.get_by_class_name("CallActor"):
-            ref.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
+            try:
+                ref.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
+            except pykka.Timeout:  # a hung one (replaced): its daemon thread dies with us
+                logger.error("call actor %s did not stop", ref)
         self.supervisor.stop(block=True, timeout=_ASK_TIMEOUT_S)
 
     def _sweep(self) -> None:

@@ -101,6 +101,41 @@ def test_a_call_actor_stopped_from_outside_is_noticed_and_the_call_resumed(harne
     assert r.row["hangup_cause"] is not None
 
 
+def test_a_hung_call_actor_is_replaced_and_the_caller_goes_where_the_key_leads(harness, monkeypatch, caplog):
+    """A handler stuck in one event (a deadlock, an endless loop) answers nothing: the
+    supervisor sees it busy past `[ivr] hung_actor_s`, marks it abandoned and resumes
+    the call in a fresh actor from the channel. Woken up later, the hung one sends
+    nothing."""
+    original = IcallFlow.main_menu_wait_dtmf
+    stuck, release = threading.Event(), threading.Event()
+
+    def hangs_once(self, happened):
+        if self.call.caller_id == "5551105" and not stuck.is_set():
+            stuck.set()
+            release.wait(WAIT_S)
+        return original(self, happened)  # woken: its transfer must go nowhere
+
+    monkeypatch.setattr(IcallFlow, "main_menu_wait_dtmf", hangs_once)
+    h = harness(ICALL_IVR_HUNG_ACTOR_S="1")
+    try:
+        uuid = h.place("5551105", "1")
+        bystander = h.place("5551106", "1")
+        r = h.finish(uuid)
+    finally:
+        record_before = h.switch.call_record(uuid).commands
+        release.set()
+    assert stuck.is_set()
+    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")], \
+        "the menu's answer, read from the channel, leads where the caller's key does"
+    assert [f["error"].split(":")[0] for f in r.failures] == ["hung"]
+    assert ("MainMenu", "1") in r.steps and r.row["ended_at"] is not None
+    assert h.finish(bystander).commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    stats = h.service.stats()
+    assert (stats["calls_hung"], stats["calls_resumed"], stats["calls_given_up"]) == (1, 1, 0)
+    assert wait_until(lambda: "replaced while hung" in caplog.text, WAIT_S)
+    assert h.switch.call_record(uuid).commands == record_before, "the woken actor sent nothing"
+
+
 def test_killing_the_db_writer_mid_call_loses_and_duplicates_nothing(harness, in_main_menu):
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
     uuid = h.place("5551120", "1")

@@ -266,6 +266,21 @@ def test_a_bridge_that_never_started_is_sent_again_with_its_settings():
     assert all(e.lock for e in effects if isinstance(e, Execute))
 
 
+def test_an_answered_bridge_marks_the_call_handed_off_beside_the_conversation_and_a_successor_skips_it():
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="801", read_result="success")
+    effects = driver.send(driver.script.bridge())
+    marks = [e for e in effects if isinstance(e, Checkpoint)]
+    assert len(marks) == 1 and marks[0].beside, "uuid_setvar: no app queued into a bridge"
+    assert commands(effects) == []
+    mark = json.loads(marks[0].text)
+    assert (mark["h"], mark["s"]) == (1, "call_cc")
+    assert ["CallExtn", "801"] in [[r[2].get("step"), r[2].get("value")] for r in mark["r"]]
+    dump = channel(driver, current_application="bridge", current_application_data="user/801")
+    assert resume.look(dump, "ivr_app", "icall", "final_loop").action == resume.SKIP
+
+
 def test_an_answered_bridge_is_left_to_talk_unguarded():
     driver = Driver()
     driver.choose("5")
