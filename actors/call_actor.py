@@ -480,6 +480,14 @@ class CallActor(pykka.ThreadingActor):
             return
         self.actor_ref.stop(block=False)
 
+    def abandon(self) -> tuple[dict[str, Any], tuple[DbWrite, ...], int]:
+        """Called by the supervisor, in its thread, on this actor found hung: from now
+        on it sends nothing. Returns what a successor needs (read from a thread that
+        is stuck, so its state holds still): the checkpoint, the writes not
+        acknowledged and the number of the last write."""
+        self.abandoned = True
+        return self._safe_checkpoint(), tuple(list(self._unacked.values())), self._seq
+
     def _safe_checkpoint(self) -> dict[str, Any]:
         try:
             return self.flow.handler_checkpoint()

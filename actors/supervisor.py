@@ -294,20 +294,14 @@ class Supervisor(pykka.ThreadingActor):
         limit = self.config.ivr.hung_actor_s
         for uuid, call in list(self.calls.items()):
             actor = self.services.call_actors.get(call.ref.actor_urn)
-            busy_since = actor.busy_since if actor is not None else 0.0
-            if not busy_since or now - busy_since <= limit or actor.abandoned:
+            if actor is None or not actor.busy_since or now - actor.busy_since <= limit:
                 continue
-            actor.abandoned = True
+            busy_s = now - actor.busy_since
             self.services.call_actors.pop(call.ref.actor_urn, None)
             self.counters["calls_hung"] += 1
-            try:  # read from a stuck thread: its state holds still
-                checkpoint = actor.flow.handler_checkpoint()
-            except Exception:
-                logger.exception("call %s: the hung actor's checkpoint could not be read", uuid)
-                checkpoint = {}
-            self._recover(call, uuid, actor.flow.state, f"hung: busy for {now - busy_since:.1f} s",
-                          checkpoint, tuple(list(actor._unacked.values())), actor._seq,
-                          actor.flow.finished)
+            checkpoint, unacked, last_seq = actor.abandon()
+            self._recover(call, uuid, actor.flow.state, f"hung: busy for {busy_s:.1f} s",
+                          checkpoint, unacked, last_seq, actor.flow.finished)
 
     def _forget(self, uuid: str) -> None:
         call = self.calls.pop(uuid, None)
