@@ -34,6 +34,7 @@ from actors.messages import (
     ChannelCommand,
     ChannelGone,
     CommandFailed,
+    ConfirmChannel,
     CrmAnswer,
     CrmLookup,
     DbAck,
@@ -90,6 +91,24 @@ class _Gone(Exception):
     """The channel no longer exists."""
 
 
+class _Unreadable(Exception):
+    """The channel could not be read (every try timed out or the link was down)."""
+
+
+@dataclass(frozen=True)
+class _TakeOver:
+    """To itself: look at the channel again (the last look could not read it)."""
+
+    checkpoint: dict[str, Any]
+
+
+# A take-over whose channel could not be read looks again after this many seconds times
+# its attempt number, at most the second figure, for as long as the call lives: acting
+# without reading could touch a caller who left the IVR.
+_LOOK_AGAIN_S = 0.5
+_LOOK_AGAIN_MAX_S = 10.0
+
+
 @dataclass
 class CallServices:
     """The refs a call talks to. Shared by all calls; the supervisor swaps `db_writer`
@@ -111,6 +130,7 @@ class CallServices:
     # `busy_since` (actors.supervisor, _check_hung).
     call_actors: dict[str, Any] = field(default_factory=dict)
     _commander_proxy: Any = None
+    _proxies: dict[str, Any] = field(default_factory=dict)  # by actor URN
     _proxied_ref: Any = None
 
     def commander_for(self, call_uuid: str) -> Any:
@@ -119,6 +139,15 @@ class CallServices:
         if not commanders:
             return self.commander
         return commanders[zlib.crc32(call_uuid.encode()) % len(commanders)]
+
+    def commander_proxy_for(self, call_uuid: str) -> Any:
+        """The proxy of `call_uuid`'s own Commander (its api asks then travel behind
+        its commands, and many calls' asks spread over the connections)."""
+        ref = self.commander_for(call_uuid)
+        proxy = self._proxies.get(ref.actor_urn)
+        if proxy is None:
+            proxy = self._proxies[ref.actor_urn] = ref.proxy()
+        return proxy
 
     def commander_proxy(self) -> Any:
         """The Commander's proxy, built once per Commander: pykka builds a proxy by
@@ -166,6 +195,8 @@ class CallActor(pykka.ThreadingActor):
         self._failed = False
         self._parked_read_at = parked_read_at
         self._socket_generation = 0  # outbound: a socket closed or came back (drops a stale grace timer)
+        self._looks = 0  # take-over looks that could not read the channel
+        self._looking: _TakeOver | None = None  # set while the next look is due
         # When the message being handled began (0: idle, or in a bounded ask of the
         # switch): the supervisor replaces an actor busy for too long (hung).
         self.busy_since = 0.0
@@ -213,6 +244,12 @@ class CallActor(pykka.ThreadingActor):
             self.busy_since = 0.0
 
     def _receive(self, message: Any) -> None:
+        if self._looking is not None and not isinstance(message, _TakeOver | DbAck):
+            # Not taken over yet: nothing is acted on until the channel has been read;
+            # a hangup is read at once (the look then finds the channel gone).
+            if isinstance(message, EslEvent) and message.event.name == "CHANNEL_HANGUP_COMPLETE":
+                self._take_over(self._looking.checkpoint)
+            return
         if isinstance(message, EslEvent):
             self._apply(self.flow.on_event(message.event), Cause("reaction", time.monotonic()))
         elif isinstance(message, DbAck):
@@ -235,6 +272,11 @@ class CallActor(pykka.ThreadingActor):
             self._command(message.command, message.tries)
         elif isinstance(message, ChannelGone):
             self._apply(self.flow.on_channel_gone())
+        elif isinstance(message, ConfirmChannel):
+            self._confirm_channel()
+        elif isinstance(message, _TakeOver):
+            if message is self._looking:
+                self._take_over(message.checkpoint)
         elif isinstance(message, ReadChannel):
             self._read_channel_again()
         elif isinstance(message, WriterReplaced):
@@ -276,8 +318,16 @@ class CallActor(pykka.ThreadingActor):
         """Look before acting: read the channel, then start, resume or leave the call.
         Blocks this call's own thread only, on one bounded ask per try."""
         ivr = self.services.config.ivr
+        self._looking = None
         try:
             channel = self._channel_dump()
+        except _Unreadable as exc:
+            self._looks += 1
+            delay_s = min(_LOOK_AGAIN_MAX_S, _LOOK_AGAIN_S * self._looks)
+            logger.warning("taking over: could not read the channel (%s); again in %.1f s", exc, delay_s)
+            self._looking = _TakeOver(checkpoint)
+            self.services.timers.schedule(delay_s, self.actor_ref, self._looking)
+            return
         except _Gone:
             if checkpoint:  # ours, and it ended while no handler listened
                 self._write_recent(checkpoint)
@@ -316,9 +366,32 @@ class CallActor(pykka.ThreadingActor):
         else:
             self._decline(verdict.reason)
 
+    def _confirm_channel(self) -> None:
+        """Not in a resync's listing: gone for good (`uuid_exists` reads the live
+        session), its hangup was lost while the link was down."""
+        if self.flow.finished:
+            return
+        busy_since, self.busy_since = self.busy_since, 0.0  # a bounded wait, not a hang
+        try:
+            exists = self._switch().api(f"uuid_exists {self.uuid}").get(
+                timeout=self.services.config.freeswitch.command_timeout_s)
+        except Exception as exc:  # the link dropped again: the next resync asks again
+            logger.warning("could not check whether the channel still exists: %s", exc)
+            return
+        finally:
+            self.busy_since = busy_since
+        if exists.strip() == "false":
+            logger.warning("hung up while the event link was down")
+            self._apply(self.flow.on_channel_gone())
+
     def _read_channel_again(self) -> None:
         try:
             channel = self._channel_dump()
+        except _Unreadable as exc:
+            logger.warning("read again: could not read the channel (%s); again in %.1f s",
+                           exc, _LOOK_AGAIN_MAX_S)
+            self.services.timers.schedule(_LOOK_AGAIN_MAX_S, self.actor_ref, ReadChannel())
+            return
         except _Gone:
             logger.info("read again: the channel is gone; its hangup is on the way")
             return
@@ -356,7 +429,7 @@ class CallActor(pykka.ThreadingActor):
             if text.startswith("-ERR"):
                 raise _Gone(text)
             return channel_data_event(text)
-        raise RuntimeError(f"could not read the channel: {error}")
+        raise _Unreadable(str(error) or repr(error))
 
     def _decline(self, reason: str) -> None:
         logger.info("not ours to touch: %s", reason)
@@ -430,9 +503,9 @@ class CallActor(pykka.ThreadingActor):
                 raise TypeError(f"unknown effect {effect!r}")
 
     def _switch(self) -> Any:
-        """Where this call's commands go: its own socket in outbound mode, else the
-        Commander (both take the same calls)."""
-        return self.link if self.link is not None else self.services.commander_proxy()
+        """Where this call's api asks go: its own socket in outbound mode, else its
+        own Commander (both take the same calls)."""
+        return self.link if self.link is not None else self.services.commander_proxy_for(self.uuid)
 
     def _command(self, command: ChannelCommand, tries: int = 0) -> None:
         if self.link is not None:  # outbound mode: the call's own socket

@@ -34,7 +34,7 @@ import uuid as uuidlib
 import pykka
 
 from actors.esl import Backoff, Disconnected, EslError, EslSession, execute_message
-from actors.messages import ChannelCommand, CommandFailed
+from actors.messages import ChannelCommand, ChannelsListed, CommandFailed, ListChannels
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,16 @@ class Commander(pykka.ThreadingActor):
             raise EslError(f"unexpected answer to show channels: {listing[:80]!r}") from None
         return [(row.get("uuid", ""), row.get("application", "")) for row in rows if row.get("uuid")]
 
+    def _list_channels(self, ask: ListChannels) -> None:
+        try:
+            answer = ChannelsListed(ask.resync, ask.attempt, ask.asked_at, tuple(self.channels()))
+        except Exception as exc:  # not connected, a lost reply, a garbled listing
+            answer = ChannelsListed(ask.resync, ask.attempt, ask.asked_at, error=str(exc) or repr(exc))
+        try:
+            ask.reply_to.tell(answer)
+        except pykka.ActorDeadError:
+            pass  # the supervisor is stopping
+
     def is_connected(self) -> bool:
         return self._session is not None
 
@@ -143,6 +153,8 @@ class Commander(pykka.ThreadingActor):
     def on_receive(self, message) -> None:
         if isinstance(message, ChannelCommand):
             message.deliver(self)
+        elif isinstance(message, ListChannels):
+            self._list_channels(message)
         else:
             logger.warning("Commander ignores unexpected message %r", message)
 

@@ -107,6 +107,34 @@ class CommandFailed:
 
 
 @dataclass(frozen=True)
+class ListChannels:
+    """Supervisor -> Commander: list the live channels (`show channels as json`) and
+    tell `reply_to` a ChannelsListed. A message, not an ask: the supervisor goes on
+    routing events while a busy switch answers."""
+
+    reply_to: Any
+    resync: int  # which resync asks (a newer one makes an older answer stale)
+    attempt: int
+    asked_at: float  # monotonic
+
+
+@dataclass(frozen=True)
+class ChannelsListed:
+    resync: int
+    attempt: int
+    asked_at: float
+    channels: tuple[tuple[str, str], ...] = ()  # (uuid, application)
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ConfirmChannel:
+    """Supervisor -> CallActor after a resync that did not list its channel (`show
+    channels` can lag): confirm with `uuid_exists` on the actor's own thread; gone,
+    the call is closed as for ChannelGone."""
+
+
+@dataclass(frozen=True)
 class ChannelGone:
     """Supervisor -> CallActor after a reconnect: the switch no longer has this call's
     channel, though no hangup reached us."""

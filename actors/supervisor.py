@@ -39,10 +39,12 @@ from actors.messages import (
     CallFinished,
     CallStopped,
     ChannelCommand,
-    ChannelGone,
+    ChannelsListed,
+    ConfirmChannel,
     DbWrite,
     EslEvent,
     LinkChanged,
+    ListChannels,
     ServiceDied,
     WriterReplaced,
 )
@@ -58,6 +60,18 @@ _SUPERVISOR_SEQ_BASE = 1_000_000
 # transfer to safety); fewer deaths resume it where it was.
 _MAX_RESTARTS = 3
 _RESTART_WINDOW_S = 10.0
+
+
+# A failed channel listing is asked again after this many seconds times its attempt
+# number, at most the second figure.
+_LISTING_RETRY_S = 0.5
+_LISTING_RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class _ListAgain:
+    resync: int
+    attempt: int
 
 
 @dataclass(frozen=True)
@@ -102,11 +116,13 @@ class Supervisor(pykka.ThreadingActor):
         self.counters = {"calls_started": 0, "calls_overflowed": 0, "calls_failed": 0,
                          "events_routed": 0, "events_unowned": 0, "calls_adopted": 0,
                          "calls_declined": 0, "calls_resumed": 0, "calls_given_up": 0,
-                         "calls_closed_unseen": 0, "calls_hung": 0,
+                         "calls_closed_unseen": 0, "calls_hung": 0, "resyncs": 0,
                          "services_replaced": 0}
         self.last_event_at = time.monotonic()
         self.stopping = False
         self._rows_checked = False  # calls left open by an earlier process (once)
+        self._resync_number = 0
+        self._adopted: Any = None  # a threading.Event to set once a resync has adopted
 
     def on_start(self) -> None:
         self.services.supervisor = self.actor_ref
@@ -140,14 +156,18 @@ class Supervisor(pykka.ThreadingActor):
             self._forget(message.call_uuid)
         elif isinstance(message, ServiceDied):
             self._service_died(message)
+        elif isinstance(message, ChannelsListed):
+            self._listed(message)
+        elif isinstance(message, _ListAgain):
+            if message.resync == self._resync_number:
+                self._ask_listing(message.resync, message.attempt)
         elif isinstance(message, _CheckHung):
             self._check_hung()
             self._schedule_hang_check()
         elif isinstance(message, LinkChanged):
             if message.up:
+                self._adopted = message.adopted
                 self._resync()
-                if message.adopted is not None:
-                    message.adopted.set()
         else:
             logger.warning("unexpected message %r", message)
 
@@ -352,20 +372,39 @@ class Supervisor(pykka.ThreadingActor):
 
     def _resync(self) -> None:
         """After a start or a (re)connect: calls parked or moved on meanwhile had no
-        owner. One `show channels` lists them; each channel that may be ours gets an
-        actor that reads the channel and decides (`CallActor._take_over`), so this thread goes back to routing
-        events at once."""
-        commander = self.services.commander_proxy()
-        commander.switch_is_back()  # queued ahead of the asks below
+        owner. One `show channels` lists them, asked of the Commander by message, so
+        this thread goes on routing events while a busy switch answers; a listing that
+        fails is asked again (backing off) until one comes, or a newer resync starts.
+        Each channel that may be ours gets an actor that reads the channel and decides
+        (`CallActor._take_over`), on its own thread."""
+        self._resync_number += 1
+        self.services.commander_proxy().switch_is_back()  # queued ahead of the listing
+        self._ask_listing(self._resync_number, 1)
+
+    def _ask_listing(self, resync: int, attempt: int) -> None:
+        ask = ListChannels(self.actor_ref, resync, attempt, time.monotonic())
         try:
-            channels = commander.channels().get(timeout=self.config.freeswitch.command_timeout_s)
-        except Exception as exc:  # the link may have dropped again; the next LinkChanged retries
-            logger.warning("could not list live channels after connecting: %s", exc)
+            self.services.commander.tell(ask)
+        except pykka.ActorDeadError:  # being replaced: asked again shortly
+            self._listed(ChannelsListed(resync, attempt, ask.asked_at, error="no Commander"))
+
+    def _listed(self, answer: ChannelsListed) -> None:
+        if answer.resync != self._resync_number or self.stopping:
+            return  # a newer resync asks again
+        if answer.error:
+            delay_s = min(_LISTING_RETRY_MAX_S, _LISTING_RETRY_S * answer.attempt)
+            logger.warning("could not list live channels (attempt %d): %s; again in %.1f s",
+                           answer.attempt, answer.error, delay_s)
+            self.services.timers.schedule(delay_s, self.actor_ref,
+                                          _ListAgain(answer.resync, answer.attempt + 1))
             return
-        live = {uuid for uuid, _ in channels}
-        self._close_vanished_calls(live)
+        self.counters["resyncs"] += 1
+        live = {uuid for uuid, _ in answer.channels}
+        logger.info("resync: %d live channels listed in %.2f s (attempt %d)", len(live),
+                    time.monotonic() - answer.asked_at, answer.attempt)
+        self._close_vanished_calls(live, answer.asked_at)
         self._close_unended_rows(live)
-        for uuid, application in channels:
+        for uuid, application in answer.channels:
             # Any channel with an application may be ours, even one handed off to a
             # queue (then listened to for its CDR, never touched).
             if uuid in self.calls or not application:
@@ -374,6 +413,8 @@ class Supervisor(pykka.ThreadingActor):
             ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={})
             self._own(uuid, ref)
             self.unfinished.add(uuid)
+        if self._adopted is not None:
+            self._adopted.set()
 
     def _close_unended_rows(self, live: set[str]) -> None:
         """Calls with a row but no end and no owner: they ended, or are still up, while
@@ -409,23 +450,18 @@ class Supervisor(pykka.ThreadingActor):
                                   last_seq=_CLOSING_SEQ, takeover=takeover)
             self._own(uuid, ref)
 
-    def _close_vanished_calls(self, live: set[str]) -> None:
-        """Calls we own that hung up while the link was down: their hangup is lost, so
-        tell their actors, which close them (CDR written). `show channels` can lag, so
-        each is confirmed with uuid_exists, which reads the live session."""
-        commander = self.services.commander_proxy()
+    def _close_vanished_calls(self, live: set[str], listed_at: float) -> None:
+        """Calls we own that are not listed may have hung up while the link was down
+        (their hangup is lost). `show channels` can lag, so each actor confirms with
+        `uuid_exists` on its own thread and closes its call (CDR written) if gone.
+        Calls started after the listing was asked are not in it, and not suspects."""
         for uuid, call in list(self.calls.items()):
-            if call.finished or uuid in live:
+            if call.finished or call.started_at >= listed_at or uuid in live:
                 continue
             try:
-                exists = commander.api(f"uuid_exists {uuid}").get(
-                    timeout=self.config.freeswitch.command_timeout_s)
-            except Exception as exc:  # link down again: the next LinkChanged retries
-                logger.warning("could not check whether call %s still exists: %s", uuid, exc)
-                return
-            if exists.strip() == "false":
-                logger.warning("call %s hung up while the event link was down", uuid)
-                call.ref.tell(ChannelGone())
+                call.ref.tell(ConfirmChannel())
+            except pykka.ActorDeadError:
+                pass
 
     # --- queries (asked with a timeout)
 

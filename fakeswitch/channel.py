@@ -49,6 +49,7 @@ class CallRecord:
     # Every sendmsg received, in order: (app name or call-command, the channel's
     # icall_ckpt at that moment) -- to see what reached a call after its hand-off.
     received: list[tuple[str, str]] = field(default_factory=list)
+    first_received_at: float = 0.0  # time.monotonic() of the first sendmsg (benchmarks)
 
 
 def now_us() -> int:

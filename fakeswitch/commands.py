@@ -3,6 +3,7 @@ on the switch's event-loop thread: ``await handler(listener, command)``."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from fakeswitch import apis, wire
@@ -110,6 +111,9 @@ async def cmd_api(listener: Listener, command: Command) -> None:
         reply(listener, "-ERR command not found")
         return
     name, _, arg = rest.partition(" ")
+    if listener.server.faults.take_api_error(name):
+        listener.send(wire.api_response(f"-ERR {name} failed by fault injection\n"))
+        return
     body = await apis.run(listener.sw, name, arg.strip())
     listener.send(wire.api_response(body))
 
@@ -143,6 +147,8 @@ async def cmd_sendmsg(listener: Listener, command: Command) -> None:
         reply(listener, f"-ERR invalid session id [{target}]")
         return
     message = dict(command.headers)
+    if not chan.record.received:
+        chan.record.first_received_at = time.monotonic()
     chan.record.received.append((message.get("execute-app-name") or message.get("call-command", ""),
                                  chan.variables.get("icall_ckpt", "")))
     message["_command"] = command.line

@@ -196,6 +196,32 @@ def test_a_call_parked_while_the_link_was_down_is_adopted(harness):
     h.service.reader.stop()
 
 
+def test_a_listing_that_fails_is_asked_again_until_it_comes_while_new_calls_flow(harness, in_main_menu,
+                                                                                 caplog):
+    """A switch too busy to list its channels after a reconnect: the supervisor asks
+    again (backing off) until the listing comes, and meanwhile routes the events of
+    calls parked after the reconnect, which go on at once."""
+    h = harness()
+    h.service.reader.stop()
+    h.service.link_up.clear()
+    parked = h.place("5551155", "1")
+    assert h.switch.wait_parked(parked, timeout=WAIT_S)
+    resyncs = h.service.stats()["resyncs"]
+    h.switch.faults.api_errors["show"] = 3
+    restart_reader(h)
+    assert wait_until(lambda: "could not list live channels (attempt 1)" in caplog.text, WAIT_S)
+    fresh = h.place("5551156", "1")
+    in_main_menu("5551156")
+    assert h.service.stats()["resyncs"] == resyncs, "the listing is still failing"
+    assert h.finish(fresh).commands[-1] == ("transfer", "fifo_hst XML new_sales")
+    r = h.finish(parked)
+    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")]
+    assert "could not list live channels (attempt 3)" in caplog.text
+    stats = h.service.stats()
+    assert (stats["resyncs"], stats["calls_adopted"]) == (resyncs + 1, 1)
+    h.service.reader.stop()
+
+
 def test_a_call_that_hung_up_while_the_link_was_down_still_gets_its_cdr(harness, in_main_menu):
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
     uuid = h.place("5551160", "none")
