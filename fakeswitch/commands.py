@@ -111,7 +111,9 @@ async def cmd_api(listener: Listener, command: Command) -> None:
         reply(listener, "-ERR command not found")
         return
     name, _, arg = rest.partition(" ")
-    if listener.server.faults.take_api_error(name):
+    if listener.server.faults.take(listener.server.faults.api_unanswered, name):
+        return  # no reply: the client's wait for it times out
+    if listener.server.faults.take(listener.server.faults.api_errors, name):
         listener.send(wire.api_response(f"-ERR {name} failed by fault injection\n"))
         return
     body = await apis.run(listener.sw, name, arg.strip())

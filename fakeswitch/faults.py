@@ -11,6 +11,8 @@ read by the event-loop thread on each frame).
 * ``error_commands``: command words answered with ``-ERR`` instead of being run.
 * ``api_errors``: api name -> how many of its next calls answer ``-ERR`` (a switch too
   busy to list its channels, say); counted down, then served normally.
+* ``api_unanswered``: api name -> how many of its next calls get no reply at all (a
+  switch thread stuck on it); counted down.
 * ``malformed``: the next frame is replaced by ``"bad_length"`` (Content-Length larger
   than the body, then close), ``"garbage"`` (header lines without a colon) or
   ``"truncated"`` (half the frame, then close); one-shot.
@@ -37,6 +39,7 @@ class Faults:
         self.hold_next: tuple[str, float] | None = None
         self.error_commands: set[str] = set()
         self.api_errors: dict[str, int] = {}
+        self.api_unanswered: dict[str, int] = {}
         self.malformed: str | None = None
         self.split_at: int | None = None
         self.stop_reading = False
@@ -45,10 +48,12 @@ class Faults:
     def error_for(self, word: str) -> bool:
         return word in self.error_commands
 
-    def take_api_error(self, name: str) -> bool:
-        left = self.api_errors.get(name, 0)
+    @staticmethod
+    def take(counts: dict[str, int], name: str) -> bool:
+        """True (and one fewer left) while `counts` has some left for `name`."""
+        left = counts.get(name, 0)
         if left > 0:
-            self.api_errors[name] = left - 1
+            counts[name] = left - 1
         return left > 0
 
     def write(self, listener: Listener, frame: bytes) -> None:

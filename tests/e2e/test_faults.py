@@ -222,6 +222,24 @@ def test_a_listing_that_fails_is_asked_again_until_it_comes_while_new_calls_flow
     h.service.reader.stop()
 
 
+def test_an_adopted_call_whose_channel_cannot_be_read_is_looked_at_again_never_acted_on_blind(harness,
+                                                                                          caplog):
+    h = harness(ICALL_FREESWITCH_COMMAND_TIMEOUT_S="0.3")
+    h.service.reader.stop()
+    h.service.link_up.clear()
+    uuid = h.place("5551157", "1")
+    assert h.switch.wait_parked(uuid, timeout=WAIT_S)
+    # Every read of the channel goes unanswered for a while (a stuck switch thread).
+    h.switch.faults.api_unanswered["uuid_dump"] = 6
+    restart_reader(h)
+    r = h.finish(uuid)
+    assert "taking over: could not read the channel" in caplog.text
+    assert h.switch.faults.api_unanswered["uuid_dump"] == 0
+    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")], \
+        "nothing was sent before the channel was read"
+    h.service.reader.stop()
+
+
 def test_a_call_that_hung_up_while_the_link_was_down_still_gets_its_cdr(harness, in_main_menu):
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
     uuid = h.place("5551160", "none")
