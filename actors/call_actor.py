@@ -78,9 +78,6 @@ class _Resend:
 
 
 _SOCKET_GONE = "__socket_gone__"
-# Outbound mode: how long a call whose socket closed may take to come back on a new one
-# (the dialplan's next `socket` connects within milliseconds).
-SOCKET_GRACE_S = 3.0
 # A finished call waits for its writes to be acknowledged at most this many lingers.
 _MAX_LINGERS = 12
 # Reads of a channel before a take-over gives up (the next resync tries again).
@@ -440,7 +437,7 @@ class CallActor(pykka.ThreadingActor):
     # --- outbound mode: the call's socket closed before its hangup
 
     def _outbound(self, message: SocketClosed | Reoffered) -> None:
-        """A closed socket waits `SOCKET_GRACE_S` for the dialplan to offer the call again
+        """A closed socket waits `[outbound] socket_grace_s` for the dialplan to offer the call again
         (README: a second `socket`); then the flow ends as for a channel gone unseen.
         Back in time, a fresh flow takes the call over from this actor's last checkpoint
         (or re-enters a handed-off one), and the writes go on with this actor's numbers,
@@ -448,7 +445,7 @@ class CallActor(pykka.ThreadingActor):
         self._socket_generation += 1
         if isinstance(message, SocketClosed):
             if not self.flow.finished:
-                self.services.timers.schedule(SOCKET_GRACE_S, self.actor_ref,
+                self.services.timers.schedule(self.services.config.outbound.socket_grace_s, self.actor_ref,
                                               TimerFired(_SOCKET_GONE, self._socket_generation))
             return
         checkpoint = self._safe_checkpoint()

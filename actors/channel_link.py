@@ -90,7 +90,8 @@ class ChannelLink:
     look = staticmethod(outbound.look)
 
     def __init__(self, sock: socket.socket, peer: str, on_ready: Callable[[ChannelLink], None],
-                 send_timeout_s: float, telemetry: Telemetry = NO_TELEMETRY):
+                 send_timeout_s: float, telemetry: Telemetry = NO_TELEMETRY, linger_s: int = LINGER_S):
+        self._linger_s = linger_s
         self._sock = sock
         self.peer = peer
         self._on_ready = on_ready
@@ -116,7 +117,7 @@ class ChannelLink:
         self._write("myevents plain\n\n", self._expect_ok("myevents"))
         self._write(f"nixevent {' '.join(UNWANTED_EVENTS)}\n\n", self._expect_ok("nixevent"))
         self._write("event plain CUSTOM fifo::info\n\n", self._expect_ok("event"))
-        self._write(f"linger {LINGER_S}\n\n", self._expect_ok("linger"))
+        self._write(f"linger {self._linger_s}\n\n", self._expect_ok("linger"))
 
     def feed(self, data: bytes) -> None:
         """Bytes read off the socket. Raises Disconnected (MalformedFrame) when the

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from actors.channel_link import ChannelLink
+from actors.channel_link import LINGER_S, ChannelLink
 from actors.esl_wire import Disconnected
 from actors.telemetry import NO_TELEMETRY, Telemetry
 
@@ -35,7 +35,7 @@ class OutboundServer:
 
     def __init__(self, address: tuple[str, int], on_call: Callable[[ChannelLink], None],
                  send_timeout_s: float, telemetry: Telemetry = NO_TELEMETRY,
-                 reuse_port: bool = False):
+                 reuse_port: bool = False, linger_s: int = LINGER_S):
         """`on_call(link)` runs in this server's thread once a call's `connect` is
         answered. `reuse_port`: several processes accept on the same port and the
         kernel spreads the calls (SO_REUSEPORT)."""
@@ -44,6 +44,7 @@ class OutboundServer:
         self._send_timeout_s = send_timeout_s
         self._telemetry = telemetry
         self._reuse_port = reuse_port
+        self._linger_s = linger_s
         self._selector = selectors.DefaultSelector()
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -125,7 +126,7 @@ class OutboundServer:
             sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             link = ChannelLink(sock, f"{peer[0]}:{peer[1]}", self._on_call,
-                               self._send_timeout_s, self._telemetry)
+                               self._send_timeout_s, self._telemetry, self._linger_s)
             self.accepted += 1
             self._selector.register(sock, selectors.EVENT_READ, link)
             link.begin()

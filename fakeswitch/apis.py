@@ -113,6 +113,21 @@ async def api_uuid_break(sw: Switch, arg: str) -> str:
     return "+OK\n"
 
 
+async def api_uuid_transfer(sw: Switch, arg: str) -> str:
+    """`uuid_transfer <uuid> <dest-exten> [<dialplan>] [<context>]` (mod_commands'
+    transfer_function; -bleg/-both are not modelled): the channel leaves whatever app
+    it runs (a queue included) and runs the extension, in its own context if none."""
+    words = arg.split()
+    chan = _channel(sw, arg)
+    if chan is None:
+        return "-ERR No such channel!\n"
+    if len(words) < 2 or words[1].startswith("-"):
+        return "-USAGE: <uuid> [-bleg|-both] <dest-exten> [<dialplan>] [<context>]\n"
+    context = words[3] if len(words) > 3 else chan.context
+    sw.loop.call_soon(sw.transfer, chan, words[1], context)
+    return "+OK\n"
+
+
 async def api_uuid_setvar(sw: Switch, arg: str) -> str:
     chan = _channel(sw, arg)
     words = arg.split(" ", 2)
@@ -191,7 +206,7 @@ async def api_version(sw: Switch, arg: str) -> str:
 API = {
     "status": api_status, "show": api_show, "uuid_dump": api_uuid_dump,
     "uuid_exists": api_uuid_exists, "uuid_kill": api_uuid_kill, "uuid_break": api_uuid_break,
-    "uuid_setvar": api_uuid_setvar, "uuid_getvar": api_uuid_getvar,
+    "uuid_setvar": api_uuid_setvar, "uuid_transfer": api_uuid_transfer, "uuid_getvar": api_uuid_getvar,
     "uuid_recv_dtmf": api_uuid_recv_dtmf, "uuid_send_dtmf": api_uuid_send_dtmf,
     "originate": api_originate, "hupall": api_hupall, "version": api_version,
 }  # fmt: skip

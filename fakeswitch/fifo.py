@@ -126,23 +126,35 @@ async def _caller(sw: Switch, chan: Channel, name: str) -> str:
     music_headers = [("Playback-File-Type", music.split(":", 1)[0]), ("Playback-File-Path", music)]
     sw.fire_chan(chan, "PLAYBACK_START", PLAY_CALL + (1649,), post=music_headers)
     started = sw.loop.time()
-    why = await media.wait_until(chan, lambda: waiting.consumer is not None,
+    why = await media.wait_until(chan, lambda: waiting.consumer is not None or bool(chan.pending_transfer),
                                  run_nested=sw.nested_runner(chan))
     chan.set_playback_position(int((sw.loop.time() - started) / sw.time_scale * 8000))
     status = "done" if why == media.HANGUP else "break"
+    if why != media.HANGUP and waiting.consumer is None:
+        # Transferred out of the queue (uuid_transfer, as an agent sending the caller
+        # back): the wait ends unserved, reported as an abort; the dialplan then runs
+        # the transfer's extension (Switch.execute).
+        sw.fire_chan(chan, "PLAYBACK_STOP", PLAY_CALL + (2023,),
+                     post=music_headers + [("Playback-Status", status)])
+        _leave_unserved(sw, chan, name, queue, waiting)
+        return "_none_"
     sw.fire_chan(chan, "PLAYBACK_STOP", PLAY_CALL + (2023,),
                  post=music_headers + [("Playback-Status", status)])
     if why == media.HANGUP:
-        if waiting in queue:
-            queue.remove(waiting)
-        chan.set_var("fifo_status", "ABORTED")
-        chan.set_var("fifo_timestamp", _stamp())
-        fire_info(sw, chan, name, "abort")
-        _settle(waiting.hibernating, False)
+        _leave_unserved(sw, chan, name, queue, waiting)
         raise media.Hangup
     # After this app's CHANNEL_EXECUTE_COMPLETE the channel hibernates (Switch.execute).
     chan.after_app = lambda: _hibernate(sw, chan, waiting)
     return "_none_"
+
+
+def _leave_unserved(sw: Switch, chan: Channel, name: str, queue: deque, waiting: Waiting) -> None:
+    if waiting in queue:
+        queue.remove(waiting)
+    chan.set_var("fifo_status", "ABORTED")
+    chan.set_var("fifo_timestamp", _stamp())
+    fire_info(sw, chan, name, "abort")
+    _settle(waiting.hibernating, False)
 
 
 async def _hibernate(sw: Switch, chan: Channel, waiting: Waiting) -> None:

@@ -305,6 +305,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     ),
     "outbound": _keys(
         Key("listen", host_port(optional=True), ""),
+        Key("socket_grace_s", number(0.1, 600), "3"),
+        Key("linger_s", integer(1, 3600), "10"),
     ),
     "metrics": _keys(
         Key("listen", host_port(optional=True), ""),

@@ -104,7 +104,8 @@ class Service:
             # closing socket ends no flow: the switch runs the dialplan after `socket`.
             self.outbound = OutboundServer(config.outbound.listen, self._outbound_call,
                                            config.freeswitch.sendmsg_timeout_s, self.telemetry,
-                                           reuse_port=self.reuse_port)
+                                           reuse_port=self.reuse_port,
+                                           linger_s=config.outbound.linger_s)
             self._on_stop("outbound server", self.outbound.stop)
         self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
                                            self.on_call_gone, self.routes)

@@ -9,10 +9,11 @@ import threading
 import pytest
 
 from actors.esl_reader import EventReader
-from ivr.flow import LOST_HANGUP_CAUSE
+from ivr.flow import LOST_HANGUP_CAUSE, Enter
 from ivr.icall import IcallFlow
 from storage.models import CallStep
 from tests.e2e.conftest import WAIT_S
+from tests.e2e.test_branches import EXTN_MENU, TRANSFERRING, bridge_commands, cc_menu
 from tests.ivr.calls import make_config
 from tests.waiting import wait_until
 
@@ -83,6 +84,39 @@ def test_a_call_actor_that_dies_once_is_resumed_where_it_was_and_the_caller_goes
         "the menu's answer, read from the channel, leads where the caller's key does"
     assert len(r.failures) == 1
     assert ("MainMenu", "1") in r.steps and r.steps.count(("MainMenu", "")) == 1
+    assert r.row["ended_at"] is not None
+
+
+@pytest.mark.parametrize(("state", "nth", "caller", "keys", "expected"), [
+    ("welcome_wait_playback", 1, "5551160", "1", [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")]),
+    ("main_menu_wait_dtmf", 1, "5551161", "1", [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")]),
+    ("call_extn", 1, "5551162", "5|801", [WELCOME, MAIN_MENU, EXTN_MENU, *bridge_commands("801")]),
+    ("call_cc", 1, "5551004", "3|1",  # the failed ring's completion (the CRM names 802)
+     [WELCOME, MAIN_MENU, TRANSFERRING, *bridge_commands("802"), cc_menu("802"),
+      ("transfer", "Playcell_802 XML new_sales")]),
+    ("call_cc", 2, "5551004", "3|1",  # the cc menu's answer
+     [WELCOME, MAIN_MENU, TRANSFERRING, *bridge_commands("802"), cc_menu("802"),
+      ("transfer", "Playcell_802 XML new_sales")]),
+])
+def test_a_call_actor_dying_in_each_state_is_resumed_there_without_a_repeat(harness, monkeypatch, state, nth,
+                                                                            caller, keys, expected):
+    """The handler dies on the nth event its state handles; a fresh actor reads the
+    channel, takes the answer from it and goes on: the caller hears nothing twice."""
+    original = getattr(IcallFlow, state)
+    handled = []
+
+    def dies_once(self, happened):
+        if self.call.caller_id == caller and not isinstance(happened, Enter):
+            handled.append(happened)
+            if len(handled) == nth:
+                raise RuntimeError(f"injected failure in {state}")
+        return original(self, happened)
+
+    monkeypatch.setattr(IcallFlow, state, dies_once)
+    h = harness()
+    r = h.finish(h.place(caller, keys))
+    assert r.commands == expected
+    assert [f["state"] for f in r.failures] == [state]
     assert r.row["ended_at"] is not None
 
 

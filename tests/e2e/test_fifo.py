@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from storage.models import FifoEvent
 from tests.e2e.conftest import WAIT_S
+from tests.waiting import wait_until
 
 
 def fifo_actions(h, uuid: str) -> list[str]:
@@ -36,3 +37,24 @@ def test_a_caller_giving_up_in_the_queue_is_recorded_as_an_abort(harness, switch
     r = h.finish(uuid)
     assert fifo_actions(h, uuid) == ["push", "abort"]
     assert r.row["ended_at"] is not None
+
+
+def test_a_queued_caller_sent_back_into_the_ivr_starts_the_flow_again_as_a_re_entry(harness, switch):
+    """An agent (or the queue's orbit) sends the caller back to the IVR's extension
+    with `uuid_transfer`: the second CHANNEL_PARK starts the flow again, recorded as a
+    re-entry, and the caller's second choice counts."""
+    switch.set_fifo_queue("fifo_hst", "real")
+    h = harness()
+    uuid = h.place("5551210", "1|1")
+    assert switch.wait_fifo(uuid, "push", timeout=WAIT_S)
+    reply = h.service.services.commander_proxy().api(f"uuid_transfer {uuid} fsm XML default").get(timeout=5)
+    assert reply.startswith("+OK"), reply
+    assert wait_until(lambda: fifo_actions(h, uuid).count("push") == 2, WAIT_S), \
+        (fifo_actions(h, uuid), switch.call_record(uuid).events[-20:], switch.call_record(uuid).commands)
+    switch.hangup(uuid)
+    r = h.finish(uuid)
+    welcome, menu, queue = ("playback", "new_sales/1000.wav"), r.commands[1], ("transfer", "fifo_hst XML new_sales")
+    assert menu[0] == "play_and_get_digits"
+    assert r.commands == [welcome, menu, queue, welcome, menu, queue]
+    assert ("ReEntry", "2") in r.steps and r.steps.count(("MainMenu", "1")) == 2
+    assert r.row["hangup_cause"] == "NORMAL_CLEARING"
