@@ -11,6 +11,7 @@ import pytest
 from peewee import DataError
 
 from actors.messages import DbWrite
+from storage import records
 from storage.db import open_database
 from storage.models import Call, CallStep, CdrOutbox
 from storage.records import INSERT_CHUNK, KnownCalls, commit_batch, prepare
@@ -221,3 +222,21 @@ def test_a_row_another_writer_creates_while_we_insert_it_still_gets_our_start_co
     assert error is None
     call = _row(db)
     assert (call.caller_id, call.caller_name, call.flow) == ("5551001", "Ann", "icall")
+
+
+def test_a_statement_built_once_per_shape_writes_each_later_batch_with_its_own_values(backend, db, monkeypatch):
+    """The SQL text of an insert is built by peewee for the first batch of its shape and
+    reused: the second call's rows, written through it, hold the second call's values."""
+    monkeypatch.setattr(records, "_SQL_BY_SHAPE", {})
+    first, second = one_call(call_uuid="s1"), one_call(call_uuid="s2")
+    second = [DbWrite(w.call_uuid, w.seq, w.kind, {**w.fields, "caller_id": "5552002"}
+                      if w.kind in ("call", "cdr") else w.fields) for w in second]
+    _commit(db, first, known=KnownCalls())
+    shapes = dict(records._SQL_BY_SHAPE)
+    assert shapes, "the first batch's statements were kept"
+    _commit(db, second, known=KnownCalls())
+    assert records._SQL_BY_SHAPE == shapes, "the second batch reused them all"
+    assert (_row(db, "s1").caller_id, _row(db, "s2").caller_id) == ("5551001", "5552002")
+    steps = CallStep.select().where(CallStep.call_uuid == "s2").order_by(CallStep.seq)
+    assert [(s.step, s.value) for s in steps.execute(db)] == [(f"Step{n}", str(n)) for n in range(5)]
+    assert CdrOutbox.select().where(CdrOutbox.call_uuid == "s2").count(db) == 1
