@@ -241,7 +241,7 @@ def test_a_listing_that_fails_is_asked_again_until_it_comes_while_new_calls_flow
     parked = h.place("5551155", "1")
     assert h.switch.wait_parked(parked, timeout=WAIT_S)
     resyncs = h.service.stats()["resyncs"]
-    h.switch.faults.api_errors["show"] = 3
+    h.switch.faults.api_errors["show"] = 4  # asked again after 0.5, 1, 1.5 and 2 s
     restart_reader(h)
     assert wait_until(lambda: "could not list live channels (attempt 1)" in caplog.text, WAIT_S)
     fresh = h.place("5551156", "1")
@@ -250,7 +250,7 @@ def test_a_listing_that_fails_is_asked_again_until_it_comes_while_new_calls_flow
     assert h.finish(fresh).commands[-1] == ("transfer", "fifo_hst XML new_sales")
     r = h.finish(parked)
     assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")]
-    assert "could not list live channels (attempt 3)" in caplog.text
+    assert "could not list live channels (attempt 4)" in caplog.text
     stats = h.service.stats()
     assert (stats["resyncs"], stats["calls_adopted"]) == (resyncs + 1, 1)
     h.service.reader.stop()
