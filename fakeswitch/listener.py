@@ -61,6 +61,14 @@ class Listener:
         self.frames_sent += 1
         faults.write(self, frame)
 
+    def bound_uuid(self) -> str | None:
+        """The one channel whose events this listener can pass, when its filters say
+        so alone (``myevents``: a single ``Unique-ID`` filter); else None."""
+        filters = self.sub.filters
+        if len(filters) == 1 and filters[0][0] == "Unique-ID" and filters[0][1][:1] not in ("+", "-", "/", " "):
+            return filters[0][1].lower()
+        return None
+
     def wants(self, name: str, subclass: str | None) -> bool:
         return self.authed and not self.closed and self.sub.wants_name(name, subclass)
 

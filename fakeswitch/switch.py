@@ -84,7 +84,17 @@ class Switch:
 
     def fire(self, event: Event) -> None:
         self.events_fired += 1
+        uid: str | None = None
         for listener in list(self.listeners):
+            # An outbound session that only follows its own channel skips the others'
+            # events before any header is read: with a socket per call, offering every
+            # event to every session made the stand-in quadratic in live calls.
+            bound = listener.bound_uuid()
+            if bound is not None:
+                if uid is None:
+                    uid = (event.get("Unique-ID") or "").lower()
+                if bound != uid:
+                    continue
             listener.offer(event)
 
     def fire_chan(self, chan: Channel, name: str, calling: tuple, *, with_vars: bool = True,
