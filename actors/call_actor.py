@@ -32,7 +32,6 @@ from actors.messages import (
     CallFinished,
     CallStopped,
     ChannelCommand,
-    ChannelGone,
     CommandFailed,
     ConfirmChannel,
     CrmAnswer,
@@ -267,8 +266,6 @@ class CallActor(pykka.ThreadingActor):
                                                     message.uncertain))
         elif isinstance(message, _Resend):
             self._command(message.command, message.tries)
-        elif isinstance(message, ChannelGone):
-            self._apply(self.flow.on_channel_gone())
         elif isinstance(message, ConfirmChannel):
             self._confirm_channel()
         elif isinstance(message, _TakeOver):
@@ -344,21 +341,18 @@ class CallActor(pykka.ThreadingActor):
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
         for known in (checkpoint, verdict.checkpoint):
-            if known:
+            if known:  # its records written again, and this actor's numbering after them
                 self._write_recent(known)
         if verdict.action == resume.START:
             self._apply(self.flow.start(channel))
         elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
-            self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
             self._apply(self.flow.resume(verdict.checkpoint, channel))
         elif verdict.action == outbound.REENTER and verdict.checkpoint is not None:
-            self._seq = max(self._seq, int(verdict.checkpoint.get("n") or 0))
             self.flow.resume_after_failure(verdict.checkpoint)
             self._apply(self.flow.on_event(outbound.park_of(channel)))
         elif found:
             # Ours, handed off: never touched again, but listened to until its hangup,
             # which writes the CDR (and its queue's events their rows).
-            self._seq = max(self._seq, int(found.get("n") or 0))
             self.flow.resume_after_failure(found)
         else:
             self._decline(verdict.reason)
@@ -368,15 +362,11 @@ class CallActor(pykka.ThreadingActor):
         session), its hangup was lost while the link was down."""
         if self.flow.finished:
             return
-        busy_since, self.busy_since = self.busy_since, 0.0  # a bounded wait, not a hang
         try:
-            exists = self._switch().api(f"uuid_exists {self.uuid}").get(
-                timeout=self.services.config.freeswitch.command_timeout_s)
+            exists = self._ask_switch(f"uuid_exists {self.uuid}")
         except Exception as exc:  # the link dropped again: the next resync asks again
             logger.warning("could not check whether the channel still exists: %s", exc)
             return
-        finally:
-            self.busy_since = busy_since
         if exists.strip() == "false":
             logger.warning("hung up while the event link was down")
             self._apply(self.flow.on_channel_gone())
@@ -411,22 +401,27 @@ class CallActor(pykka.ThreadingActor):
         be busy with many adoptions at once after a restart."""
         if self.link is not None and (channel := self.link.take_channel()) is not None:
             return channel  # outbound mode: the connect data, just read
-        timeout_s = self.services.config.freeswitch.command_timeout_s
         error: Exception | None = None
         for _ in range(_DUMP_TRIES):
-            busy_since, self.busy_since = self.busy_since, 0.0  # a bounded wait, not a hang
             try:
-                text = self._switch().api(f"uuid_dump {self.uuid} json").get(
-                    timeout=timeout_s)
+                text = self._ask_switch(f"uuid_dump {self.uuid} json")
             except Exception as exc:  # a timeout or a dropped link: try again
                 error = exc
                 continue
-            finally:
-                self.busy_since = busy_since and time.monotonic()
             if text.startswith("-ERR"):
                 raise _Gone(text)
             return channel_data_event(text)
         raise _Unreadable(str(error) or repr(error))
+
+    def _ask_switch(self, command: str) -> str:
+        """`api <command>` on this call's socket or Commander, waited for here, at most
+        `[freeswitch] command_timeout_s`. A bounded wait is not a hang: the hang check
+        does not count it (busy_since starts again after it)."""
+        busy_since, self.busy_since = self.busy_since, 0.0
+        try:
+            return self._switch().api(command).get(timeout=self.services.config.freeswitch.command_timeout_s)
+        finally:
+            self.busy_since = busy_since and time.monotonic()
 
     def _decline(self, reason: str) -> None:
         logger.info("not ours to touch: %s", reason)

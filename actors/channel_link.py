@@ -33,7 +33,7 @@ from typing import Any
 
 import pykka
 
-from actors.esl import execute_message
+from actors.esl import execute_message, sendmsg_head
 from actors.esl_wire import Disconnected, Frame, FrameParser, event_of
 from actors.messages import CommandFailed, EslEvent
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
@@ -258,15 +258,12 @@ class ChannelLink:
 
     def _sendmsg(self, headers: list[tuple[str, str]], body: str | None, event_uuid: str,
                  reply_to: Any, since: Cause | None) -> None:
-        lines = ["sendmsg"]
-        for name, value in headers:
-            if "\n" in value or "\r" in value:
-                self._refused(reply_to, event_uuid, f"-ERR invalid command: a newline in {name}", False)
-                return
-            lines.append(f"{name}: {value}")
-        if body is not None:
-            lines += ["content-type: text/plain", f"content-length: {len(body.encode('utf-8'))}"]
-        text = "\n".join(lines) + "\n\n" + (body or "")
+        try:
+            head = sendmsg_head("", headers, body)
+        except ValueError as exc:  # never written: the command is refused here
+            self._refused(reply_to, event_uuid, f"-ERR invalid command: {exc}", False)
+            return
+        text = head + "\n\n" + (body or "")
         written_at = time.monotonic()
 
         def answer(frame: Frame | None) -> None:

@@ -224,18 +224,8 @@ class EslSession:
                 reply_timeout_s: float | None = None) -> str:
         """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text.
         `reply_timeout_s` (default: the session's) bounds the wait for its +OK."""
-        lines = [f"sendmsg {uuid}"]
-        for name, value in headers:
-            _check_header_value(name, value)
-            lines.append(f"{name}: {value}")
-        if body is not None:
-            if "\0" in body:
-                raise ValueError("a sendmsg body cannot hold a NUL byte")
-            lines.append("content-type: text/plain")
-            lines.append(f"content-length: {len(body.encode('utf-8'))}")
-            text = "\n".join(lines) + "\n\n" + body
-        else:
-            text = "\n".join(lines)
+        head = sendmsg_head(uuid, headers, body)
+        text = head if body is None else head + "\n\n" + body
         return self._send_recv(text, reply_timeout_s).getHeader("Reply-Text") or ""
 
     def peer_closed(self) -> bool:
@@ -357,6 +347,22 @@ def execute_message(app: str, arg: str, event_uuid: str,
         headers.append(("event-lock", "true"))
     headers.append(("Event-UUID", event_uuid))
     return headers, body
+
+
+def sendmsg_head(target: str, headers: list[tuple[str, str]], body: str | None) -> str:
+    """The header block of `sendmsg <target>` (an empty target: the outbound socket's
+    own channel), with the content headers of a text/plain `body`, without its blank
+    line. Raises ValueError for a header or body that would break the frame."""
+    lines = [f"sendmsg {target}" if target else "sendmsg"]
+    for name, value in headers:
+        _check_header_value(name, value)
+        lines.append(f"{name}: {value}")
+    if body is not None:
+        if "\0" in body:
+            raise ValueError("a sendmsg body cannot hold a NUL byte")
+        lines.append("content-type: text/plain")
+        lines.append(f"content-length: {len(body.encode('utf-8'))}")
+    return "\n".join(lines)
 
 
 def _check_header_value(name: str, value: str) -> None:

@@ -21,8 +21,9 @@ from ivr.effects import CrmAnswer  # defined beside the flows that read it
 from ivr.event import Event
 
 __all__ = [
-    "CallDeclined", "CallFailed", "CallFinished", "CdrQueued", "ChannelCommand", "ChannelGone", "CallStopped", "CommandFailed", "CrmAnswer", "CrmLookup",
-    "DbAck", "DbWrite", "EslEvent", "LinkChanged", "ServiceDied", "TimerFired", "WriterReplaced",
+    "CallDeclined", "CallFailed", "CallFinished", "CdrQueued", "ChannelCommand", "ChannelsListed",
+    "CallStopped", "CommandFailed", "ConfirmChannel", "CrmAnswer", "CrmLookup", "DbAck", "DbWrite",
+    "EslEvent", "LinkChanged", "ListChannels", "ServiceDied", "TimerFired", "WriterReplaced",
 ]
 
 
@@ -130,14 +131,8 @@ class ChannelsListed:
 @dataclass(frozen=True)
 class ConfirmChannel:
     """Supervisor -> CallActor after a resync that did not list its channel (`show
-    channels` can lag): confirm with `uuid_exists` on the actor's own thread; gone,
-    the call is closed as for ChannelGone."""
-
-
-@dataclass(frozen=True)
-class ChannelGone:
-    """Supervisor -> CallActor after a reconnect: the switch no longer has this call's
-    channel, though no hangup reached us."""
+    channels` can lag): confirm with `uuid_exists` on the actor's own thread; gone
+    though no hangup reached us, the call is closed as a hangup not seen."""
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,8 @@ _SUPERVISOR_SEQ_BASE = 1_000_000
 # transfer to safety); fewer deaths resume it where it was.
 _MAX_RESTARTS = 3
 _RESTART_WINDOW_S = 10.0
-
-
+# Write numbers of the record closing a call left open by an earlier process.
+_CLOSING_SEQ = 900_000
 # A failed channel listing is asked again after this many seconds times its attempt
 # number, at most the second figure.
 _LISTING_RETRY_S = 0.5
@@ -77,8 +77,6 @@ class _ListAgain:
 @dataclass(frozen=True)
 class _CheckHung:
     """The supervisor's own tick: look for call actors stuck in one message."""
-# Write numbers of the record closing a call left open by an earlier process.
-_CLOSING_SEQ = 900_000
 
 
 @dataclass
@@ -196,16 +194,24 @@ class Supervisor(pykka.ThreadingActor):
 
     def _start_call(self, uuid: str, event: Event, read_at: float = 0.0) -> bool:
         """Start a CallActor for a new call; False when the call is over the limit."""
-        if len(self.unfinished) >= self.config.ivr.max_concurrent_calls:
-            self.counters["calls_overflowed"] += 1
-            logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
-                           self.config.ivr.max_concurrent_calls, self.config.ivr.overflow_destination)
-            self._transfer(uuid, self.config.ivr.overflow_destination)
+        if self._overflowed(uuid):
             return False
         ref = CallActor.start(uuid, self.make_flow(uuid), self.services, event, parked_read_at=read_at)
         self._own(uuid, ref)
         self.unfinished.add(uuid)
         self.counters["calls_started"] += 1
+        return True
+
+    def _overflowed(self, uuid: str, link: Any = None) -> bool:
+        """Over `[ivr] max_concurrent_calls`: the call goes to the overflow destination
+        (on its own socket in outbound mode) and gets no actor."""
+        ivr = self.config.ivr
+        if len(self.unfinished) < ivr.max_concurrent_calls:
+            return False
+        self.counters["calls_overflowed"] += 1
+        logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
+                       ivr.max_concurrent_calls, ivr.overflow_destination)
+        self._transfer(uuid, ivr.overflow_destination, link)
         return True
 
     def _start_outbound(self, link: ChannelLink) -> None:
@@ -224,11 +230,7 @@ class Supervisor(pykka.ThreadingActor):
         if old is not None:  # an ended call's actor lingers: the new socket wins
             old.ref.stop(block=False)
             self._forget(uuid)
-        if len(self.unfinished) >= self.config.ivr.max_concurrent_calls:
-            self.counters["calls_overflowed"] += 1
-            logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
-                           self.config.ivr.max_concurrent_calls, self.config.ivr.overflow_destination)
-            link.execute(uuid, "transfer", self.config.ivr.overflow_destination, str(uuidlib.uuid4()))
+        if self._overflowed(uuid, link):
             return
         ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={}, link=link)
         self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic(), link=link)

@@ -130,19 +130,16 @@ async def _caller(sw: Switch, chan: Channel, name: str) -> str:
                                  run_nested=sw.nested_runner(chan))
     chan.set_playback_position(int((sw.loop.time() - started) / sw.time_scale * 8000))
     status = "done" if why == media.HANGUP else "break"
-    if why != media.HANGUP and waiting.consumer is None:
-        # Transferred out of the queue (uuid_transfer, as an agent sending the caller
-        # back): the wait ends unserved, reported as an abort; the dialplan then runs
-        # the transfer's extension (Switch.execute).
-        sw.fire_chan(chan, "PLAYBACK_STOP", PLAY_CALL + (2023,),
-                     post=music_headers + [("Playback-Status", status)])
-        _leave_unserved(sw, chan, name, queue, waiting)
-        return "_none_"
     sw.fire_chan(chan, "PLAYBACK_STOP", PLAY_CALL + (2023,),
                  post=music_headers + [("Playback-Status", status)])
-    if why == media.HANGUP:
+    if why == media.HANGUP or waiting.consumer is None:
+        # Hung up, or transferred out of the queue (uuid_transfer, as an agent sending
+        # the caller back): the wait ends unserved, reported as an abort; after a
+        # transfer the dialplan runs the transfer's extension (Switch.execute).
         _leave_unserved(sw, chan, name, queue, waiting)
-        raise media.Hangup
+        if why == media.HANGUP:
+            raise media.Hangup
+        return "_none_"
     # After this app's CHANNEL_EXECUTE_COMPLETE the channel hibernates (Switch.execute).
     chan.after_app = lambda: _hibernate(sw, chan, waiting)
     return "_none_"

@@ -92,6 +92,20 @@ def test_the_connect_data_is_the_channel_the_call_starts_from():
     assert link.take_channel() is None, "handed over once"
 
 
+def test_a_command_that_would_break_the_frame_is_refused_and_never_written():
+    capture = Capture("outbound_async_full_linger")
+    s2c, link, inbox, theirs, ready = recorded_session(capture)
+    theirs.setblocking(False)
+    written = theirs.recv(65536)  # begin()'s commands
+    link.hangup(UUID, "NORMAL\nCLEARING", reply_to=inbox)
+    failed = [m for m in inbox.told if isinstance(m, CommandFailed)]
+    assert len(failed) == 1 and not failed[0].uncertain
+    assert "invalid command" in failed[0].reply and "hangup-cause" in failed[0].reply
+    with pytest.raises(BlockingIOError):
+        theirs.recv(65536)
+    assert written.count(b"\n\n") == 5
+
+
 def test_a_socket_closed_before_the_hangup_fails_pending_commands_and_tells_the_call():
     capture = Capture("outbound_async_full_linger")
     s2c, link, inbox, _theirs, ready = recorded_session(capture)

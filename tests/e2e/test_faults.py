@@ -4,6 +4,7 @@ whole."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -271,6 +272,31 @@ def test_an_adopted_call_whose_channel_cannot_be_read_is_looked_at_again_never_a
     assert h.switch.faults.api_unanswered["uuid_dump"] == 0
     assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")], \
         "nothing was sent before the channel was read"
+    h.service.reader.stop()
+
+
+def test_a_prompt_queued_behind_its_checkpoint_and_never_started_is_sent_after_a_second_look(harness):
+    """After a restart, the channel's last application is the checkpoint naming the main
+    menu, but the menu never started (the killed process had not sent it): the new
+    icall waits, reads the channel again, and only then sends the menu, once."""
+    h = harness()
+    h.service.reader.stop()
+    h.service.link_up.clear()
+    uuid = h.place("5551158", "1")
+    assert h.switch.wait_parked(uuid, timeout=WAIT_S)
+    checkpoint = json.dumps({"v": 1, "s": "main_menu_wait_dtmf", "g": 4, "n": 2, "e": 1,
+                             "p": ["welcome", "welcome_wait_playback", "main_menu", "main_menu_wait_dtmf"],
+                             "w": [["menu-1", MAIN_MENU[0], MAIN_MENU[1], "main_menu"]], "d": {}},
+                            separators=(",", ":"))
+    api = h.service.services.commander_proxy().api
+    for name, value in (("icall_ckpt", checkpoint), ("current_application", "set"),
+                        ("current_application_data", f"icall_ckpt={checkpoint}")):
+        assert api(f"uuid_setvar {uuid} {name} {value}").get(timeout=WAIT_S).startswith("+OK")
+    restart_reader(h)
+    r = h.finish(uuid)
+    looks = [note for note in r.history if "resume:" in note or "read again:" in note]
+    assert [note.split()[-1] for note in looks] == ["not_started", "not_started"], r.history
+    assert r.commands == [MAIN_MENU, ("transfer", "fifo_hst XML new_sales")], "the menu once, then the key's way"
     h.service.reader.stop()
 
 

@@ -14,7 +14,9 @@ def fifo_actions(h, uuid: str) -> list[str]:
     return [row.action for row in rows]
 
 
-def test_an_agent_picking_up_a_queued_sales_call_is_recorded(harness, switch):
+def picked_up_by_an_agent(harness, switch) -> list[str]:
+    """A sales caller queued, then served by an agent who talks 1 s: the call's fifo
+    actions, once the call is over (checked to have gone through the queue)."""
     switch.set_fifo_queue("fifo_sales", "real")
     h = harness()
     uuid = h.place("5551200", "2")
@@ -22,11 +24,16 @@ def test_an_agent_picking_up_a_queued_sales_call_is_recorded(harness, switch):
     switch.agent_pickup("sales", talk_s=1.0)
     r = h.finish(uuid)
     assert r.commands[-1] == ("transfer", "fifo_sales XML new_sales")
+    assert r.row["hangup_cause"] == "NORMAL_CLEARING"
     actions = fifo_actions(h, uuid)
     assert actions[0] == "push"
     assert "bridge-caller-start" in actions
+    return actions
+
+
+def test_an_agent_picking_up_a_queued_sales_call_is_recorded(harness, switch):
+    actions = picked_up_by_an_agent(harness, switch)
     assert actions[-1] == "bridge-caller-stop", "the stop arrives after hangup and must still be kept"
-    assert r.row["hangup_cause"] == "NORMAL_CLEARING"
 
 
 def test_a_caller_giving_up_in_the_queue_is_recorded_as_an_abort(harness, switch):
