@@ -103,7 +103,10 @@ class Supervisor(pykka.ThreadingActor):
         wait on it). `routes`: shared with the reader, which sends the events of the
         calls this supervisor owns straight to their actors (actors.routes)."""
         super().__init__()
-        self.routes = routes or CallRoutes(services.config.ivr.flow_variable, services.config.ivr.flow)
+        # Not `routes or ...`: an empty CallRoutes is falsy (it has a length), and the
+        # reader would then mark routes this supervisor never opens.
+        self.routes = routes if routes is not None else CallRoutes(services.config.ivr.flow_variable,
+                                                                   services.config.ivr.flow)
         self.on_call_gone = on_call_gone
         self.services = services
         self.config = services.config

@@ -37,6 +37,15 @@ def test_menu_1_sends_the_caller_to_the_evening_team_queue(harness):
     assert "call_hst" in h.path(r)
 
 
+def test_a_calls_events_after_its_park_go_straight_from_the_reader_to_its_actor(harness):
+    # The reader and the supervisor must share one route table: with two, no route
+    # ever opened and every event paid a hop through the supervisor.
+    h = harness()
+    h.finish(h.place("5551001", "1"))
+    assert h.service.supervisor.proxy().routes.get(timeout=5) is h.service.routes
+    assert h.service.routes.sent_straight > 0
+
+
 def test_menu_2_with_a_crm_extension_bridges_to_the_account_manager(harness):
     h = harness()
     r = h.finish(h.place("5551002", "2"))
