@@ -32,6 +32,7 @@ from actors.messages import (
     CallFinished,
     CallStopped,
     ChannelCommand,
+    ChannelCommands,
     CommandFailed,
     ConfirmChannel,
     CrmAnswer,
@@ -70,9 +71,9 @@ _COMMANDER_WAIT_TRIES = 40
 
 @dataclass(frozen=True)
 class _Resend:
-    """To itself: send `command` again (its Commander was being replaced)."""
+    """To itself: send `commands` again (their Commander was being replaced)."""
 
-    command: ChannelCommand
+    commands: tuple[ChannelCommand, ...]
     tries: int
 
 
@@ -265,7 +266,7 @@ class CallActor(pykka.ThreadingActor):
             self._apply(self.flow.on_command_failed(message.event_uuid, message.reply,
                                                     message.uncertain))
         elif isinstance(message, _Resend):
-            self._command(message.command, message.tries)
+            self._send(message.commands, message.tries)
         elif isinstance(message, ConfirmChannel):
             self._confirm_channel()
         elif isinstance(message, _TakeOver):
@@ -461,24 +462,28 @@ class CallActor(pykka.ThreadingActor):
 
     def _apply(self, effects: list[Any], since: Cause | None = None) -> None:
         """Carry `effects` out; the first command sent carries `since`, so the
-        Commander can time it (see actors.telemetry)."""
+        Commander can time it (see actors.telemetry). The batch's commands go to the
+        switch together, in order, after the rest (one message, one write)."""
+        commands: list[ChannelCommand] = []
         for effect in effects:
             if self.abandoned:
                 logger.warning("replaced while hung: %d effects dropped", len(effects))
                 return
             if isinstance(effect, Execute):
-                self._command(ChannelCommand(self.uuid, effect.app, effect.arg, effect.event_uuid,
-                                             effect.lock, self.actor_ref, since))
+                commands.append(ChannelCommand(self.uuid, effect.app, effect.arg, effect.event_uuid,
+                                               effect.lock, self.actor_ref, since))
                 since = None
             elif isinstance(effect, Checkpoint) and effect.beside:
+                self._send(commands)  # an api on the same connection: after them
+                commands = []
                 self._switch().api(f"uuid_setvar {self.uuid} {CHECKPOINT_VARIABLE} {effect.text}")
             elif isinstance(effect, Checkpoint):
                 # Nobody waits on it: a refusal (the channel just left) needs no answer.
-                self._command(ChannelCommand(self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}",
-                                             effect.event_uuid, lock=True))
+                commands.append(ChannelCommand(self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}",
+                                               effect.event_uuid, lock=True))
             elif isinstance(effect, Hangup):
-                self._command(ChannelCommand(self.uuid, HANGUP_COMMAND, effect.cause,
-                                             reply_to=self.actor_ref, since=since))
+                commands.append(ChannelCommand(self.uuid, HANGUP_COMMAND, effect.cause,
+                                               reply_to=self.actor_ref, since=since))
                 since = None
             elif isinstance(effect, LookupCaller):
                 self._tell(self.services.crm, CrmLookup(self.uuid, effect.caller_id, self.actor_ref))
@@ -493,26 +498,33 @@ class CallActor(pykka.ThreadingActor):
                 self.actor_ref.tell(effect)  # read after this batch is carried out
             else:
                 raise TypeError(f"unknown effect {effect!r}")
+        self._send(commands)
 
     def _switch(self) -> Any:
         """Where this call's api asks go: its own socket in outbound mode, else its
         own Commander (both take the same calls)."""
         return self.link if self.link is not None else self.services.commander_proxy_for(self.uuid)
 
-    def _command(self, command: ChannelCommand, tries: int = 0) -> None:
-        if self.link is not None:  # outbound mode: the call's own socket
-            command.deliver(self.link)
+    def _send(self, commands: list[ChannelCommand] | tuple[ChannelCommand, ...], tries: int = 0) -> None:
+        if not commands:
             return
+        if self.link is not None:  # outbound mode: the call's own socket
+            for command in commands:
+                command.deliver(self.link)
+            return
+        message = commands[0] if len(commands) == 1 else ChannelCommands(tuple(commands))
         try:
-            self.services.commander_for(self.uuid).tell(command)
+            self.services.commander_for(self.uuid).tell(message)
         except pykka.ActorDeadError:
             # The Commander died and the supervisor is replacing it. A tell to a dead
-            # actor is never queued, so the command has not gone out: send it again
-            # shortly, on the replacement; past the wait, the flow hears a refusal.
+            # actor is never queued, so the commands have not gone out: send them again
+            # shortly, on the replacement; past the wait, the flow hears refusals.
             if tries < _COMMANDER_WAIT_TRIES:
-                self.services.timers.schedule(_COMMANDER_WAIT_S, self.actor_ref, _Resend(command, tries + 1))
+                self.services.timers.schedule(_COMMANDER_WAIT_S, self.actor_ref,
+                                              _Resend(tuple(commands), tries + 1))
             else:
-                self.actor_ref.tell(CommandFailed(self.uuid, command.event_uuid, "-ERR no Commander"))
+                for command in commands:
+                    self.actor_ref.tell(CommandFailed(self.uuid, command.event_uuid, "-ERR no Commander"))
 
     def _record(self, record: Record) -> None:
         self._seq += 1

@@ -33,8 +33,15 @@ import uuid as uuidlib
 
 import pykka
 
-from actors.esl import Backoff, Disconnected, EslError, EslSession, execute_message
-from actors.messages import ChannelCommand, ChannelsListed, CommandFailed, ListChannels
+from actors.esl import Backoff, Disconnected, EslError, EslSession, execute_message, sendmsg_text
+from actors.messages import (
+    HANGUP_COMMAND,
+    ChannelCommand,
+    ChannelCommands,
+    ChannelsListed,
+    CommandFailed,
+    ListChannels,
+)
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
 
 logger = logging.getLogger(__name__)
@@ -151,8 +158,10 @@ class Commander(pykka.ThreadingActor):
     # --- pykka hooks (actor thread)
 
     def on_receive(self, message) -> None:
-        if isinstance(message, ChannelCommand):
-            message.deliver(self)
+        if isinstance(message, ChannelCommands):
+            self._send_commands(message.commands)
+        elif isinstance(message, ChannelCommand):
+            self._send_commands((message,))
         elif isinstance(message, ListChannels):
             self._list_channels(message)
         else:
@@ -168,29 +177,57 @@ class Commander(pykka.ThreadingActor):
 
     def _sendmsg(self, call_uuid: str, event_uuid: str, headers: list[tuple[str, str]],
                  body: str | None, reply_to, since: Cause | None = None) -> None:
-        written_at = 0.0
-        uncertain = False
+        self._send_commands(((call_uuid, event_uuid, headers, body, reply_to, since),))
 
-        def send(session: EslSession) -> str:
+    def _send_commands(self, commands) -> None:
+        """Write the commands (ChannelCommands, or tuples as `_sendmsg` builds them) in
+        one go and read their replies; tell each failure to its `reply_to`. A reply
+        that never came makes its command and every later one uncertain: sent, perhaps
+        run, never sent again."""
+        texts, sending = [], []
+        for command in commands:
+            call_uuid, event_uuid, headers, body, reply_to, since = _parts(command)
+            try:
+                texts.append(sendmsg_text(call_uuid, headers, body))
+            except ValueError as exc:  # a header value that would break the frame
+                self._failed(call_uuid, event_uuid, headers, reply_to, f"-ERR invalid command: {exc}", False)
+                continue
+            sending.append((call_uuid, event_uuid, headers, reply_to, since))
+        if not sending:
+            return
+        written_at = 0.0
+
+        def send(session: EslSession) -> list[str]:
             nonlocal written_at
             written_at = time.monotonic()  # after any reconnect: that delay is icall's too
-            return session.sendmsg(call_uuid, headers, body, reply_timeout_s=self._sendmsg_timeout_s)
+            replies = session.exchange(texts, reply_timeout_s=self._sendmsg_timeout_s)
+            return [reply.headers.get("Reply-Text", "") for reply in replies]
 
+        answers: list[str] = []
+        failure, uncertain = "", False
         try:
-            answer = self._call(send, idempotent=False)
-        except ReplyLost as exc:
-            answer, uncertain = f"-ERR {exc}", True
-        except EslError as exc:
-            answer = f"-ERR {exc}"
-        except ValueError as exc:  # a header value that would break the frame
-            answer = f"-ERR invalid command: {exc}"
+            answers = self._call(send, idempotent=False)
+        except ReplyLost as exc:  # written; the replies after exc.replies never came
+            answers = [reply.headers.get("Reply-Text", "") for reply in exc.replies]
+            failure, uncertain = f"-ERR {exc}", True
+        except EslError as exc:  # not connected: nothing was written
+            failure = f"-ERR {exc}"
         except Exception as exc:  # the actor's edge: never let a tell-like call die
-            logger.exception("sendmsg to %s failed unexpectedly", call_uuid)
-            answer = f"-ERR internal error: {exc}"
-        if answer.startswith("+OK"):
-            if since is not None:
-                self._telemetry.command_written(since, written_at)
-            return
+            logger.exception("sendmsg of %d commands failed unexpectedly", len(sending))
+            failure = f"-ERR internal error: {exc}"
+        for n, (call_uuid, event_uuid, headers, reply_to, since) in enumerate(sending):
+            if n < len(answers):
+                answer, lost = answers[n], False
+            else:
+                answer, lost = failure, uncertain
+            if answer.startswith("+OK"):
+                if since is not None:
+                    self._telemetry.command_written(since, written_at)
+                continue
+            self._failed(call_uuid, event_uuid, headers, reply_to, answer, lost)
+
+    def _failed(self, call_uuid: str, event_uuid: str, headers: list[tuple[str, str]], reply_to,
+                answer: str, uncertain: bool) -> None:
         logger.warning("sendmsg %s to %s failed: %s", _command_name(headers), call_uuid, answer)
         if reply_to is not None:
             try:
@@ -223,7 +260,7 @@ class Commander(pykka.ThreadingActor):
             logger.warning("ESL command connection to %s lost: %s", session.address, exc)
             self._drop_session()
             self._last_failure = str(exc)
-            raise ReplyLost(f"link lost: {exc}") from None
+            raise ReplyLost(f"link lost: {exc}", getattr(exc, "replies", [])) from None
 
     def _connected_session(self) -> EslSession:
         if self._session is not None:
@@ -253,7 +290,24 @@ class Commander(pykka.ThreadingActor):
 
 
 class ReplyLost(Disconnected):
-    """A command was sent and its reply never came: it may have run on the switch."""
+    """A command was sent and its reply never came: it may have run on the switch.
+    `replies`: of several commands written together, the replies that did come."""
+
+    def __init__(self, reason: str, replies=()):
+        super().__init__(reason)
+        self.replies = list(replies)
+
+
+def _parts(command) -> tuple:
+    """(call_uuid, event_uuid, headers, body, reply_to, since) of a ChannelCommand or
+    of such a tuple already."""
+    if not isinstance(command, ChannelCommand):
+        return command
+    if command.app == HANGUP_COMMAND and not command.event_uuid:
+        headers = [("call-command", "hangup"), ("hangup-cause", command.arg)]
+        return command.call_uuid, "", headers, None, command.reply_to, command.since
+    headers, body = execute_message(command.app, command.arg, command.event_uuid, command.lock)
+    return command.call_uuid, command.event_uuid, headers, body, command.reply_to, command.since
 
 
 def _command_name(headers: list[tuple[str, str]]) -> str:

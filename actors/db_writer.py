@@ -27,13 +27,14 @@ logged at DEBUG. Any other failure, even one reported as a data error (a key
 generator at its limit), is retried: never acknowledged as done.
 
 Threads: every method below runs in the actor's own thread, except `__init__` (the
-starter's) and the retry timer, which only tells the actor a flush marker.
+starter's). The gather and retry waits run on one timer thread the writer keeps for
+its lifetime (actors.timers), which only tells the actor a flush marker: a thread
+started per wait cost more than the commit it waited for.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,7 @@ from peewee import DatabaseError
 from actors.db_spool import SpoolKeeper
 from actors.messages import CdrQueued, DbAck, DbWrite
 from actors.telemetry import NO_TELEMETRY, Telemetry
+from actors.timers import TimerService
 from storage.db import close_quietly, open_database, redact, rejected_by_value
 from storage.migrations import SchemaError, check_schema
 from storage.models import Call
@@ -67,7 +69,10 @@ REFUSAL_LOG_EVERY = 1000
 
 @dataclass(frozen=True)
 class _Flush:
-    """Self-addressed marker: write the next batch now."""
+    """Self-addressed marker: write the next batch now. `wait` names the gather or
+    retry wait that sent it (0: sent at once); a wait that was called off is stale."""
+
+    wait: int = 0
 
 
 @dataclass
@@ -96,10 +101,12 @@ class DbWriter(pykka.ThreadingActor):
         self._connected = False
         self._pending: deque[_Pending] = deque()
         self._spool = SpoolKeeper(Spool(settings.spool_path), redact(settings.url))
-        self._flush_queued = False  # a _Flush is in the mailbox or on the retry timer
-        self._gather_timer: threading.Timer | None = None
+        self._flush_queued = False  # a _Flush is in the mailbox or on a wait
+        self._timers = TimerService(name="DbWriter-timer")
+        self._waits = 0  # numbers the gather and retry waits
+        self._waiting = 0  # the wait whose _Flush counts (0: none)
+        self._gathering = False  # that wait gathers writes (else it backs off a failure)
         self._commit_interval_s = settings.commit_interval_ms / 1000
-        self._retry_timer: threading.Timer | None = None
         self._stopping = False
         self._backoff_s = 0.0
         self._backlog_warned = False
@@ -113,6 +120,7 @@ class DbWriter(pykka.ThreadingActor):
         Writes an earlier run left in the spool are written first."""
         # stats() only reads counters and lengths: safe from the scrape thread too.
         self._telemetry.watch("db_writer", self.stats)
+        self._timers.start()
         try:
             self._ensure_connected()
         except (SchemaError, DatabaseError) as exc:
@@ -126,8 +134,10 @@ class DbWriter(pykka.ThreadingActor):
             if isinstance(message, DbWrite):
                 self._accept(message)
             elif isinstance(message, _Flush):
+                if message.wait and message.wait != self._waiting:
+                    return  # a wait called off (an urgent write flushed already)
                 self._flush_queued = False
-                self._gather_timer = None
+                self._waiting = 0
                 self._flush()
             else:
                 logger.warning("DbWriter ignores an unexpected %s", type(message).__name__)
@@ -139,10 +149,7 @@ class DbWriter(pykka.ThreadingActor):
         next start. (The spool is left for the next start too: draining it could take
         minutes.) Then close our connections."""
         self._stopping = True
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-        if self._gather_timer is not None:
-            self._gather_timer.cancel()
+        self._timers.stop()
         while self._pending and self._write_pending():
             pass
         while self._pending and self._spill():
@@ -154,6 +161,9 @@ class DbWriter(pykka.ThreadingActor):
             )
         self._spool.close()
         close_quietly(self._db)
+
+    def on_failure(self, exception_type, exception_value, traceback) -> None:
+        self._timers.stop()
 
     # --- asked by others
 
@@ -198,19 +208,14 @@ class DbWriter(pykka.ThreadingActor):
         full batch or an `urgent` write ends the wait): a commit, and SQLite's fsync,
         per write cost more CPU than everything else a call does. Nobody waits on a
         commit: calls keep their writes until acknowledged."""
-        if (urgent or len(self._pending) >= self._batch_size) and self._gather_timer is not None:
-            self._gather_timer.cancel()
-            self._gather_timer = None
+        if (urgent or len(self._pending) >= self._batch_size) and self._waiting and self._gathering:
+            self._waiting = 0  # the wait's own _Flush, when it comes, is stale
             self.actor_ref.tell(_Flush())  # the queued flag stays set: this is that flush
         elif not self._flush_queued:
             if urgent or self._commit_interval_s <= 0:
                 self._queue_flush()
                 return
-            self._flush_queued = True
-            self._gather_timer = threading.Timer(self._commit_interval_s, self._tell_flush)
-            self._gather_timer.daemon = True
-            self._gather_timer.name = "DbWriter-gather"
-            self._gather_timer.start()
+            self._wait(self._commit_interval_s, gathering=True)
 
     def _spill(self) -> bool:
         """Move the oldest batch in memory to the spool and ack it; False if the spool
@@ -371,18 +376,14 @@ class DbWriter(pykka.ThreadingActor):
                     len(self._pending), self._spool.waiting(), self._backoff_s)
         if self._flush_queued or self._stopping:
             return
-        self._flush_queued = True
-        self._retry_timer = threading.Timer(self._backoff_s, self._tell_flush)
-        self._retry_timer.daemon = True
-        self._retry_timer.name = "DbWriter-retry"
-        self._retry_timer.start()
+        self._wait(self._backoff_s, gathering=False)
 
-    def _tell_flush(self) -> None:
-        """Runs in the timer's thread: only hands the actor a flush marker."""
-        try:
-            self.actor_ref.tell(_Flush())
-        except pykka.ActorDeadError:
-            pass
+    def _wait(self, delay_s: float, gathering: bool) -> None:
+        """A _Flush after `delay_s`, from the timer thread."""
+        self._flush_queued = True
+        self._waits += 1
+        self._waiting, self._gathering = self._waits, gathering
+        self._timers.schedule(delay_s, self.actor_ref, _Flush(self._waiting))
 
     # --- answers
 

@@ -1,32 +1,27 @@
-"""One ESL command connection on python-ESL: the only module that imports `ESL`.
+"""One ESL command connection, in pure Python like the event connection.
 
-The event connection does not use libesl: it reads untrusted bytes, and libesl
-crashes the process on some malformed frames (see actors/esl_wire.py). It shares
-`login` from here and reads through `esl_wire` (actors/esl_events.py).
+`EslSession.connect` opens the TCP socket itself with a timeout and tells apart a
+refused port, a timeout, a rude rejection (`text/rude-rejection`, the ACL) and a wrong
+password (`-ERR invalid`); the event connection shares `login` (actors/esl_events.py).
+Replies are read through `esl_wire`, which checks every limit before it trusts a
+frame: a reply is as untrusted as an event.
 
-Login is done here in Python, then the socket is handed to libesl. python-ESL's
-own `ESLconnection(host, port, password)` says only "not connected" whatever went
-wrong. So `EslSession.connect` opens the TCP socket itself with a timeout and tells
-apart a refused port, a timeout, a rude rejection (`text/rude-rejection`, the ACL)
-and a wrong password (`-ERR invalid`). Then it hands the socket to
-`ESLconnection(fd)`. libesl's `esl_attach_handle` marks the handle connected and
-sends `connect`. An inbound server answers that with `-ERR command not found`, a
-`command/reply`, and that reply is what makes the attach succeed. It only fails when
-no reply arrives at all.
+Why not libesl here any more (python-ESL 1.4.18; the load driver and the baseline
+controller in bench/ still use it): its `sendRecv` waits for each reply before the
+next command can go, so each command cost a round trip, a SWIG call and a watchdog
+(libesl's reads wait with no limit), and a checkpoint and the command behind it were
+two round trips. Here `sendmsgs` writes several commands at once and reads their
+replies in order, as FreeSWITCH answers a connection's commands one by one
+(mod_event_socket reads the next command only after answering the last); every wait
+is bounded by the socket's own timeout.
 
-libesl facts that shape the rest (esl.c, as built into python-ESL 1.4.18):
-- `esl_send_recv` and a frame read half-way wait with no limit: `handle_recv`
-  polls 1 s and just loops on silence. A watchdog bounds every libesl call here. At
-  the deadline it shuts the socket down, the call returns failed, and we raise
-  `Disconnected`. A reply that never came means the link is not usable any more.
-- `esl_execute` formats `execute-app-arg` into a 4096-byte buffer. We never call it:
-  `sendmsg` builds the whole text (with `Event-UUID`) and sends it with `sendRecv`,
-  whose reply can be checked. An argument longer than `MAX_HEADER_ARG` or one that
-  holds a newline goes as a `text/plain` body. FreeSWITCH's `switch_ivr_parse_event`
-  takes the body as the argument when `execute-app-arg` is absent.
-- Not thread-safe (see DESIGN): one thread only uses an `EslSession`. Only the
-  watchdog's `shutdown()` crosses threads, and it is a plain syscall on a socket
-  that is still open.
+Facts that shape the rest:
+- An argument longer than `MAX_HEADER_ARG` or one that holds a newline goes as a
+  `text/plain` body. FreeSWITCH's `switch_ivr_parse_event` takes the body as the
+  argument when `execute-app-arg` is absent.
+- A reply that never comes leaves the link out of step for good: the session closes,
+  and what was written after the last reply may or may not have run (`RepliesLost`).
+- Not thread-safe (see DESIGN): one thread only uses an `EslSession`.
 """
 
 from __future__ import annotations
@@ -34,25 +29,32 @@ from __future__ import annotations
 import logging
 import random
 import socket
-import struct
-import threading
 import time
 
-import ESL
-
-from actors.esl_wire import MAX_HEAD_BYTES, Disconnected, EslError, content_length, parse_head
+from actors.esl_wire import (
+    MAX_HEAD_BYTES,
+    Disconnected,
+    EslError,
+    Frame,
+    FrameParser,
+    content_length,
+    parse_head,
+)
 
 # The error hierarchy lives with the framing; it is re-exported here for every user.
 from ivr.flow import UNAWAITED_APP
 
 __all__ = ["AuthFailed", "Backoff", "ConnectFailed", "Disconnected", "EslError", "EslSession",
-           "Rejected", "subscription_commands"]
+           "Rejected", "RepliesLost", "subscription_commands"]
 
 logger = logging.getLogger(__name__)
 
-# Longest execute-app-arg sent as a header line; longer ones go as a body (libesl's
-# esl_execute truncates at 4096 bytes including the header name).
+# Longest execute-app-arg sent as a header line; longer ones go as a body (a header
+# line is read into a fixed buffer by some ESL libraries: libesl's esl_execute stops at
+# 4096 bytes including the header name).
 MAX_HEADER_ARG = 4000
+READ_BYTES = 65536
+_REPLY_TYPES = ("command/reply", "api/response")
 
 # CHANNEL_BRIDGE tells a flow that a bridge it awaits was answered (its ring guard ends).
 SUBSCRIBED_EVENTS = ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_HANGUP",
@@ -113,108 +115,36 @@ class Backoff:
         self.failures = 0
 
 
-class _Watchdog:
-    """Shuts the socket down if a libesl call outlives its deadline. It owns one
-    thread, started by the session and stopped by `EslSession.close`.
-
-    Arming and disarming only set a number: the reader arms it around every event,
-    and waking a thread each time cost more than reading the event. The thread looks
-    every TICK_S instead, so a deadline is kept to within TICK_S."""
-
-    TICK_S = 0.1
-
-    def __init__(self, fd: int, name: str):
-        self._fd = fd
-        self._cond = threading.Condition()
-        self._deadline: float | None = None
-        self._closed = False
-        self.fired = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def arm(self, seconds: float) -> None:
-        self._deadline = _now() + seconds
-
-    def disarm(self) -> None:
-        self._deadline = None
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        """Watchdog thread: every TICK_S, shut the socket down if the deadline passed."""
-        with self._cond:
-            while not self._closed:
-                self._cond.wait(self.TICK_S)
-                deadline = self._deadline
-                if self._closed or deadline is None or _now() < deadline:
-                    continue
-                # Not closed, under the lock that close() takes: the fd is still ours.
-                self.fired = True
-                self._deadline = None
-                _shutdown_fd(self._fd)
-
-
-def _now() -> float:
-    return time.monotonic()
-
-
-def _shutdown_fd(fd: int) -> None:
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already gone: the call it guards fails on its own
-    finally:
-        sock.detach()
-
-
 class EslSession:
-    """One authenticated inbound connection. One thread uses it; see the module doc."""
+    """One authenticated inbound connection that sends commands and reads their
+    replies; one thread uses it (see the module doc)."""
 
-    def __init__(self, connection: ESL.ESLconnection, address: str, reply_timeout_s: float):
-        self._connection = connection
+    def __init__(self, sock: socket.socket, address: str, reply_timeout_s: float):
+        self._sock = sock
         self.address = address
         self.reply_timeout_s = reply_timeout_s
-        self._watchdog = _Watchdog(connection.socketDescriptor(), f"esl-watchdog {address}")
-        self._armed_s = reply_timeout_s  # the deadline of the last command sent
+        self._parser = FrameParser()
         self._closed = False
 
     @classmethod
     def connect(cls, host: str, port: int, password: str, timeout_s: float,
                 reply_timeout_s: float | None = None) -> EslSession:
-        """Connect, log in and attach python-ESL; every step bounded by `timeout_s`.
+        """Connect and log in, every step bounded by `timeout_s`.
         `reply_timeout_s` (default `timeout_s`) bounds every later reply."""
         sock = login(host, port, password, timeout_s)
-        address = f"{host}:{port}"
-        sock.settimeout(None)  # libesl wants a blocking socket
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout_s))
-        fd = sock.detach()  # from here libesl owns (and closes) the descriptor
-        watchdog = _Watchdog(fd, f"esl-attach {address}")
-        watchdog.arm(timeout_s)
-        try:
-            connection = ESL.ESLconnection(fd)
-        finally:
-            watchdog.disarm()
-            watchdog.close()
-        if not connection.connected():
-            connection.disconnect()
-            raise ConnectFailed(f"no answer to 'connect' within {timeout_s:g} s after login")
-        return cls(connection, address, reply_timeout_s or timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock, f"{host}:{port}", reply_timeout_s or timeout_s)
 
     def command(self, text: str) -> str:
         """Send one command (`event plain ...`, `filter ...`); return its Reply-Text."""
-        return self._send_recv(text).getHeader("Reply-Text") or ""
+        return self.exchange([text])[0].headers.get("Reply-Text", "")
 
     def api(self, command: str) -> str:
         """`api <command>`: the api/response body (FreeSWITCH answers errors as `-ERR ...`)."""
-        reply = self._send_recv(f"api {command}")
-        if (reply.getHeader("Content-Type") or "") != "api/response":
-            return reply.getHeader("Reply-Text") or ""
-        return reply.getBody() or ""
+        reply = self.exchange([f"api {command}"])[0]
+        if reply.content_type != "api/response":
+            return reply.headers.get("Reply-Text", "")
+        return _decoded(reply.body)
 
     def bgapi(self, command: str, job_uuid: str) -> str:
         """`bgapi <command>` with our Job-UUID; returns the Reply-Text (`+OK Job-UUID: ...`)."""
@@ -224,49 +154,105 @@ class EslSession:
                 reply_timeout_s: float | None = None) -> str:
         """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text.
         `reply_timeout_s` (default: the session's) bounds the wait for its +OK."""
-        head = sendmsg_head(uuid, headers, body)
-        text = head if body is None else head + "\n\n" + body
-        return self._send_recv(text, reply_timeout_s).getHeader("Reply-Text") or ""
+        return self.sendmsgs([(uuid, headers, body)], reply_timeout_s)[0]
+
+    def sendmsgs(self, messages: list[tuple[str, list[tuple[str, str]], str | None]],
+                 reply_timeout_s: float | None = None) -> list[str]:
+        """Several `sendmsg`s (uuid, headers, body) in one write; their Reply-Texts in
+        order. The switch answers a connection's commands one by one, in order, so
+        writing them together saves a round trip each. Raises ValueError (nothing
+        written) for a header that would break a frame, `RepliesLost` when some
+        replies did not come."""
+        texts = [sendmsg_text(uuid, headers, body) for uuid, headers, body in messages]
+        return [reply.headers.get("Reply-Text", "") for reply in self.exchange(texts, reply_timeout_s)]
+
+    def exchange(self, texts: list[str], reply_timeout_s: float | None = None) -> list[Frame]:
+        """Write `texts` as commands in one go, then read one reply per command, all
+        within `reply_timeout_s` (default: the session's). A reply that does not come
+        in time leaves the link out of step for good: the session closes and
+        `RepliesLost` carries the replies that did come."""
+        if self._closed:
+            raise Disconnected("the session is closed")
+        timeout_s = reply_timeout_s or self.reply_timeout_s
+        data = "".join(text + "\n\n" for text in texts).encode("utf-8")
+        try:
+            self._sock.settimeout(timeout_s)
+            self._sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise RepliesLost(f"connection lost: {exc.strerror or exc}", []) from None
+        replies: list[Frame] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(replies) < len(texts):
+                replies.append(self._next_reply(deadline, timeout_s))
+        except Disconnected as exc:
+            self.close()
+            raise RepliesLost(str(exc), replies) from None
+        return replies
 
     def peer_closed(self) -> bool:
         """True when the switch has closed this idle connection (EOF is waiting):
         a command sent now would be lost, so the caller reconnects first. One
         non-blocking peek, a few microseconds."""
-        sock = socket.socket(fileno=self._connection.socketDescriptor())
+        if self._closed:
+            return True
         try:
-            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+            self._sock.settimeout(0.0)  # with a timeout, recv would first wait that long
+            return self._sock.recv(1, socket.MSG_PEEK) == b""
         except BlockingIOError:
             return False  # nothing to read: open and quiet
         except OSError:
             return True
-        finally:
-            sock.detach()
 
     def close(self) -> None:
-        """Close the connection and stop the watchdog; safe to call twice."""
+        """Close the connection; safe to call twice."""
         if self._closed:
             return
         self._closed = True
-        self._watchdog.close()
-        self._connection.disconnect()
-
-    def _send_recv(self, text: str, reply_timeout_s: float | None = None) -> ESL.ESLevent:
-        if self._closed:
-            raise Disconnected("the session is closed")
-        self._armed_s = reply_timeout_s or self.reply_timeout_s
-        self._watchdog.arm(self._armed_s)
         try:
-            reply = self._connection.sendRecv(text)
-        finally:
-            self._watchdog.disarm()
-        if reply is None or not self._connection.connected():
-            raise Disconnected(self._lost_reason())
-        return reply
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone
+        self._sock.close()
 
-    def _lost_reason(self) -> str:
-        if self._watchdog.fired:
-            return f"no reply within {self._armed_s:g} s"
-        return "the switch closed the connection"
+    def _next_reply(self, deadline: float, timeout_s: float) -> Frame:
+        while True:
+            frame = self._parser.next_frame()
+            if frame is not None:
+                kind = frame.content_type
+                if kind in _REPLY_TYPES:
+                    return frame
+                if kind == "text/disconnect-notice":
+                    raise Disconnected("the switch sent a disconnect notice")
+                logger.debug("ESL %s: ignoring a %s frame on the command connection", self.address, kind)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Disconnected(f"no reply within {timeout_s:g} s")
+            try:
+                self._sock.settimeout(left)
+                data = self._sock.recv(READ_BYTES)
+            except TimeoutError:
+                raise Disconnected(f"no reply within {timeout_s:g} s") from None
+            except OSError as exc:
+                raise Disconnected(f"connection lost: {exc.strerror or exc}") from None
+            if not data:
+                raise Disconnected("the switch closed the connection")
+            self._parser.feed(data)
+
+
+class RepliesLost(Disconnected):
+    """Commands were written and not every reply came: the ones after `replies` may
+    have run on the switch, or not."""
+
+    def __init__(self, reason: str, replies: list[Frame]):
+        super().__init__(reason)
+        self.replies = replies
+
+
+def _decoded(body: bytes) -> str:
+    return body.decode("utf-8", "replace")
 
 
 def login(host: str, port: int, password: str, timeout_s: float) -> socket.socket:
@@ -307,15 +293,16 @@ def login(host: str, port: int, password: str, timeout_s: float) -> socket.socke
 
 
 def _read_frame(sock: socket.socket, timeout_s: float) -> tuple[dict[str, str], str]:
-    """Read one frame byte by byte, so nothing meant for libesl is consumed. Its head
+    """Read one frame byte by byte, so nothing after it is consumed (the session's own
+    parser reads from there). Its head
     and length are checked as on the event connection (`esl_wire`): a malformed
     greeting or answer raises MalformedFrame, an EslError, like any failed login."""
-    deadline = _now() + timeout_s
+    deadline = time.monotonic() + timeout_s
     raw = bytearray()
     while not raw.endswith(b"\n\n"):
         if len(raw) > MAX_HEAD_BYTES:
             raise ConnectFailed(f"login answer with a header block over {MAX_HEAD_BYTES} bytes")
-        sock.settimeout(max(0.001, deadline - _now()))
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
         chunk = sock.recv(1)
         if not chunk:
             raise ConnectFailed("the switch closed the connection during login")
@@ -324,7 +311,7 @@ def _read_frame(sock: socket.socket, timeout_s: float) -> tuple[dict[str, str], 
     length = content_length(headers)
     body = b""
     while len(body) < length:
-        sock.settimeout(max(0.001, deadline - _now()))
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
         chunk = sock.recv(length - len(body))
         if not chunk:
             raise ConnectFailed("the switch closed the connection during login")
@@ -365,11 +352,13 @@ def sendmsg_head(target: str, headers: list[tuple[str, str]], body: str | None) 
     return "\n".join(lines)
 
 
+def sendmsg_text(target: str, headers: list[tuple[str, str]], body: str | None) -> str:
+    """The whole `sendmsg <target>` command (head, and body if any), without the blank
+    line that ends it. Raises ValueError for a header or body that would break the frame."""
+    head = sendmsg_head(target, headers, body)
+    return head if body is None else head + "\n\n" + body
+
+
 def _check_header_value(name: str, value: str) -> None:
     if "\n" in value or "\r" in value or "\n" in name or ":" in name:
         raise ValueError(f"header {name!r} would break the frame; send it as a body")
-
-
-def _timeval(seconds: float) -> bytes:
-    whole = int(seconds)
-    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))

@@ -99,6 +99,15 @@ HANGUP_COMMAND = "hangup"
 
 
 @dataclass(frozen=True)
+class ChannelCommands:
+    """CallActor -> Commander: the commands one batch of a call's flow sends (a
+    checkpoint and the command behind it, a hangup after a prompt), written to the
+    switch together and in this order: one message and one round trip for them all."""
+
+    commands: tuple[ChannelCommand, ...]
+
+
+@dataclass(frozen=True)
 class CommandFailed:
     call_uuid: str
     event_uuid: str

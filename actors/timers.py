@@ -24,12 +24,12 @@ class TimerService:
     """Runs in its own daemon thread named `timers`; `schedule` may be called from any
     thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "timers") -> None:
         self._heap: list[tuple[float, int, Any, Any]] = []
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="timers", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()

@@ -269,13 +269,17 @@ class Flow:
     def on_command_failed(self, event_uuid: str, reply: str, uncertain: bool = False) -> list[Effect]:
         """The switch refused a command (or it could not be sent). `uncertain`: its
         reply was lost, so it may be running; nothing else may be started on the
-        channel, so its completion is awaited, guarded like any awaited command."""
+        channel, so its completion is awaited, guarded like any awaited command, and
+        the channel is read after QUEUED_GRACE_S: a command the switch never took is
+        then sent again (the link dropped as it was written), not left to its guard."""
         command = self._sent.get(event_uuid)
         if uncertain and command is not None and not self.hung_up:
             self.note(f"outcome unknown, awaiting its completion: {command}: {reply}")
             if event_uuid not in self._awaited:
                 self._awaited[event_uuid] = command
                 self._unguarded.append(event_uuid)
+            self._queued.add(event_uuid)
+            self._effects.append(StartTimer(QUEUED_PREFIX + event_uuid, QUEUED_GRACE_S, self._generation))
             return self._outcome()
         self._sent.pop(event_uuid, None)
         self._awaited.pop(event_uuid, None)

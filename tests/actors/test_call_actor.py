@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pykka
 
 from actors.call_actor import CallActor, CallServices
-from actors.messages import ChannelCommand, DbAck, DbWrite, EslEvent
+from actors.messages import ChannelCommand, ChannelCommands, DbAck, DbWrite, EslEvent
 from actors.telemetry import Cause
 from actors.timers import TimerService
 from ivr.config import load_config
@@ -71,6 +71,9 @@ class Commander(pykka.ThreadingActor):
     def on_receive(self, message):
         if isinstance(message, ChannelCommand):  # what a call actor tells the Commander
             message.deliver(self)
+        elif isinstance(message, ChannelCommands):  # a batch's commands, in order
+            for command in message.commands:
+                command.deliver(self)
 
 
 def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them():

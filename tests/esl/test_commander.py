@@ -9,7 +9,7 @@ import pytest
 
 from actors.commander import Commander
 from actors.esl import Disconnected
-from actors.messages import CommandFailed
+from actors.messages import ChannelCommand, ChannelCommands, CommandFailed
 from actors.telemetry import Cause
 from fakeswitch import FakeSwitch
 from tests.esl.conftest import Collector, link_threads, make_config
@@ -172,7 +172,7 @@ def test_a_link_the_switch_closed_while_idle_is_replaced_before_the_sendmsg_goes
                            and any(c.first_line.startswith("sendmsg") for c in server.commands(1)))
     assert commander.is_connected().get(timeout=WAIT_S)
     assert messages.empty()  # +OK: nothing to report
-    assert [c.first_line.split(" ")[0] for c in server.commands(0)] == ["auth", "connect"]
+    assert [c.first_line.split(" ")[0] for c in server.commands(0)] == ["auth"]
 
 
 def test_stopping_the_commander_leaves_no_thread(replay):
@@ -242,3 +242,46 @@ def test_one_held_sendmsg_reply_holds_another_calls_command_only_until_the_sendm
         assert second.reply.startswith("-ERR invalid session id")
     finally:
         switch.stop()
+
+
+OTHER = "0bbbb7f6-5f2f-4a3a-b5f9-0b2adcb4e71d"
+
+
+def test_a_batch_goes_in_order_and_a_lost_reply_makes_that_command_and_the_rest_uncertain(
+        replay, inbox):
+    # The other call's commands get no reply: the first command's +OK counts, the two
+    # after it may have run (never sent again) and their actor hears so.
+    server = replay(Knobs(mute=(f"sendmsg {OTHER}",)))
+    messages, collector = inbox
+    config = make_config(server.port, command_timeout_s="5", sendmsg_timeout_s="0.3")
+    commander = Commander.start(config)
+    commander.tell(ChannelCommands((
+        ChannelCommand(CALL, "set", "icall_ckpt={}", "ev-a", lock=True, reply_to=collector),
+        ChannelCommand(OTHER, "playback", "x.wav", "ev-b", reply_to=collector),
+        ChannelCommand(OTHER, "hangup", "NORMAL_CLEARING", reply_to=collector),
+    )))
+    failures = [messages.get(timeout=WAIT_S), messages.get(timeout=WAIT_S)]
+    assert failures == [
+        CommandFailed(OTHER, "ev-b", "-ERR link lost: no reply within 0.3 s", uncertain=True),
+        CommandFailed(OTHER, "", "-ERR link lost: no reply within 0.3 s", uncertain=True),
+    ]
+    sent = [c for n in range(len(server.connections)) for c in server.commands(n)
+            if c.first_line.startswith("sendmsg")]
+    assert [(c.first_line, c.header("execute-app-name") or c.header("call-command")) for c in sent] == [
+        (f"sendmsg {CALL}", "set"), (f"sendmsg {OTHER}", "playback"), (f"sendmsg {OTHER}", "hangup")]
+    assert messages.empty()  # the checkpoint's +OK: nothing to report
+    assert commander.proxy().api("status").get(timeout=WAIT_S) == "-ERR command not found"  # lives on
+
+
+def test_a_command_in_a_batch_that_would_break_the_frame_alone_is_refused(replay, inbox):
+    server = replay()
+    messages, collector = inbox
+    commander = Commander.start(make_config(server.port))
+    commander.tell(ChannelCommands((
+        ChannelCommand(CALL, "playback", "a\rb", "ev-bad", reply_to=collector),
+        ChannelCommand(CALL, "playback", "x.wav", "ev-good", reply_to=collector),
+    )))
+    failed = messages.get(timeout=WAIT_S)
+    assert failed.event_uuid == "ev-bad" and failed.reply.startswith("-ERR invalid command")
+    assert not failed.uncertain
+    assert [c.header("Event-UUID") for c in _sendmsgs(server)] == ["ev-good"]

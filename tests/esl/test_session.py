@@ -1,4 +1,5 @@
-"""EslSession against a real socket server: login outcomes, bounded waits, framing."""
+"""EslSession (the command connection) against a real socket server: login outcomes,
+bounded waits, framing, commands written together."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from actors.esl import (
     Disconnected,
     EslSession,
     Rejected,
+    RepliesLost,
     subscription_commands,
 )
 from tests.esl.replay import Capture, Knobs, api_response
@@ -28,7 +30,7 @@ def test_the_subscription_lines_put_custom_last_and_filter_on_the_flow_variable(
     ]
 
 
-def test_a_good_password_logs_in_and_libesl_attaches_after_its_connect_is_refused(replay):
+def test_a_good_password_logs_in_and_the_next_command_is_ours(replay):
     server = replay()
     session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0)
     try:
@@ -36,7 +38,7 @@ def test_a_good_password_logs_in_and_libesl_attaches_after_its_connect_is_refuse
     finally:
         session.close()
     lines = [c.first_line for c in server.commands()]
-    assert lines == ["auth ClueCon", "connect", "filter Event-Name HEARTBEAT"]
+    assert lines == ["auth ClueCon", "filter Event-Name HEARTBEAT"]
 
 
 def test_a_wrong_password_raises_auth_failed_as_the_switch_answers_it(replay):
@@ -109,5 +111,32 @@ def test_a_header_value_with_a_newline_is_refused_before_sending(replay):
     try:
         with pytest.raises(ValueError, match="break the frame"):
             session.sendmsg("u-1", [("execute-app-arg", "a\nb")])
+    finally:
+        session.close()
+
+
+def test_commands_written_together_get_their_replies_in_order_and_a_missing_one_ends_the_session(replay):
+    server = replay(Knobs(mute=("sendmsg u-2",)))
+    session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0, reply_timeout_s=0.3)
+    playback = [("call-command", "execute"), ("execute-app-name", "playback")]
+    try:
+        assert session.sendmsgs([("u-1", playback, None), ("u-1", playback, "x.wav")]) == ["+OK", "+OK"]
+        with pytest.raises(RepliesLost, match="no reply within 0.3 s") as lost:
+            session.sendmsgs([("u-1", playback, None), ("u-2", playback, None), ("u-2", playback, None)])
+        assert [reply.headers["Reply-Text"] for reply in lost.value.replies] == ["+OK"]
+        with pytest.raises(Disconnected):  # out of step for good
+            session.command("filter Event-Name HEARTBEAT")
+    finally:
+        session.close()
+    assert [c.first_line for c in server.commands()] == ["auth ClueCon"] + ["sendmsg u-1"] * 3 + ["sendmsg u-2"] * 2
+
+
+def test_a_malformed_reply_ends_the_session_instead_of_being_read_out_of_step(replay):
+    server = replay(Knobs(sendmsg_reply=b"Content-Type: command/reply\nContent-Length: 1x\n\n"))
+    session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0, reply_timeout_s=0.3)
+    try:
+        with pytest.raises(RepliesLost, match="Content-Length"):
+            session.sendmsg("u-1", [("call-command", "execute"), ("execute-app-name", "playback")])
+        assert session.peer_closed()
     finally:
         session.close()

@@ -261,3 +261,23 @@ def test_steps_wait_to_share_a_commit_while_a_call_row_is_committed_at_once_with
     assert sorted(collector.proxy().acks.get(timeout=WAIT_S)) == [(call.call_uuid, 1), (call.call_uuid, 2)]
     writer.stop()
     collector.stop()
+
+
+def test_a_gather_called_off_by_an_urgent_write_leaves_later_writes_gathered_and_committed(backend, db):
+    # The wait that an urgent write cut short still fires later; it must neither be
+    # lost for the next gather nor strand the writes that arrive after it.
+    writes = one_call()
+    call, first_step, second_step = writes[0], writes[1], writes[2]
+    collector = AckCollector.start(expected=3)
+    writer = DbWriter.start(make_config(backend.url, commit_interval_ms="300"))
+    for write in (first_step, call):
+        writer.tell(DbWrite(write.call_uuid, write.seq, write.kind, write.fields, collector))
+    eventually(lambda: len(collector.proxy().acks.get(timeout=WAIT_S)) == 2, what="the urgent commit")
+    writer.tell(DbWrite(second_step.call_uuid, second_step.seq, second_step.kind, second_step.fields,
+                        collector))
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S), "the later step was never committed"
+    assert sorted(collector.proxy().acks.get(timeout=WAIT_S)) == [
+        (call.call_uuid, call.seq), (call.call_uuid, first_step.seq), (call.call_uuid, second_step.seq)]
+    assert not [t for t in threading.enumerate() if t.name.startswith("DbWriter-gather")]
+    writer.stop()
+    collector.stop()
