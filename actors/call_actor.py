@@ -37,6 +37,7 @@ from actors.messages import (
     ConfirmChannel,
     CrmAnswer,
     CrmLookup,
+    AckBox,
     DbAck,
     DbWrite,
     EslEvent,
@@ -187,6 +188,7 @@ class CallActor(pykka.ThreadingActor):
         self.services = services
         self._first_event = first_event
         self._unacked: dict[int, DbWrite] = {w.seq: w for w in inherited_writes}
+        self._acks = AckBox()  # where the DbWriter leaves the acks of this actor's writes
         self._seq = last_seq
         self._lingers = 0
         self._failed = False
@@ -218,14 +220,14 @@ class CallActor(pykka.ThreadingActor):
 
     def _begin(self) -> None:
         if self._takeover is not None:
-            self._unacked = {seq: replace(w, reply_to=self.actor_ref) for seq, w in self._unacked.items()}
+            self._unacked = {seq: replace(w, reply_to=self._acks) for seq, w in self._unacked.items()}
             self._resend_unacked()
             self._take_over(self._takeover)
         elif self._first_event is not None:
             takeover = Cause("takeover", self._parked_read_at) if self._parked_read_at else None
             self._apply(self.flow.start(self._first_event), takeover)
         else:  # a replacement resuming a call: its writes now answer to this actor
-            self._unacked = {seq: replace(w, reply_to=self.actor_ref) for seq, w in self._unacked.items()}
+            self._unacked = {seq: replace(w, reply_to=self._acks) for seq, w in self._unacked.items()}
             self._resend_unacked()
             if self.flow.finished:
                 self._start_linger()
@@ -249,7 +251,7 @@ class CallActor(pykka.ThreadingActor):
             return
         if isinstance(message, EslEvent):
             self._apply(self.flow.on_event(message.event), Cause("reaction", time.monotonic()))
-        elif isinstance(message, DbAck):
+        elif isinstance(message, DbAck):  # an ack told to this actor itself
             for seq in message.seqs:
                 self._unacked.pop(seq, None)
         elif isinstance(message, TimerFired):
@@ -287,6 +289,7 @@ class CallActor(pykka.ThreadingActor):
         self.services.call_actors.pop(self.actor_urn, None)
         if self.abandoned:
             return
+        self._settle_acks()
         self._failed = True
         logger.error("call handler failed in state %s: %r", self.flow.state, exception_value)
         self._tell_supervisor(CallFailed(
@@ -299,6 +302,7 @@ class CallActor(pykka.ThreadingActor):
         self.services.call_actors.pop(self.actor_urn, None)
         if self._failed or self._declined or self.abandoned:
             return  # on_failure or _decline already told the supervisor
+        self._settle_acks()
         if self._unacked:
             logger.warning("stopping with %d unacknowledged writes", len(self._unacked))
         self._tell_supervisor(CallStopped(
@@ -392,7 +396,7 @@ class CallActor(pykka.ThreadingActor):
         for seq, kind, fields in checkpoint.get("r") or ():
             if seq in self._unacked or not isinstance(fields, dict):
                 continue
-            write = DbWrite(self.uuid, int(seq), str(kind), fields, reply_to=self.actor_ref)
+            write = DbWrite(self.uuid, int(seq), str(kind), fields, reply_to=self._acks)
             self._unacked[write.seq] = write
             self._tell(self.services.db_writer, write)
         self._seq = max(self._seq, int(checkpoint.get("n") or 0))
@@ -453,6 +457,7 @@ class CallActor(pykka.ThreadingActor):
     # --- queries (asked by the supervisor and tests, with a timeout)
 
     def unacked_writes(self) -> list[DbWrite]:
+        self._settle_acks()
         return list(self._unacked.values())
 
     def state(self) -> str:
@@ -528,11 +533,17 @@ class CallActor(pykka.ThreadingActor):
 
     def _record(self, record: Record) -> None:
         self._seq += 1
-        write = DbWrite(self.uuid, self._seq, record.kind, record.fields, reply_to=self.actor_ref)
+        write = DbWrite(self.uuid, self._seq, record.kind, record.fields, reply_to=self._acks)
         self._unacked[self._seq] = write
         self._tell(self.services.db_writer, write)
 
+    def _settle_acks(self) -> None:
+        """Forget the writes the DbWriter has acknowledged (see AckBox)."""
+        for seq in self._acks.take():
+            self._unacked.pop(seq, None)
+
     def _resend_unacked(self) -> None:
+        self._settle_acks()
         if not self._unacked:
             return
         logger.info("resending %d unacknowledged writes", len(self._unacked))
@@ -551,6 +562,7 @@ class CallActor(pykka.ThreadingActor):
         # Stay while writes are unacknowledged (the writer may be restarting), but not
         # forever: the supervisor's resend covers a writer that comes back later.
         self._lingers += 1
+        self._settle_acks()
         if self._unacked and self._lingers < _MAX_LINGERS:
             self.services.timers.schedule(self.services.config.ivr.hangup_linger_s or 1.0,
                                           self.actor_ref, TimerFired(_LINGER, 0))
@@ -563,6 +575,7 @@ class CallActor(pykka.ThreadingActor):
         is stuck, so its state holds still): the checkpoint, the writes not
         acknowledged and the number of the last write."""
         self.abandoned = True
+        self._settle_acks()
         return self._safe_checkpoint(), tuple(list(self._unacked.values())), self._seq
 
     def _safe_checkpoint(self) -> dict[str, Any]:
