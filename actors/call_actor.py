@@ -27,6 +27,7 @@ from actors.channel_link import Reoffered, SocketClosed
 from actors.logcontext import set_call_uuid
 from actors.messages import (
     HANGUP_COMMAND,
+    AckBox,
     CallDeclined,
     CallFailed,
     CallFinished,
@@ -37,7 +38,6 @@ from actors.messages import (
     ConfirmChannel,
     CrmAnswer,
     CrmLookup,
-    AckBox,
     DbAck,
     DbWrite,
     EslEvent,

@@ -1,9 +1,9 @@
-"""The command connection: one actor sends every api, bgapi and sendmsg.
+"""The command connection: one actor sends every api and sendmsg.
 
 The actor's thread is the only one that touches its `EslSession` (python-ESL is not
 thread-safe, see DESIGN). Callers use the proxy without waiting for `execute` and
 `hangup`. Those methods catch their own errors and tell `reply_to` a
-`CommandFailed`. `api`, `bgapi` and `live_calls` are asked with a timeout and raise
+`CommandFailed`. `api` and `channels` are asked with a timeout and raise
 an `EslError`. A pykka ask hands the exception back to the asker, and the actor
 lives on.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid as uuidlib
 
 import pykka
 
@@ -52,7 +51,7 @@ IDEMPOTENT_APIS = frozenset({"uuid_exists", "uuid_getvar", "uuid_dump", "show", 
 
 
 class Commander(pykka.ThreadingActor):
-    """Owns the command connection; every api/bgapi/sendmsg goes through it."""
+    """Owns the command connection; every api and sendmsg goes through it."""
 
     def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):
         super().__init__()
@@ -91,31 +90,6 @@ class Commander(pykka.ThreadingActor):
         fresh connection after a lost reply only if it is a read (IDEMPOTENT_APIS)."""
         idempotent = command.split(" ", 1)[0] in IDEMPOTENT_APIS
         return self._call(lambda session: session.api(command), idempotent)
-
-    def bgapi(self, command: str, job_uuid: str | None = None) -> str:
-        """`bgapi <command>` with a Job-UUID (ours if not given); returns the Job-UUID.
-        The result comes later as a BACKGROUND_JOB event on the event connection."""
-        job_uuid = job_uuid or str(uuidlib.uuid4())
-        answer = self._call(lambda session: session.bgapi(command, job_uuid), idempotent=False)
-        if not answer.startswith("+OK"):
-            raise EslError(f"bgapi {command.split(' ', 1)[0]} refused: {answer}")
-        return job_uuid
-
-    def live_calls(self, flow_variable: str, flow: str) -> list[str]:
-        """UUIDs of live channels whose `flow_variable` is `flow`. The list comes from
-        `show channels as json`, and `uuid_getvar` reads the live session for each,
-        because the channel table can lag."""
-        listing = self.api("show channels as json")
-        try:
-            rows = json.loads(listing).get("rows", [])
-        except (ValueError, AttributeError):
-            raise EslError(f"unexpected answer to show channels: {listing[:80]!r}") from None
-        found = []
-        for row in rows:
-            uuid = row.get("uuid", "")
-            if uuid and self.api(f"uuid_getvar {uuid} {flow_variable}").strip() == flow:
-                found.append(uuid)
-        return found
 
     def channels(self) -> list[tuple[str, str]]:
         """(uuid, application) of every live channel, from one `show channels as json`

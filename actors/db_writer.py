@@ -60,10 +60,12 @@ FIRST_RETRY_S = 0.05
 BACKLOG_WARNING_FRACTION = 0.8
 ALWAYS_KEPT_KINDS = frozenset({"call", "cdr", "failure"})
 # Written at once, with whatever waits beside them: a process killed during the gather
-# would lose them for good (a call's row, its CDR, a failure record), whereas a step's
-# record also rides in the call's checkpoint on the channel (ivr.flow) and is written
-# again by a successor.
-COMMITTED_AT_ONCE = ALWAYS_KEPT_KINDS
+# would lose them for good (a CDR comes after the channel is gone, a failure record
+# when the flow broke), whereas a call's row and its steps also ride in the call's
+# checkpoint on the channel (ivr.flow: the records since the checkpoint before last)
+# and are written again by a successor. A commit, and SQLite's fsync, per call row
+# was a third of the writer's CPU.
+COMMITTED_AT_ONCE = frozenset({"cdr", "failure"})
 REFUSAL_LOG_EVERY = 1000
 
 

@@ -58,7 +58,7 @@ _REPLY_TYPES = ("command/reply", "api/response")
 
 # CHANNEL_BRIDGE tells a flow that a bridge it awaits was answered (its ring guard ends).
 SUBSCRIBED_EVENTS = ("CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_BRIDGE", "CHANNEL_HANGUP",
-                     "CHANNEL_HANGUP_COMPLETE", "BACKGROUND_JOB", "HEARTBEAT")
+                     "CHANNEL_HANGUP_COMPLETE", "HEARTBEAT")
 CUSTOM_SUBCLASSES = ("fifo::info",)
 
 
@@ -83,9 +83,10 @@ def subscription_commands(flow_variable: str, flow: str) -> list[str]:
     and value are compared case-insensitively. Each filter is an alternative, and a
     `-` value vetoes. So `variable_<flow_variable> <flow>` lets through the events of
     our calls: they carry the channel variables, fifo::info included. The other calls
-    on the switch are left out. The two `Event-Name` filters add the events that
-    carry no channel variables: BACKGROUND_JOB (our bgapi answers) and HEARTBEAT
-    (liveness). `Application -set` vetoes the completions of `set`: no flow waits on
+    on the switch are left out. The `Event-Name` filter adds HEARTBEAT (liveness),
+    which carries no channel variables. No BACKGROUND_JOB: icall sends no bgapi, and
+    every other client's bgapi answers would reach us (the load driver's originates
+    were one event a call). `Application -set` vetoes the completions of `set`: no flow waits on
     one (the bridge settings, the checkpoints), and they were a third of a call's
     events.
     """
@@ -93,7 +94,6 @@ def subscription_commands(flow_variable: str, flow: str) -> list[str]:
     return [
         f"event plain {words}",
         f"filter variable_{flow_variable} {flow}",
-        "filter Event-Name BACKGROUND_JOB",
         "filter Event-Name HEARTBEAT",
         f"filter Application -{UNAWAITED_APP}",
     ]
@@ -145,10 +145,6 @@ class EslSession:
         if reply.content_type != "api/response":
             return reply.headers.get("Reply-Text", "")
         return _decoded(reply.body)
-
-    def bgapi(self, command: str, job_uuid: str) -> str:
-        """`bgapi <command>` with our Job-UUID; returns the Reply-Text (`+OK Job-UUID: ...`)."""
-        return self.command(f"bgapi {command}\nJob-UUID: {job_uuid}")
 
     def sendmsg(self, uuid: str, headers: list[tuple[str, str]], body: str | None = None,
                 reply_timeout_s: float | None = None) -> str:

@@ -15,7 +15,6 @@ Who sends what:
 from __future__ import annotations
 
 import threading
-
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -13,7 +13,7 @@ from actors.messages import ChannelCommand, ChannelCommands, CommandFailed
 from actors.telemetry import Cause
 from fakeswitch import FakeSwitch
 from tests.esl.conftest import Collector, link_threads, make_config
-from tests.esl.replay import Capture, Knobs, api_response
+from tests.esl.replay import Capture, Knobs
 from tests.telemetry import RecordingTelemetry
 
 CALL = "9aaaa7f6-5f2f-4a3a-b5f9-0b2adcb4e71d"
@@ -72,30 +72,11 @@ def test_a_long_argument_goes_as_a_text_plain_body(replay):
     assert sent.body == long_arg
 
 
-def test_api_returns_the_body_and_bgapi_sends_and_returns_the_job_uuid(replay):
+def test_api_returns_the_body(replay):
     status = Capture("api_status").replies_to(b"api status")[0]
     server = replay(Knobs(api_replies={"status": status}))
     commander = Commander.start(make_config(server.port)).proxy()
     assert commander.api("status").get(timeout=WAIT_S).startswith("UP ")
-    job = commander.bgapi("originate loopback/fsm/default &park", "job-42").get(timeout=WAIT_S)
-    assert job == "job-42"
-    own = commander.bgapi("status").get(timeout=WAIT_S)
-    assert len(own) == 36
-    bgapis = [c for c in server.commands() if c.first_line.startswith("bgapi")]
-    assert [(c.first_line, c.header("Job-UUID")) for c in bgapis] == [
-        ("bgapi originate loopback/fsm/default &park", "job-42"), ("bgapi status", own)]
-
-
-def test_live_calls_keeps_the_channels_whose_flow_variable_names_the_flow(replay):
-    listing = Capture("api_show_channels_json").replies_to(b"api show channels as json")[0]
-    server = replay(Knobs(api_replies={
-        "show channels as json": listing,
-        "uuid_getvar 395f85dd-51e1-4e0f-9a93-eddc71991553 ivr_app": api_response("icall"),
-        "uuid_getvar f71d4db2-f042-4a5a-9b66-af907ecfcae1 ivr_app": api_response("_undef_"),
-    }))
-    commander = Commander.start(make_config(server.port)).proxy()
-    assert commander.live_calls("ivr_app", "icall").get(timeout=WAIT_S) == [
-        "395f85dd-51e1-4e0f-9a93-eddc71991553"]
 
 
 def test_with_the_switch_away_commands_fail_fast_with_not_connected(

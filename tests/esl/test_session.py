@@ -22,9 +22,8 @@ from tests.esl.replay import Capture, Knobs, api_response
 def test_the_subscription_lines_put_custom_last_and_filter_on_the_flow_variable():
     assert subscription_commands("ivr_app", "icall") == [
         "event plain CHANNEL_PARK CHANNEL_EXECUTE_COMPLETE CHANNEL_BRIDGE CHANNEL_HANGUP "
-        "CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB HEARTBEAT CUSTOM fifo::info",
+        "CHANNEL_HANGUP_COMPLETE HEARTBEAT CUSTOM fifo::info",
         "filter variable_ivr_app icall",
-        "filter Event-Name BACKGROUND_JOB",
         "filter Event-Name HEARTBEAT",
         "filter Application -set",
     ]

@@ -246,19 +246,21 @@ def test_the_calls_left_open_are_this_nodes_own_never_another_nodes_live_ones(ba
     assert sorted(row["uuid"] for row in rows) == ["a-open", "from-before-nodes"]
 
 
-def test_steps_wait_to_share_a_commit_while_a_call_row_is_committed_at_once_with_them(backend, db):
-    """A killed process loses what waits for its commit; a call's row, CDR and failure
-    record never wait (a step also rides in the checkpoint on the channel)."""
+def test_a_call_row_and_steps_wait_to_share_a_commit_while_a_cdr_is_committed_at_once_with_them(backend, db):
+    """A killed process loses what waits for its commit; a CDR and a failure record
+    never wait (a call's row and its steps also ride in the checkpoint on the channel)."""
     writes = one_call()
-    step, call = writes[1], writes[0]
-    collector = AckCollector.start(expected=2)
+    call, step, cdr = writes[0], writes[1], writes[-1]
+    collector = AckCollector.start(expected=3)
     writer = DbWriter.start(make_config(backend.url, commit_interval_ms="5000"))
-    writer.tell(DbWrite(step.call_uuid, step.seq, step.kind, step.fields, collector))
+    for write in (call, step):
+        writer.tell(DbWrite(write.call_uuid, write.seq, write.kind, write.fields, collector))
     assert not collector.proxy().all_in.get(timeout=WAIT_S).wait(0.5)  # still gathering
     assert collector.proxy().acks.get(timeout=WAIT_S) == []
-    writer.tell(DbWrite(call.call_uuid, call.seq, call.kind, call.fields, collector))
-    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S), "the call row waited"
-    assert sorted(collector.proxy().acks.get(timeout=WAIT_S)) == [(call.call_uuid, 1), (call.call_uuid, 2)]
+    writer.tell(DbWrite(cdr.call_uuid, cdr.seq, cdr.kind, cdr.fields, collector))
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S), "the CDR waited"
+    assert sorted(collector.proxy().acks.get(timeout=WAIT_S)) == [
+        (call.call_uuid, call.seq), (call.call_uuid, step.seq), (call.call_uuid, cdr.seq)]
     writer.stop()
     collector.stop()
 
@@ -267,7 +269,7 @@ def test_a_gather_called_off_by_an_urgent_write_leaves_later_writes_gathered_and
     # The wait that an urgent write cut short still fires later; it must neither be
     # lost for the next gather nor strand the writes that arrive after it.
     writes = one_call()
-    call, first_step, second_step = writes[0], writes[1], writes[2]
+    call, first_step, second_step = writes[-1], writes[1], writes[2]  # `call`: its CDR
     collector = AckCollector.start(expected=3)
     writer = DbWriter.start(make_config(backend.url, commit_interval_ms="300"))
     for write in (first_step, call):
@@ -276,8 +278,8 @@ def test_a_gather_called_off_by_an_urgent_write_leaves_later_writes_gathered_and
     writer.tell(DbWrite(second_step.call_uuid, second_step.seq, second_step.kind, second_step.fields,
                         collector))
     assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S), "the later step was never committed"
-    assert sorted(collector.proxy().acks.get(timeout=WAIT_S)) == [
-        (call.call_uuid, call.seq), (call.call_uuid, first_step.seq), (call.call_uuid, second_step.seq)]
+    assert sorted(collector.proxy().acks.get(timeout=WAIT_S)) == sorted([
+        (call.call_uuid, call.seq), (call.call_uuid, first_step.seq), (call.call_uuid, second_step.seq)])
     assert not [t for t in threading.enumerate() if t.name.startswith("DbWriter-gather")]
     writer.stop()
     collector.stop()
