@@ -37,6 +37,7 @@ class ConfigError(Exception):
 # --- value types: each takes the raw string and returns the value or raises ValueError
 
 
+
 def string(raw: str) -> str:
     return raw
 
@@ -149,6 +150,17 @@ def clock_range(raw: str) -> tuple[int, int] | None:
     return start, end
 
 
+def cpu_choice(raw: str) -> str:
+    """`[service] cpu`: `one`, `all`, or CPU numbers separated by commas (service.affinity)."""
+    text = raw.strip().lower()
+    if text in ("one", "all"):
+        return text
+    numbers = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() for part in numbers):
+        raise ValueError(f"expected one, all or CPU numbers like 2,3; got {raw!r}")
+    return ",".join(str(int(part)) for part in numbers)
+
+
 def node_name(raw: str) -> str:
     """This icall's name among the nodes sharing a database; empty: the host name."""
     raw = raw.strip()
@@ -207,6 +219,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "service": _keys(
         Key("node", node_name, ""),
         Key("workers", integer(1, 64), "1"),
+        Key("cpu", cpu_choice, "one"),
     ),
     "freeswitch": _keys(
         Key("host", string, "127.0.0.1"),

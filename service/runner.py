@@ -16,6 +16,7 @@ import threading
 import time
 
 from ivr.config import INSTALLED_STATE_DIR, Config, default_state_dir
+from service.affinity import pin_process
 from service.app import Service
 from service.logsetup import install_stack_dump_on_sigusr1, setup_logging
 from service.metrics import MetricsServer
@@ -80,6 +81,8 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
     `control_fd`: this process is worker number `worker` of such a main process."""
     setup_logging(config.logging.level)
     install_stack_dump_on_sigusr1()
+    if worker is not None or config.service.workers == 1:
+        pin_process(config.service.cpu, worker)  # before the service starts its threads
     if worker is None and not schema_ready(config):
         return EXIT_NEEDS_OPERATOR
     stop_requested = threading.Event()

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import urllib3
 from tenacity import (
@@ -68,14 +68,20 @@ class Lookup:
 
 
 class CrmClient:
-    """Holds the one urllib3 PoolManager; any number of worker threads call `fetch`."""
+    """Holds the one urllib3 connection pool; any number of worker threads call `fetch`."""
 
     def __init__(self, crm: SimpleNamespace, extension_pattern: str):
         self.crm = crm
         self._extension_pattern = extension_pattern
         self._url = crm.base_url.rstrip("/") + crm.path
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=crm.max_concurrent, block=True,
-                                         retries=False)
+        # The CRM is one host: a pool for it alone, asked by path. A PoolManager would
+        # parse the URL and look its pool up again on every lookup (a fifth of a
+        # lookup's CPU, measured at 20 calls/s).
+        self._pool = urllib3.connection_from_url(self._url, maxsize=crm.max_concurrent, block=True,
+                                                 retries=False)
+        parts = urlsplit(self._url)
+        self._path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        self._accept = "application/json" if crm.response_format == "json" else "text/plain"
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self.requests_made = 0
@@ -83,12 +89,15 @@ class CrmClient:
     def close(self) -> None:
         """Cut retry back-offs short and drop idle connections. Any thread."""
         self._closing.set()
-        self._pool.clear()
+        self._pool.close()
 
     def url_for(self, caller_id: str) -> str:
         """The lookup URL, the caller id percent-encoded (UTF-8) as a query value."""
-        separator = "&" if "?" in self._url else "?"
-        return f"{self._url}{separator}{urlencode({self.crm.caller_id_param: caller_id})}"
+        return self._url[:len(self._url) - len(self._path)] + self._path_for(caller_id)
+
+    def _path_for(self, caller_id: str) -> str:
+        separator = "&" if "?" in self._path else "?"
+        return f"{self._path}{separator}{urlencode({self.crm.caller_id_param: caller_id})}"
 
     def fetch(self, caller_id: str, deadline: float) -> Lookup:
         """Ask the CRM about `caller_id`, retrying within `deadline` (monotonic)."""
@@ -135,11 +144,10 @@ class CrmClient:
                                   read=min(self.crm.read_timeout_s, left_s))
         with self._lock:
             self.requests_made += 1
-        accept = "application/json" if self.crm.response_format == "json" else "text/plain"
         try:
-            response = self._pool.request(
-                "GET", self.url_for(caller_id), timeout=timeout, redirect=False,
-                preload_content=False, headers={"Accept": accept, "User-Agent": "icall"})
+            response = self._pool.urlopen(
+                "GET", self._path_for(caller_id), timeout=timeout, redirect=False,
+                preload_content=False, headers={"Accept": self._accept, "User-Agent": "icall"})
         except urllib3.exceptions.NewConnectionError as exc:  # a TimeoutError subclass!
             raise CrmUnavailable(f"connection failed: {_short(exc)}") from None
         except urllib3.exceptions.TimeoutError:
