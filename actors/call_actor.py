@@ -23,6 +23,7 @@ from typing import Any
 
 import pykka
 
+from actors import mailbox
 from actors.channel_link import Reoffered, SocketClosed
 from actors.logcontext import set_call_uuid
 from actors.messages import (
@@ -156,7 +157,7 @@ class CallServices:
         return self._commander_proxy
 
 
-class CallActor(pykka.ThreadingActor):
+class CallActor(mailbox.Actor):
     """Runs in its own thread, named call-<uuid prefix>; every method below runs there."""
 
     # A daemon thread: Python scans every non-daemon thread each time one starts or

@@ -39,10 +39,10 @@ from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
-import pykka
 import urllib3
 from peewee import Database, DatabaseError
 
+from actors import mailbox
 from actors.messages import CdrQueued
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
@@ -63,7 +63,7 @@ def retry_delay_s(failures: int, retry_min_s: float, retry_max_s: float) -> floa
     return delay * random.uniform(0.75, 1.0)
 
 
-class CdrPoster(pykka.ThreadingActor):
+class CdrPoster(mailbox.Actor):
     """Built as `CdrPoster.start(config)`; `poke()` (or a CdrQueued tell), `status()`."""
 
     def __init__(self, config: Config, telemetry: Telemetry = NO_TELEMETRY):

@@ -32,6 +32,7 @@ import time
 
 import pykka
 
+from actors import mailbox
 from actors.esl import Backoff, Disconnected, EslError, EslSession, execute_message, sendmsg_text
 from actors.messages import (
     HANGUP_COMMAND,
@@ -50,7 +51,7 @@ IDEMPOTENT_APIS = frozenset({"uuid_exists", "uuid_getvar", "uuid_dump", "show", 
                              "global_getvar", "version"})
 
 
-class Commander(pykka.ThreadingActor):
+class Commander(mailbox.Actor):
     """Owns the command connection; every api and sendmsg goes through it."""
 
     def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):

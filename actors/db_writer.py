@@ -44,6 +44,7 @@ from typing import Any
 import pykka
 from peewee import DatabaseError
 
+from actors import mailbox
 from actors.db_spool import SpoolKeeper
 from actors.messages import CdrQueued, DbAck, DbWrite
 from actors.telemetry import NO_TELEMETRY, Telemetry
@@ -83,7 +84,7 @@ class _Pending:
     prepared: Prepared
 
 
-class DbWriter(pykka.ThreadingActor):
+class DbWriter(mailbox.Actor):
     """Batches DbWrites into transactions and acks each after commit; see module doc."""
 
     def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import pykka
 
+from actors import mailbox
 from actors.call_actor import CallActor, CallServices
 from actors.channel_link import ChannelLink, OutboundCall, Reoffered
 from actors.messages import (
@@ -91,7 +92,7 @@ class _Call:
     link: Any = None  # outbound mode: the call's own socket (actors.channel_link)
 
 
-class Supervisor(pykka.ThreadingActor):
+class Supervisor(mailbox.Actor):
     """Runs in its own thread; all state below is touched only there."""
 
     def __init__(self, services: CallServices, make_flow: Callable[[str], Flow],

@@ -304,7 +304,7 @@ class Service:
                 "commander": getattr(self.services, "commander", None)}
         for name, ref in refs.items():
             if ref is not None:
-                inbox: Any = ref.actor_inbox  # a ThreadingActor's is a queue.Queue
+                inbox: Any = ref.actor_inbox  # a queue.SimpleQueue (actors.mailbox)
                 readings[f"mailbox_{name}"] = inbox.qsize()
         return readings
 

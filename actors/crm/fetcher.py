@@ -31,6 +31,7 @@ from typing import Any
 
 import pykka
 
+from actors import mailbox
 from actors.crm.guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
 from actors.crm.http_client import CrmClient
 from actors.messages import CrmAnswer, CrmLookup
@@ -40,7 +41,7 @@ from ivr.config import Config
 logger = logging.getLogger(__name__)
 
 
-class CrmFetcher(pykka.ThreadingActor):
+class CrmFetcher(mailbox.Actor):
     """Built as `CrmFetcher.start(config)`; takes `CrmLookup` tells; `stats()` by ask."""
 
     def __init__(self, config: Config, telemetry: Telemetry = NO_TELEMETRY):

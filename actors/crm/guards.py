@@ -161,7 +161,8 @@ class DeadlineWatch:
     def watch(self, pending: PendingLookup) -> None:
         with self._condition:
             heapq.heappush(self._heap, (pending.deadline, next(self._order), pending))
-            self._condition.notify()
+            if self._heap[0][2] is pending:  # it is due first: the thread sleeps too long
+                self._condition.notify()
 
     def stop(self, reason: str) -> None:
         with self._condition:
