@@ -99,6 +99,7 @@ class DbWriter(mailbox.Actor):
         # Without a [cdr] url nothing would ever deliver an outbox row: keep CDRs in the
         # calls table only, rather than grow a queue nobody empties.
         self._fill_outbox = bool(config.cdr.url)
+        self._cdr_poster: Any = None  # its ref, found when first poked
         self._db = open_database(settings.url)  # a bad URL fails here, in the starter
         self._known_calls = KnownCalls()  # calls whose row is written: their writes skip it
         self._connected = False
@@ -334,12 +335,20 @@ class DbWriter(mailbox.Actor):
 
     def _poke_cdr_poster(self) -> None:
         """New CDRs are in the outbox: the poster may post them now instead of at its
-        next poll. Found by class name so neither actor has to be built with the other."""
-        for ref in pykka.ActorRegistry.get_by_class_name("CdrPoster"):
+        next poll. Without a [cdr] url no outbox row is written and nobody is poked.
+        Found by class name, once (again if it was replaced), so neither actor has to be
+        built with the other: looking through the registry scans every live call's
+        actor."""
+        if not self._fill_outbox:
+            return
+        if self._cdr_poster is None or not self._cdr_poster.is_alive():
+            found = pykka.ActorRegistry.get_by_class_name("CdrPoster")
+            self._cdr_poster = found[0] if found else None
+        if self._cdr_poster is not None:
             try:
-                ref.tell(CdrQueued())
+                self._cdr_poster.tell(CdrQueued())
             except pykka.ActorDeadError:
-                pass
+                self._cdr_poster = None
 
     def _after_success(self) -> None:
         self._backoff_s = 0.0

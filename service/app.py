@@ -9,9 +9,10 @@ still alive as a bug.
 from __future__ import annotations
 
 import logging
+import os
+import random
 import threading
 import time
-import uuid as uuidlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -124,7 +125,7 @@ class Service:
         now = (lambda: clock(uuid)) if clock else (lambda: local_now(self.config.schedule))
         assert self.time_conditions is not None
         ctx = FlowContext(config=self.config, now=now, time_conditions=self.time_conditions.current,
-                          new_id=lambda: str(uuidlib.uuid4()))
+                          new_id=new_event_id)
         return make_flow(self.config.ivr.flow, uuid, ctx)
 
     def stop(self) -> None:
@@ -318,3 +319,15 @@ class Service:
         stats["esl_connected"] = int(bool(self.reader and self.reader.connected))
         stats["timers_pending"] = self.timers.pending()
         return stats
+
+
+_EVENT_IDS = random.Random(os.urandom(32))
+
+
+def new_event_id() -> str:
+    """A random id in UUID text form for a command's Event-UUID (echoed as
+    Application-UUID). From a generator seeded by the OS once: uuid.uuid4() reads
+    os.urandom for each id, a system call per command. Any thread (getrandbits holds
+    the GIL)."""
+    text = f"{_EVENT_IDS.getrandbits(128):032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

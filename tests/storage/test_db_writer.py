@@ -196,6 +196,37 @@ def test_a_committed_cdr_pokes_the_cdr_poster(backend, db):
     assert writer_stats(writer)["written"] == 8
 
 
+def test_a_replaced_cdr_poster_is_found_and_poked_and_without_a_cdr_url_none_is(backend, db):
+    pokes: list[str] = []
+    poked = threading.Semaphore(0)
+
+    class CdrPoster(pykka.ThreadingActor):  # found by class name, as the real one
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def on_receive(self, message):
+            if isinstance(message, CdrQueued):
+                pokes.append(self.name)
+                poked.release()
+
+    first = CdrPoster.start("first")
+    writer = DbWriter.start(make_config(backend.url))
+    _send(writer, one_call())
+    assert poked.acquire(timeout=WAIT_S)
+    first.stop()
+    CdrPoster.start("second")
+    _send(writer, one_call())
+    assert poked.acquire(timeout=WAIT_S)
+    assert pokes == ["first", "second"]
+    writer.stop(timeout=WAIT_S)
+
+    quiet = DbWriter.start(make_config(backend.url, cdr_url=""))
+    _send(quiet, one_call())
+    eventually(lambda: writer_stats(quiet)["written"] == 8, what="the third call's rows")
+    assert not poked.acquire(timeout=0.3) and pokes == ["first", "second"]
+
+
 def test_a_database_without_schema_delays_writes_until_it_is_upgraded(backend):
     collector = AckCollector.start(expected=8)
     writer = DbWriter.start(make_config(backend.url))
