@@ -226,7 +226,9 @@ class CallActor(mailbox.Actor):
             self._take_over(self._takeover)
         elif self._first_event is not None:
             takeover = Cause("takeover", self._parked_read_at) if self._parked_read_at else None
-            self._apply(self.flow.start(self._first_event), takeover)
+            # The park (~3 KB of headers) is not kept for the call's lifetime.
+            first_event, self._first_event = self._first_event, None
+            self._apply(self.flow.start(first_event), takeover)
         else:  # a replacement resuming a call: its writes now answer to this actor
             self._unacked = {seq: replace(w, reply_to=self._acks) for seq, w in self._unacked.items()}
             self._resend_unacked()

@@ -1,9 +1,10 @@
 """One timer thread for every actor: pykka has no timers, and a threading.Timer per
 call (3,000 calls, several timers each) would cost a thread per timer.
 
-`schedule(delay_s, ref, message)` tells `message` to `ref` after `delay_s`. Timers are
-not cancelled: a flow's timer carries a generation, so a late one is recognised and
-dropped by its receiver (that is cheaper and simpler than cancelling).
+`schedule(delay_s, ref, message)` tells `message` to `ref` after `delay_s` (at most
+SLACK_S later). Timers are not cancelled: a flow's timer carries a generation, so a
+late one is recognised and dropped by its receiver (that is cheaper and simpler than
+cancelling).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from typing import Any
 import pykka
 
 logger = logging.getLogger(__name__)
+
+# How late a timer may fire: the timers due within this of the first one fire with it.
+SLACK_S = 0.02
 
 
 class TimerService:
@@ -56,12 +60,18 @@ class TimerService:
         while True:
             with self._wakeup:
                 while not self._stopping and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    wait_s = self._heap[0][0] - time.monotonic() if self._heap else None
+                    # A little late, so timers due close together fire on one wake-up:
+                    # a call starts several (guards, its linger), each a wake-up otherwise.
+                    wait_s = self._heap[0][0] - time.monotonic() + SLACK_S if self._heap else None
                     self._wakeup.wait(wait_s)
                 if self._stopping:
                     return
-                _, _, ref, message = heapq.heappop(self._heap)
-            try:
-                ref.tell(message)
-            except pykka.ActorDeadError:
-                pass  # the call ended before its timer: nothing to tell
+                due = []
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    due.append(heapq.heappop(self._heap))
+            for _, _, ref, message in due:
+                try:
+                    ref.tell(message)
+                except pykka.ActorDeadError:
+                    pass  # the call ended before its timer: nothing to tell
