@@ -127,5 +127,7 @@ def test_the_set_veto_leaves_set_completions_at_the_switch_and_passes_the_rest()
     ours = [("variable_ivr_app", "icall"), ("Event-Name", "CHANNEL_EXECUTE_COMPLETE")]
     assert not sub.passes_filters(Event("CHANNEL_EXECUTE_COMPLETE", ours + [("Application", "set")]))
     assert sub.passes_filters(Event("CHANNEL_EXECUTE_COMPLETE", ours + [("Application", "playback")]))
-    assert sub.passes_filters(Event("BACKGROUND_JOB", [("Event-Name", "BACKGROUND_JOB")]))
+    assert sub.passes_filters(Event("HEARTBEAT", [("Event-Name", "HEARTBEAT")]))
+    # icall sends no bgapi: other clients' answers stay at the switch.
+    assert not sub.passes_filters(Event("BACKGROUND_JOB", [("Event-Name", "BACKGROUND_JOB")]))
     assert not sub.passes_filters(Event("CHANNEL_PARK", [("variable_ivr_app", "other")]))
