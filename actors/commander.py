@@ -1,9 +1,10 @@
 """The command connection: one actor sends every api and sendmsg.
 
-The actor's thread is the only one that touches its `EslSession` (python-ESL is not
-thread-safe, see DESIGN). Callers use the proxy without waiting for `execute` and
-`hangup`. Those methods catch their own errors and tell `reply_to` a
-`CommandFailed`. `api` and `channels` are asked with a timeout and raise
+The actor's thread is the only one that touches its `EslSession` (one connection, one
+thread, see DESIGN). Call actors tell it `ChannelCommand`s, or a flow batch's commands
+as one `ChannelCommands`, written to the switch together; failures go to each
+command's `reply_to` as `CommandFailed`. Callers may also use the proxy without waiting
+for `execute` and `hangup`, which catch their own errors the same way. `api` and `channels` are asked with a timeout and raise
 an `EslError`. A pykka ask hands the exception back to the asker, and the actor
 lives on.
 
@@ -19,7 +20,7 @@ only when repeating it is harmless: the api reads in `IDEMPOTENT_APIS`. A `sendm
 connection the switch closed while idle is noticed before sending (`peer_closed`),
 so the common case, a switch restart between two calls, loses no command.
 
-Commands run one at a time on one connection (FreeSWITCH answers them in order), so
+Commands go out in order on one connection (FreeSWITCH answers them in order), so
 one missing reply holds every later command until its deadline: `sendmsg_timeout_s`
 (short: the switch acknowledges a sendmsg at once) or `command_timeout_s` for api.
 """

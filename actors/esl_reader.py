@@ -1,7 +1,7 @@
 """The event connection: one thread that connects, subscribes and only reads.
 
-The reader thread (`esl-reader`) owns its own `EslSession`; no other thread touches
-it (python-ESL is not thread-safe, see DESIGN). Each event goes to `on_event`, which
+The reader thread (`esl-reader`) owns its own `EventSession`; no other thread touches
+it (one connection, one thread, see DESIGN). Each event goes to `on_event`, which
 runs in the reader thread and must be cheap (the service passes a pykka `tell`). A
 slow reader is a dead reader: FreeSWITCH drops a listener that lags 500 events.
 
