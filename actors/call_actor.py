@@ -39,7 +39,6 @@ from actors.messages import (
     ConfirmChannel,
     CrmAnswer,
     CrmLookup,
-    DbAck,
     DbWrite,
     EslEvent,
     TimerFired,
@@ -246,7 +245,7 @@ class CallActor(mailbox.Actor):
             self.busy_since = 0.0
 
     def _receive(self, message: Any) -> None:
-        if self._looking is not None and not isinstance(message, _TakeOver | DbAck):
+        if self._looking is not None and not isinstance(message, _TakeOver):
             # Not taken over yet: nothing is acted on until the channel has been read;
             # a hangup is read at once (the look then finds the channel gone).
             if isinstance(message, EslEvent) and message.event.name == "CHANNEL_HANGUP_COMPLETE":
@@ -254,9 +253,6 @@ class CallActor(mailbox.Actor):
             return
         if isinstance(message, EslEvent):
             self._apply(self.flow.on_event(message.event), Cause("reaction", time.monotonic()))
-        elif isinstance(message, DbAck):  # an ack told to this actor itself
-            for seq in message.seqs:
-                self._unacked.pop(seq, None)
         elif isinstance(message, TimerFired):
             if message.name == _LINGER:
                 self._linger_over()
@@ -578,8 +574,9 @@ class CallActor(mailbox.Actor):
         is stuck, so its state holds still): the checkpoint, the writes not
         acknowledged and the number of the last write."""
         self.abandoned = True
-        self._settle_acks()
-        return self._safe_checkpoint(), tuple(list(self._unacked.values())), self._seq
+        acked = set(self._acks.take())  # read here, not applied: the thread may wake
+        unacked = tuple(w for seq, w in list(self._unacked.items()) if seq not in acked)
+        return self._safe_checkpoint(), unacked, self._seq
 
     def _safe_checkpoint(self) -> dict[str, Any]:
         try:

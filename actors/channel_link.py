@@ -33,7 +33,7 @@ from typing import Any
 
 import pykka
 
-from actors.esl import execute_message, sendmsg_head
+from actors.esl import execute_message, hangup_message, sendmsg_head
 from actors.esl_wire import Disconnected, Frame, FrameParser, event_of
 from actors.messages import CommandFailed, EslEvent
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
@@ -237,7 +237,7 @@ class ChannelLink:
 
     def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to: Any = None,
                since: Cause | None = None) -> None:
-        self._sendmsg([("call-command", "hangup"), ("hangup-cause", cause)], None, "", reply_to, since)
+        self._sendmsg(hangup_message(cause), None, "", reply_to, since)
 
     def api(self, command: str) -> pykka.Future:
         """`api <command>` on this socket; the future holds the body (or an EslError)."""

@@ -3,10 +3,10 @@
 The actor's thread is the only one that touches its `EslSession` (one connection, one
 thread, see DESIGN). Call actors tell it `ChannelCommand`s, or a flow batch's commands
 as one `ChannelCommands`, written to the switch together; failures go to each
-command's `reply_to` as `CommandFailed`. Callers may also use the proxy without waiting
-for `execute` and `hangup`, which catch their own errors the same way. `api` and `channels` are asked with a timeout and raise
-an `EslError`. A pykka ask hands the exception back to the asker, and the actor
-lives on.
+command's `reply_to` as `CommandFailed`. Callers may also use the proxy without
+waiting for `execute` and `hangup`, which do the same. `api` and `channels` are asked
+with a timeout and raise an `EslError`. A pykka ask hands the exception back to the
+asker, and the actor lives on.
 
 The connection is made lazily and remade when a command finds it gone. While
 FreeSWITCH is away, at most one attempt is made per backoff window. It costs at
@@ -34,7 +34,15 @@ import time
 import pykka
 
 from actors import mailbox
-from actors.esl import Backoff, Disconnected, EslError, EslSession, execute_message, sendmsg_text
+from actors.esl import (
+    Backoff,
+    Disconnected,
+    EslError,
+    EslSession,
+    execute_message,
+    hangup_message,
+    sendmsg_text,
+)
 from actors.messages import (
     HANGUP_COMMAND,
     ChannelCommand,
@@ -76,14 +84,13 @@ class Commander(mailbox.Actor):
         Application-UUID). An argument too long for a header line, or holding a
         newline, goes as a text/plain body. With `since` (what caused the command, and
         when), the time from it to the write goes to telemetry once the switch took it."""
-        headers, body = execute_message(app, arg, event_uuid, lock)
-        self._sendmsg(call_uuid, event_uuid, headers, body, reply_to, since)
+        self._send_commands((ChannelCommand(call_uuid, app, arg, event_uuid, lock, reply_to, since),))
 
     def hangup(self, call_uuid: str, cause: str = "NORMAL_CLEARING", reply_to=None,
                since: Cause | None = None) -> None:
         """`sendmsg <call_uuid>` hangup with `cause` (`since`: as for execute)."""
-        headers = [("call-command", "hangup"), ("hangup-cause", cause)]
-        self._sendmsg(call_uuid, "", headers, None, reply_to, since)
+        self._send_commands((ChannelCommand(call_uuid, HANGUP_COMMAND, cause, reply_to=reply_to,
+                                            since=since),))
 
     # --- asked with a timeout (raise EslError)
 
@@ -151,24 +158,19 @@ class Commander(mailbox.Actor):
 
     # --- inside the actor thread
 
-    def _sendmsg(self, call_uuid: str, event_uuid: str, headers: list[tuple[str, str]],
-                 body: str | None, reply_to, since: Cause | None = None) -> None:
-        self._send_commands(((call_uuid, event_uuid, headers, body, reply_to, since),))
-
-    def _send_commands(self, commands) -> None:
-        """Write the commands (ChannelCommands, or tuples as `_sendmsg` builds them) in
-        one go and read their replies; tell each failure to its `reply_to`. A reply
-        that never came makes its command and every later one uncertain: sent, perhaps
-        run, never sent again."""
-        texts, sending = [], []
+    def _send_commands(self, commands: tuple[ChannelCommand, ...]) -> None:
+        """Write the commands in one go and read their replies; tell each failure to
+        its `reply_to`. A reply that never came makes its command and every later one
+        uncertain: sent, perhaps run, never sent again."""
+        texts: list[str] = []
+        sending: list[ChannelCommand] = []
         for command in commands:
-            call_uuid, event_uuid, headers, body, reply_to, since = _parts(command)
             try:
-                texts.append(sendmsg_text(call_uuid, headers, body))
+                texts.append(sendmsg_text(command.call_uuid, *_wire(command)))
             except ValueError as exc:  # a header value that would break the frame
-                self._failed(call_uuid, event_uuid, headers, reply_to, f"-ERR invalid command: {exc}", False)
+                self._failed(command, f"-ERR invalid command: {exc}", False)
                 continue
-            sending.append((call_uuid, event_uuid, headers, reply_to, since))
+            sending.append(command)
         if not sending:
             return
         written_at = 0.0
@@ -191,23 +193,22 @@ class Commander(mailbox.Actor):
         except Exception as exc:  # the actor's edge: never let a tell-like call die
             logger.exception("sendmsg of %d commands failed unexpectedly", len(sending))
             failure = f"-ERR internal error: {exc}"
-        for n, (call_uuid, event_uuid, headers, reply_to, since) in enumerate(sending):
+        for n, command in enumerate(sending):
             if n < len(answers):
                 answer, lost = answers[n], False
             else:
                 answer, lost = failure, uncertain
             if answer.startswith("+OK"):
-                if since is not None:
-                    self._telemetry.command_written(since, written_at)
+                if command.since is not None:
+                    self._telemetry.command_written(command.since, written_at)
                 continue
-            self._failed(call_uuid, event_uuid, headers, reply_to, answer, lost)
+            self._failed(command, answer, lost)
 
-    def _failed(self, call_uuid: str, event_uuid: str, headers: list[tuple[str, str]], reply_to,
-                answer: str, uncertain: bool) -> None:
-        logger.warning("sendmsg %s to %s failed: %s", _command_name(headers), call_uuid, answer)
-        if reply_to is not None:
+    def _failed(self, command: ChannelCommand, answer: str, uncertain: bool) -> None:
+        logger.warning("sendmsg %s to %s failed: %s", command.app, command.call_uuid, answer)
+        if command.reply_to is not None:
             try:
-                reply_to.tell(CommandFailed(call_uuid, event_uuid, answer, uncertain))
+                command.reply_to.tell(CommandFailed(command.call_uuid, command.event_uuid, answer, uncertain))
             except pykka.ActorDeadError:
                 pass  # the call's actor is gone; nobody left to tell
 
@@ -274,18 +275,8 @@ class ReplyLost(Disconnected):
         self.replies = list(replies)
 
 
-def _parts(command) -> tuple:
-    """(call_uuid, event_uuid, headers, body, reply_to, since) of a ChannelCommand or
-    of such a tuple already."""
-    if not isinstance(command, ChannelCommand):
-        return command
+def _wire(command: ChannelCommand) -> tuple[list[tuple[str, str]], str | None]:
+    """The sendmsg headers (and text/plain body) that carry `command`."""
     if command.app == HANGUP_COMMAND and not command.event_uuid:
-        headers = [("call-command", "hangup"), ("hangup-cause", command.arg)]
-        return command.call_uuid, "", headers, None, command.reply_to, command.since
-    headers, body = execute_message(command.app, command.arg, command.event_uuid, command.lock)
-    return command.call_uuid, command.event_uuid, headers, body, command.reply_to, command.since
-
-
-def _command_name(headers: list[tuple[str, str]]) -> str:
-    values = dict(headers)
-    return values.get("execute-app-name") or values.get("call-command", "?")
+        return hangup_message(command.arg), None
+    return execute_message(command.app, command.arg, command.event_uuid, command.lock)

@@ -146,22 +146,6 @@ class EslSession:
             return reply.headers.get("Reply-Text", "")
         return _decoded(reply.body)
 
-    def sendmsg(self, uuid: str, headers: list[tuple[str, str]], body: str | None = None,
-                reply_timeout_s: float | None = None) -> str:
-        """`sendmsg <uuid>` with these headers (and a text/plain body); returns Reply-Text.
-        `reply_timeout_s` (default: the session's) bounds the wait for its +OK."""
-        return self.sendmsgs([(uuid, headers, body)], reply_timeout_s)[0]
-
-    def sendmsgs(self, messages: list[tuple[str, list[tuple[str, str]], str | None]],
-                 reply_timeout_s: float | None = None) -> list[str]:
-        """Several `sendmsg`s (uuid, headers, body) in one write; their Reply-Texts in
-        order. The switch answers a connection's commands one by one, in order, so
-        writing them together saves a round trip each. Raises ValueError (nothing
-        written) for a header that would break a frame, `RepliesLost` when some
-        replies did not come."""
-        texts = [sendmsg_text(uuid, headers, body) for uuid, headers, body in messages]
-        return [reply.headers.get("Reply-Text", "") for reply in self.exchange(texts, reply_timeout_s)]
-
     def exchange(self, texts: list[str], reply_timeout_s: float | None = None) -> list[Frame]:
         """Write `texts` as commands in one go, then read one reply per command, all
         within `reply_timeout_s` (default: the session's). A reply that does not come
@@ -330,6 +314,11 @@ def execute_message(app: str, arg: str, event_uuid: str,
         headers.append(("event-lock", "true"))
     headers.append(("Event-UUID", event_uuid))
     return headers, body
+
+
+def hangup_message(cause: str) -> list[tuple[str, str]]:
+    """The headers of a `sendmsg` hangup with `cause`."""
+    return [("call-command", "hangup"), ("hangup-cause", cause)]
 
 
 def sendmsg_head(target: str, headers: list[tuple[str, str]], body: str | None) -> str:

@@ -22,7 +22,8 @@ from ivr.effects import CrmAnswer  # defined beside the flows that read it
 from ivr.event import Event
 
 __all__ = [
-    "CallDeclined", "CallFailed", "CallFinished", "CdrQueued", "ChannelCommand", "ChannelsListed",
+    "AckBox", "CallDeclined", "CallFailed", "CallFinished", "CdrQueued", "ChannelCommand",
+    "ChannelCommands", "ChannelsListed",
     "CallStopped", "CommandFailed", "ConfirmChannel", "CrmAnswer", "CrmLookup", "DbAck", "DbWrite",
     "EslEvent", "LinkChanged", "ListChannels", "ServiceDied", "TimerFired", "WriterReplaced",
 ]

@@ -91,11 +91,8 @@ class CrmClient:
         self._closing.set()
         self._pool.close()
 
-    def url_for(self, caller_id: str) -> str:
-        """The lookup URL, the caller id percent-encoded (UTF-8) as a query value."""
-        return self._url[:len(self._url) - len(self._path)] + self._path_for(caller_id)
-
     def _path_for(self, caller_id: str) -> str:
+        """The lookup's path and query, the caller id percent-encoded (UTF-8)."""
         separator = "&" if "?" in self._path else "?"
         return f"{self._path}{separator}{urlencode({self.crm.caller_id_param: caller_id})}"
 

@@ -3,6 +3,7 @@ bounded waits, framing, commands written together."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -14,9 +15,17 @@ from actors.esl import (
     EslSession,
     Rejected,
     RepliesLost,
+    sendmsg_text,
     subscription_commands,
 )
 from tests.esl.replay import Capture, Knobs, api_response
+
+
+def sendmsgs(session: EslSession, messages) -> list[str]:
+    """`sendmsg`s (uuid, headers, body) written together, as the Commander writes them;
+    their Reply-Texts."""
+    texts = [sendmsg_text(uuid, headers, body) for uuid, headers, body in messages]
+    return [reply.headers.get("Reply-Text", "") for reply in session.exchange(texts)]
 
 
 def test_the_subscription_lines_put_custom_last_and_filter_on_the_flow_variable():
@@ -94,8 +103,8 @@ def test_a_body_sendmsg_carries_content_length_in_bytes(replay):
     server = replay(Knobs(api_replies={"x": api_response("")}))
     session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0)
     try:
-        answer = session.sendmsg("u-1", [("call-command", "execute"),
-                                         ("execute-app-name", "log")], body="née\nline 2")
+        answer, = sendmsgs(session, [("u-1", [("call-command", "execute"),
+                                             ("execute-app-name", "log")], "née\nline 2")])
     finally:
         session.close()
     assert answer == "+OK"
@@ -104,14 +113,9 @@ def test_a_body_sendmsg_carries_content_length_in_bytes(replay):
     assert sent.body == "née\nline 2"
 
 
-def test_a_header_value_with_a_newline_is_refused_before_sending(replay):
-    server = replay()
-    session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0)
-    try:
-        with pytest.raises(ValueError, match="break the frame"):
-            session.sendmsg("u-1", [("execute-app-arg", "a\nb")])
-    finally:
-        session.close()
+def test_a_header_value_with_a_newline_is_refused_before_sending():
+    with pytest.raises(ValueError, match="break the frame"):
+        sendmsg_text("u-1", [("execute-app-arg", "a\nb")], None)
 
 
 def test_commands_written_together_get_their_replies_in_order_and_a_missing_one_ends_the_session(replay):
@@ -119,9 +123,9 @@ def test_commands_written_together_get_their_replies_in_order_and_a_missing_one_
     session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0, reply_timeout_s=0.3)
     playback = [("call-command", "execute"), ("execute-app-name", "playback")]
     try:
-        assert session.sendmsgs([("u-1", playback, None), ("u-1", playback, "x.wav")]) == ["+OK", "+OK"]
+        assert sendmsgs(session, [("u-1", playback, None), ("u-1", playback, "x.wav")]) == ["+OK", "+OK"]
         with pytest.raises(RepliesLost, match="no reply within 0.3 s") as lost:
-            session.sendmsgs([("u-1", playback, None), ("u-2", playback, None), ("u-2", playback, None)])
+            sendmsgs(session, [("u-1", playback, None), ("u-2", playback, None), ("u-2", playback, None)])
         assert [reply.headers["Reply-Text"] for reply in lost.value.replies] == ["+OK"]
         with pytest.raises(Disconnected):  # out of step for good
             session.command("filter Event-Name HEARTBEAT")
@@ -135,7 +139,21 @@ def test_a_malformed_reply_ends_the_session_instead_of_being_read_out_of_step(re
     session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0, reply_timeout_s=0.3)
     try:
         with pytest.raises(RepliesLost, match="Content-Length"):
-            session.sendmsg("u-1", [("call-command", "execute"), ("execute-app-name", "playback")])
+            sendmsgs(session, [("u-1", [("call-command", "execute"), ("execute-app-name", "playback")], None)])
         assert session.peer_closed()
+    finally:
+        session.close()
+
+
+def test_a_write_the_link_refuses_ends_the_session_with_no_reply_read(replay):
+    server = replay()
+    session = EslSession.connect("127.0.0.1", server.port, "ClueCon", 5.0, reply_timeout_s=0.3)
+    try:
+        session._sock.shutdown(socket.SHUT_WR)  # the write side is gone: sendall fails
+        with pytest.raises(RepliesLost, match="connection lost") as lost:
+            sendmsgs(session, [("u-1", [("call-command", "execute"), ("execute-app-name", "playback")], None)])
+        assert lost.value.replies == []
+        with pytest.raises(Disconnected, match="closed"):
+            session.command("filter Event-Name HEARTBEAT")
     finally:
         session.close()
