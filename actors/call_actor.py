@@ -118,6 +118,9 @@ class CallServices:
     db_writer: Any
     crm: Any
     timers: TimerService
+    # Where writes go without waking the DbWriter (actors.write_intake); None: told to
+    # `db_writer` one by one.
+    db_writes: Any = None
     observer: Any = None  # optional callable(uuid, history) when a call ends (the demo)
     telemetry: Telemetry = NO_TELEMETRY
     # Commanders that carry the calls' own commands, each on its own connection; a
@@ -397,7 +400,7 @@ class CallActor(mailbox.Actor):
                 continue
             write = DbWrite(self.uuid, int(seq), str(kind), fields, reply_to=self._acks)
             self._unacked[write.seq] = write
-            self._tell(self.services.db_writer, write)
+            self._write(write)
         self._seq = max(self._seq, int(checkpoint.get("n") or 0))
 
     def _channel_dump(self) -> Event:
@@ -534,7 +537,7 @@ class CallActor(mailbox.Actor):
         self._seq += 1
         write = DbWrite(self.uuid, self._seq, record.kind, record.fields, reply_to=self._acks)
         self._unacked[self._seq] = write
-        self._tell(self.services.db_writer, write)
+        self._write(write)
 
     def _settle_acks(self) -> None:
         """Forget the writes the DbWriter has acknowledged (see AckBox)."""
@@ -547,7 +550,7 @@ class CallActor(mailbox.Actor):
             return
         logger.info("resending %d unacknowledged writes", len(self._unacked))
         for write in sorted(self._unacked.values(), key=lambda w: w.seq):
-            self._tell(self.services.db_writer, write)
+            self._write(write)
 
     def _start_linger(self) -> None:
         self._tell_supervisor(CallFinished(self.uuid))
@@ -584,6 +587,16 @@ class CallActor(mailbox.Actor):
         except Exception:  # the flow just failed; its checkpoint may fail too
             logger.exception("checkpoint failed")
             return {"s": self.flow.state}
+
+    def _write(self, write: DbWrite) -> None:
+        intake = self.services.db_writes
+        try:
+            if intake is not None:
+                intake.put(write)
+            else:
+                self.services.db_writer.tell(write)
+        except pykka.ActorDeadError:
+            logger.warning("the DbWriter is not running; write %d kept for resend", write.seq)
 
     def _tell(self, ref: Any, message: Any) -> None:
         try:

@@ -1,7 +1,8 @@
 """DbWriter: the one actor that writes call data to the database.
 
-Call actors `tell` it `DbWrite`s and never wait; after the transaction holding a write
-has committed, it tells the write's `reply_to` a `DbAck` (one per call and commit).
+Call actors leave their `DbWrite`s in its intake (actors.write_intake: no wake-up per
+write) or `tell` them, and never wait; after the transaction holding a write has
+committed, it tells the write's `reply_to` a `DbAck` (one per call and commit).
 Writes are batched: the first write to arrive starts a wait of `[database]
 commit_interval_ms` for others to share its commit (a full batch ends the wait), and
 a backlog is committed in batches of at most `[database] batch_size`
@@ -49,6 +50,7 @@ from actors.db_spool import SpoolKeeper
 from actors.messages import CdrQueued, DbAck, DbWrite
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from actors.timers import TimerService
+from actors.write_intake import Drain, WriteIntake
 from storage.db import close_quietly, open_database, redact, rejected_by_value
 from storage.migrations import SchemaError, check_schema
 from storage.models import Call
@@ -87,7 +89,10 @@ class _Pending:
 class DbWriter(mailbox.Actor):
     """Batches DbWrites into transactions and acks each after commit; see module doc."""
 
-    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY):
+    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY, intake: WriteIntake | None = None):
+        """`intake`: where the calls leave their writes; it is bound to this writer
+        here, in the starter's thread, so a write put as soon as `start` returns
+        reaches it (a replacement takes over its predecessor's intake)."""
         super().__init__()
         self._telemetry = telemetry
         settings = config.database
@@ -105,7 +110,10 @@ class DbWriter(mailbox.Actor):
         self._connected = False
         self._pending: deque[_Pending] = deque()
         self._spool = SpoolKeeper(Spool(settings.spool_path), redact(settings.url))
-        self._flush_queued = False  # a _Flush is in the mailbox or on a wait
+        self._intake = intake if intake is not None else WriteIntake()
+        self._intake.batch_size = settings.batch_size
+        self._queued = False  # see _flush_queued
+        self._intake.bind(self.actor_ref)
         self._timers = TimerService(name="DbWriter-timer")
         self._waits = 0  # numbers the gather and retry waits
         self._waiting = 0  # the wait whose _Flush counts (0: none)
@@ -131,17 +139,23 @@ class DbWriter(mailbox.Actor):
             self._note_failure(exc)
         if self._spool.left_over():
             self._queue_flush()
+        if len(self._intake):  # left by a writer that died, or put before this one ran
+            self._take_intake()
 
     def on_receive(self, message) -> None:
         # Actor edge: a tell that raises would stop the writer and lose the backlog.
         try:
             if isinstance(message, DbWrite):
                 self._accept(message)
+            elif isinstance(message, Drain):
+                self._intake.armed = self._queued  # disarmed, unless a flush will take it anyway
+                self._take_intake()
             elif isinstance(message, _Flush):
                 if message.wait and message.wait != self._waiting:
                     return  # a wait called off (an urgent write flushed already)
-                self._flush_queued = False
+                self._flush_queued = False  # disarms the intake before it is taken
                 self._waiting = 0
+                self._take_intake()
                 self._flush()
             else:
                 logger.warning("DbWriter ignores an unexpected %s", type(message).__name__)
@@ -154,6 +168,7 @@ class DbWriter(mailbox.Actor):
         minutes.) Then close our connections."""
         self._stopping = True
         self._timers.stop()
+        self._take_intake()
         while self._pending and self._write_pending():
             pass
         while self._pending and self._spill():
@@ -190,6 +205,21 @@ class DbWriter(mailbox.Actor):
         return list(query.execute(self._db))
 
     # --- taking writes in
+
+    @property
+    def _flush_queued(self) -> bool:
+        """A _Flush is in the mailbox or on a wait: it will take the intake too, so
+        the intake is armed (a put need not wake this actor) exactly while this holds."""
+        return self._queued
+
+    @_flush_queued.setter
+    def _flush_queued(self, queued: bool) -> None:
+        self._queued = queued
+        self._intake.armed = queued
+
+    def _take_intake(self) -> None:
+        for write in self._intake.take():
+            self._accept(write)
 
     def _accept(self, write: DbWrite) -> None:
         try:

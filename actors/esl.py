@@ -13,7 +13,7 @@ next command can go, so each command cost a round trip, a SWIG call and a watchd
 two round trips. Here `sendmsgs` writes several commands at once and reads their
 replies in order, as FreeSWITCH answers a connection's commands one by one
 (mod_event_socket reads the next command only after answering the last); every wait
-is bounded by the socket's own timeout.
+is bounded by the kernel (actors.timed_recv: one system call a read).
 
 Facts that shape the rest:
 - An argument longer than `MAX_HEADER_ARG` or one that holds a newline goes as a
@@ -40,6 +40,7 @@ from actors.esl_wire import (
     content_length,
     parse_head,
 )
+from actors.timed_recv import TimedRecv
 
 # The error hierarchy lives with the framing; it is re-exported here for every user.
 from ivr.flow import UNAWAITED_APP
@@ -121,6 +122,7 @@ class EslSession:
 
     def __init__(self, sock: socket.socket, address: str, reply_timeout_s: float):
         self._sock = sock
+        self._io = TimedRecv(sock, reply_timeout_s)
         self.address = address
         self.reply_timeout_s = reply_timeout_s
         self._parser = FrameParser()
@@ -156,8 +158,7 @@ class EslSession:
         timeout_s = reply_timeout_s or self.reply_timeout_s
         data = "".join(text + "\n\n" for text in texts).encode("utf-8")
         try:
-            self._sock.settimeout(timeout_s)
-            self._sock.sendall(data)
+            self._io.sendall(data)
         except OSError as exc:
             self.close()
             raise RepliesLost(f"connection lost: {exc.strerror or exc}", []) from None
@@ -175,15 +176,7 @@ class EslSession:
         """True when the switch has closed this idle connection (EOF is waiting):
         a command sent now would be lost, so the caller reconnects first. One
         non-blocking peek, a few microseconds."""
-        if self._closed:
-            return True
-        try:
-            self._sock.settimeout(0.0)  # with a timeout, recv would first wait that long
-            return self._sock.recv(1, socket.MSG_PEEK) == b""
-        except BlockingIOError:
-            return False  # nothing to read: open and quiet
-        except OSError:
-            return True
+        return self._closed or self._io.peer_closed()
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
@@ -211,12 +204,11 @@ class EslSession:
             if left <= 0:
                 raise Disconnected(f"no reply within {timeout_s:g} s")
             try:
-                self._sock.settimeout(left)
-                data = self._sock.recv(READ_BYTES)
-            except TimeoutError:
-                raise Disconnected(f"no reply within {timeout_s:g} s") from None
+                data = self._io.recv(READ_BYTES, left)
             except OSError as exc:
                 raise Disconnected(f"connection lost: {exc.strerror or exc}") from None
+            if data is None:
+                raise Disconnected(f"no reply within {timeout_s:g} s")
             if not data:
                 raise Disconnected("the switch closed the connection")
             self._parser.feed(data)

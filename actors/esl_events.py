@@ -17,6 +17,7 @@ from collections import deque
 
 from actors.esl import login
 from actors.esl_wire import Disconnected, Frame, FrameParser, MalformedFrame, event_of
+from actors.timed_recv import TimedRecv
 from ivr.event import Event
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class EventSession:
 
     def __init__(self, sock: socket.socket, address: str, reply_timeout_s: float):
         self._sock = sock
+        self._io = TimedRecv(sock, reply_timeout_s)
         self.address = address
         self.reply_timeout_s = reply_timeout_s
         self._parser = FrameParser()
@@ -80,6 +82,12 @@ class EventSession:
                 return event_of(frame)
             self._not_an_event(frame)
 
+    def interrupt(self) -> None:
+        """The one call another thread may make: a read waiting now (or next) ends
+        with `Disconnected` at once, so a reader being stopped need not wait out its
+        read's limit."""
+        self._io.interrupt()
+
     def close(self) -> None:
         """Close the socket; safe to call twice."""
         if self._closed:
@@ -109,12 +117,11 @@ class EventSession:
             if now - self._partial_since > self.reply_timeout_s:
                 raise MalformedFrame(f"a frame stayed incomplete for {self.reply_timeout_s:g} s")
         try:
-            self._sock.settimeout(max(wait_s, 0.001))
-            data = self._sock.recv(READ_BYTES)
-        except TimeoutError:
-            return None
+            data = self._io.recv(READ_BYTES, wait_s)
         except OSError as exc:
             raise Disconnected(f"connection lost: {exc.strerror or exc}") from None
+        if data is None:
+            return None
         if not data:
             raise Disconnected("the switch closed the connection")
         self._parser.feed(data)
@@ -132,7 +139,6 @@ class EventSession:
         if self._closed:
             raise Disconnected("the session is closed")
         try:
-            self._sock.settimeout(self.reply_timeout_s)
-            self._sock.sendall(text.encode("utf-8") + b"\n\n")
+            self._io.sendall(text.encode("utf-8") + b"\n\n")
         except OSError as exc:
             raise Disconnected(f"connection lost: {exc.strerror or exc}") from None

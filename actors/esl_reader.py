@@ -29,7 +29,10 @@ from ivr.event import Event
 
 logger = logging.getLogger(__name__)
 
-POLL_MS = 200  # how often the reader looks at its stop flag while the switch is quiet
+# How often a quiet reader wakes to look for silence. Every wake-up costs CPU on a
+# virtual machine (actors.timed_recv), and stop() need not wait for it: it interrupts
+# the read.
+POLL_MS = 2000
 STABLE_S = 30.0  # a link that lived this long resets the backoff
 
 
@@ -52,8 +55,10 @@ class EventReader:
         self._on_event = on_event
         self._on_link = on_link
         self._silence_limit_s = silence_limit_s
+        self._poll_ms = min(POLL_MS, int(silence_limit_s * 250) or POLL_MS)  # a quarter of the limit at most
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._session: EventSession | None = None  # the reader thread's, for stop() to interrupt
         self._connected = False
         self.last_event_at = time.monotonic()
         self._down_since: float | None = time.monotonic()
@@ -79,10 +84,13 @@ class EventReader:
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Ask the thread to end and wait for it (at most `timeout_s`). The reader
-        looks at the flag every POLL_MS, and the session's watchdog bounds every
-        read, so the thread is gone afterwards unless something is badly wrong."""
+        """Ask the thread to end and wait for it (at most `timeout_s`). A read in
+        progress is interrupted, and every other wait looks at the flag, so the thread
+        is gone afterwards unless something is badly wrong."""
         self._stop.set()
+        session = self._session
+        if session is not None:
+            session.interrupt()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
@@ -133,6 +141,9 @@ class EventReader:
     def _read_until_lost(self, session: EventSession) -> str:
         """Read until the link drops or stop() is called; return why it ended."""
         up_since = self.last_event_at = time.monotonic()
+        self._session = session
+        if self._stop.is_set():  # stop() came before the session was here to interrupt
+            session.interrupt()
         self._connected = True
         self._down_since = None
         logger.info("ESL event connection to %s up, subscribed", session.address)
@@ -140,7 +151,7 @@ class EventReader:
         reason = "stopped"
         try:
             while not self._stop.is_set():
-                event = session.recv_event(POLL_MS)
+                event = session.recv_event(self._poll_ms)
                 now = time.monotonic()
                 if event is None:
                     if self._silence_limit_s and now - self.last_event_at > self._silence_limit_s:
@@ -157,6 +168,7 @@ class EventReader:
         finally:
             self._connected = False
             self._down_since = time.monotonic()
+            self._session = None
             session.close()
         if time.monotonic() - up_since >= STABLE_S:
             self._backoff.reset()

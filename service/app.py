@@ -32,6 +32,7 @@ from actors.routes import CallRoutes
 from actors.supervisor import Supervisor, supervised
 from actors.timeconditions import TimeConditionSource
 from actors.timers import TimerService
+from actors.write_intake import WriteIntake
 from ivr.config import Config
 from ivr.event import Event
 from ivr.flow import Flow, FlowContext
@@ -77,6 +78,8 @@ class Service:
         # a process in tests); /metrics serves `self.telemetry.registry`.
         self.telemetry = PrometheusTelemetry(node=config.service.node)
         self.telemetry.watch("service", self._readings)
+        # Where the calls leave their writes; each DbWriter started takes it over.
+        self.write_intake = WriteIntake()
 
     # --- start / stop
 
@@ -85,7 +88,7 @@ class Service:
         self._link_down_since = time.monotonic()
         self.timers.start()
         self._on_stop("timers", self.timers.stop)
-        db_writer = self._start_actor("db_writer", DbWriter)
+        db_writer = self._start_actor("db_writer", DbWriter, intake=self.write_intake)
         self.time_conditions = TimeConditionSource(config)
         self.time_conditions.start()
         self._on_stop("time conditions", self.time_conditions.stop)
@@ -97,7 +100,8 @@ class Service:
             for n in range(1, config.freeswitch.command_connections)]
         self.services = CallServices(config=config, supervisor=None, commander=commander,
                                      call_commanders=call_commanders,
-                                     db_writer=db_writer, crm=crm, timers=self.timers,
+                                     db_writer=db_writer, db_writes=self.write_intake,
+                                     crm=crm, timers=self.timers,
                                      observer=self.observer, telemetry=self.telemetry)
         self.routes = CallRoutes(config.ivr.flow_variable, config.ivr.flow)
         if config.outbound.listen:
@@ -142,9 +146,9 @@ class Service:
     def _on_stop(self, name: str, stop: Callable[[], None]) -> None:
         self._stop_list.append((name, stop))
 
-    def _start_actor(self, name: str, actor_class: type[pykka.Actor]) -> pykka.ActorRef:
+    def _start_actor(self, name: str, actor_class: type[pykka.Actor], **extra: Any) -> pykka.ActorRef:
         cls = supervised(actor_class, name, self._service_died)
-        ref = cls.start(self.config, telemetry=self.telemetry)
+        ref = cls.start(self.config, telemetry=self.telemetry, **extra)
         self._on_stop(name, lambda: self._stop_ref(name))
         return ref
 
@@ -206,7 +210,9 @@ class Service:
         kind, _, number = name.partition("-")  # commander-2: the third call commander
         actor_class = {"db_writer": DbWriter, "crm": CrmFetcher, "commander": Commander,
                        "cdr_poster": CdrPoster}[kind]
-        ref = supervised(actor_class, name, self._service_died).start(self.config, telemetry=self.telemetry)
+        extra = {"intake": self.write_intake} if kind == "db_writer" else {}
+        ref = supervised(actor_class, name, self._service_died).start(self.config, telemetry=self.telemetry,
+                                                                      **extra)
         if name == "cdr_poster":
             self.cdr_poster = ref
             return

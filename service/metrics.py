@@ -101,6 +101,11 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
+# How often the idle server thread wakes to look for shutdown: each wake-up costs CPU
+# beside the switch (actors.timed_recv); stopping waits for it at most this long.
+_POLL_S = 1.0
+
+
 class MetricsServer:
     """The /metrics and /health endpoint. `start()`/`stop()` run in the caller's thread.
 
@@ -124,7 +129,7 @@ class MetricsServer:
 
     def start(self) -> None:
         self._server = _Server(self.listen, self._registry, self._health)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": _POLL_S},
                                         name="metrics", daemon=True)
         self._thread.start()
         logger.info("metrics and health endpoint on http://%s:%d/", self.listen[0], self.port)
@@ -132,7 +137,7 @@ class MetricsServer:
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._server is None:
             return
-        # shutdown() waits for serve_forever to notice, at most one poll_interval.
+        # shutdown() waits for serve_forever to notice, at most one _POLL_S.
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from actors.esl import subscription_commands
-from actors.esl_reader import EventReader
+from actors.esl_reader import POLL_MS, EventReader
 from tests.esl.conftest import link_threads, make_config
 from tests.esl.replay import Capture, Knobs
 
@@ -169,6 +169,18 @@ def test_stopping_the_reader_leaves_no_thread_alive(replay, start_reader):
     reader.stop(timeout_s=5)
     assert link_threads() == []
     assert not reader.connected
+
+
+def test_stopping_a_reader_blocked_in_a_quiet_read_interrupts_it(replay, start_reader):
+    server = replay(Knobs(events=IVR.events()[:1]))
+    link = Link()
+    reader = start_reader(make_config(server.port), link)
+    link.take(1)  # then nothing more comes: the reader waits in a read of POLL_MS
+    started = time.monotonic()
+    reader.stop(timeout_s=5)
+    assert time.monotonic() - started < POLL_MS / 1000 / 2  # not waited out
+    assert link_threads() == []
+    assert [state for state, _ in link.changes] == ["up"]  # a stop is not a lost link
 
 
 def test_stopping_a_reader_that_waits_to_retry_returns_at_once(refused_port, start_reader):
