@@ -189,7 +189,7 @@ class DbWriter(mailbox.Actor):
     def stats(self) -> dict:
         """Counters for monitoring: pending (in memory), spooled (on disk), written,
         retries, refused, rejected, spilled, drained, last_error."""
-        return {"pending": len(self._pending), "spooled": self._spool.known_waiting(), **self._counts,
+        return {"pending": len(self._pending) + len(self._intake), "spooled": self._spool.known_waiting(), **self._counts,
                 **self._spool.counts, "last_error": self._last_error}
 
     def unended_calls(self, limit: int = 10_000) -> list[dict]:

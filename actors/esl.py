@@ -158,7 +158,7 @@ class EslSession:
         timeout_s = reply_timeout_s or self.reply_timeout_s
         data = "".join(text + "\n\n" for text in texts).encode("utf-8")
         try:
-            self._io.sendall(data)
+            self._io.sendall(data, timeout_s)
         except OSError as exc:
             self.close()
             raise RepliesLost(f"connection lost: {exc.strerror or exc}", []) from None

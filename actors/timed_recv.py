@@ -32,26 +32,32 @@ class TimedRecv:
     """Blocking reads and writes of `sock`, each bounded by the kernel."""
 
     def __init__(self, sock: socket.socket, send_limit_s: float):
+        """`send_limit_s`: how long a write may wait, unless `sendall` says otherwise."""
         sock.settimeout(None)  # blocking: no poll before each read, no mode switch
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(max(send_limit_s, MIN_LIMIT_S)))
         self._sock = sock
-        self._limit_s = 0.0
+        self._limits = {socket.SO_RCVTIMEO: 0.0, socket.SO_SNDTIMEO: 0.0}
+        self._send_limit_s = send_limit_s
 
     def recv(self, nbytes: int, limit_s: float) -> bytes | None:
         """Up to `nbytes`, waiting at most about `limit_s` (within a tenth); None if
         nothing came, b"" if the peer closed. Raises OSError."""
-        limit_s = max(limit_s, MIN_LIMIT_S)
-        if abs(self._limit_s - limit_s) > _TOLERANCE * limit_s:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(limit_s))
-            self._limit_s = limit_s
+        self._limit(socket.SO_RCVTIMEO, limit_s)
         try:
             return self._sock.recv(nbytes)
         except BlockingIOError:  # EAGAIN: the limit passed with nothing to read
             return None
 
-    def sendall(self, data: bytes) -> None:
-        """Write all of `data`; raises OSError, a timeout included (SO_SNDTIMEO)."""
+    def sendall(self, data: bytes, limit_s: float | None = None) -> None:
+        """Write all of `data`, each wait for room bounded by `limit_s` (default: the
+        send limit given at the start); raises OSError, a timeout included."""
+        self._limit(socket.SO_SNDTIMEO, self._send_limit_s if limit_s is None else limit_s)
         self._sock.sendall(data)
+
+    def _limit(self, option: int, limit_s: float) -> None:
+        limit_s = max(limit_s, MIN_LIMIT_S)
+        if abs(self._limits[option] - limit_s) > _TOLERANCE * limit_s:
+            self._sock.setsockopt(socket.SOL_SOCKET, option, _timeval(limit_s))
+            self._limits[option] = limit_s
 
     def peer_closed(self) -> bool:
         """True when end of stream is waiting (the peer closed); never blocks."""

@@ -90,3 +90,13 @@ def test_a_write_the_peer_never_reads_fails_within_the_send_limit(pair):
     with pytest.raises(OSError):
         reader.sendall(b"x" * 10_000_000)
     assert time.monotonic() - started < 5.0
+
+
+def test_a_write_given_its_own_limit_fails_within_it_not_within_the_default(pair):
+    ours, _ = pair
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader = TimedRecv(ours, send_limit_s=60.0)
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        reader.sendall(b"x" * 10_000_000, limit_s=0.1)
+    assert time.monotonic() - started < 5.0
