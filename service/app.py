@@ -208,8 +208,9 @@ class Service:
     def _replace_service(self, name: str) -> None:
         """Runs in the supervisor's thread."""
         kind, _, number = name.partition("-")  # commander-2: the third call commander
-        actor_class = {"db_writer": DbWriter, "crm": CrmFetcher, "commander": Commander,
-                       "cdr_poster": CdrPoster}[kind]
+        classes: dict[str, type[pykka.Actor]] = {"db_writer": DbWriter, "crm": CrmFetcher,
+                                                 "commander": Commander, "cdr_poster": CdrPoster}
+        actor_class = classes[kind]
         extra = {"intake": self.write_intake} if kind == "db_writer" else {}
         ref = supervised(actor_class, name, self._service_died).start(self.config, telemetry=self.telemetry,
                                                                       **extra)
