@@ -55,15 +55,25 @@ def print_table(results: list[dict], args: argparse.Namespace) -> None:
         print(row(r))
     loads = sorted({(r["calls"], r["cps"]) for r in results})
     for calls, cps in loads:
-        pair = {r["controller"]: r for r in results if (r["calls"], r["cps"]) == (calls, cps)}
-        if "icall" in pair and "baseline" in pair:
+        rounds = sorted({r.get("round", 0) for r in results})
+        cpu_ratios = []
+        for n in rounds:
+            pair = {r["controller"]: r for r in results
+                    if (r["calls"], r["cps"], r.get("round", 0)) == (calls, cps, n)}
+            if "icall" not in pair or "baseline" not in pair:
+                continue
             icall, base = pair["icall"], pair["baseline"]
             p99 = [percentile(x["reaction_ms"], 0.99) for x in (icall, base)]
             take = [percentile(x["takeover_ms"], 0.99) for x in (icall, base)]
-            print(f"icall/baseline at {calls}/{cps:g}: CPU per call "
+            cpu_ratios.append(icall["cpu_ms_per_call"] / base["cpu_ms_per_call"])
+            which = f" (round {n + 1})" if len(rounds) > 1 else ""
+            print(f"icall/baseline at {calls}/{cps:g}{which}: CPU per call "
                   f"{ratio(icall['cpu_ms_per_call'], base['cpu_ms_per_call'])}, reaction p99 "
                   f"{ratio(*p99)}, takeover p99 {ratio(*take)}, RSS per call "
                   f"{ratio(icall['rss_kib_per_call'], base['rss_kib_per_call'])}")
+        if len(cpu_ratios) > 1:
+            print(f"icall/baseline at {calls}/{cps:g}: CPU per call over {len(cpu_ratios)} rounds "
+                  f"{min(cpu_ratios):.1f}x-{max(cpu_ratios):.1f}x, median {percentile(cpu_ratios, 0.5):.1f}x")
     for r in results:
         if r["not_right"] or not r["controller_alive"] or r["dtmf_refused"] or r["refused"]:
             print(f"\n{r['controller']} at {r['calls']}/{r['cps']:g}: alive at the end "

@@ -24,7 +24,11 @@ meanwhile: on a shared box, a high value makes the tail latencies worthless. The
 exit status is 1 when a call's path was wrong or unfinished. A few numbers, not a test.
 
     .venv/bin/python -m bench.side_by_side --calls 200 --cps 20 --duration 60
-        [--controllers icall,baseline] [--loads 200/20,1000/50] [--quick] [--json out.json]
+        [--controllers icall,baseline] [--loads 200/20,1000/50] [--repeat 3] [--quick]
+        [--json out.json]
+
+--repeat N runs the controllers in turn N times per load and prints each round's
+ratio with their spread: on a shared machine one run's ratio can be off by a fifth.
 """
 
 from __future__ import annotations
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a smoke run: 40/10 for 3 s at time scale 0.1")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="an icall config override")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of every controller in turn, for a spread of the ratio")
     parser.add_argument("--json", help="also write every result to this file")
     parser.add_argument("--keep", action="store_true", help="keep each run's logs")
     args = parser.parse_args(argv)
@@ -237,12 +243,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown controllers: {', '.join(sorted(unknown))}")
     results = []
     for calls, cps in loads:
-        for controller in controllers:
-            print(f"running {controller} at {calls}/{cps:g} for {args.duration:g} s ...",
-                  flush=True)
-            started = time.monotonic()
-            results.append(run_one(controller, calls, cps, args.duration, args))
-            print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
+        # Rounds alternate the controllers, so a machine that slows down for a while
+        # (a shared host) weighs on both: each round's ratio compares neighbours.
+        for round_number in range(max(args.repeat, 1)):
+            for controller in controllers:
+                print(f"running {controller} at {calls}/{cps:g} for {args.duration:g} s ...",
+                      flush=True)
+                started = time.monotonic()
+                result = run_one(controller, calls, cps, args.duration, args)
+                result["round"] = round_number
+                results.append(result)
+                print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
     print_table(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))

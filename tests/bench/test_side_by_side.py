@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from bench.report import print_table
 from bench.scenarios import SCENARIOS
 from bench.side_by_side import run_one
 
@@ -22,3 +23,27 @@ def test_every_scenario_is_judged_right_against_the_baseline_controller():
     assert set(result["by_scenario"]) == {s.name for s in SCENARIOS}
     assert result["reaction_ms"] and result["takeover_ms"]
     assert result["controller_alive"]
+
+
+def _result(controller: str, round_number: int, cpu_ms: float) -> dict:
+    return {"controller": controller, "round": round_number, "calls": 200, "cps": 20.0, "placed": 10,
+            "skipped": 0, "right": 10, "wrong": 0, "unfinished": 0, "peak_live": 10,
+            "reaction_ms": [1.0, 2.0], "takeover_ms": [1.0], "cpu_ms_per_call": cpu_ms,
+            "cpu": {name: {"percent": 1.0} for name in ("controller", "stand-in", "callers")},
+            "rss_idle_mb": 10.0, "rss_peak_mb": 11.0, "rss_kib_per_call": 50.0, "others_percent": 0.0,
+            "not_right": [], "controller_alive": True, "dtmf_refused": 0, "refused": 0}
+
+
+def test_rounds_print_each_ratio_of_neighbours_and_their_spread(capsys):
+    args = argparse.Namespace(time_scale=1.0, talk_s=5.0, ring_s=3.0, duration=30.0)
+    results = [_result("icall", 0, 6.0), _result("baseline", 0, 2.0),
+               _result("icall", 1, 8.0), _result("baseline", 1, 2.0),
+               _result("icall", 2, 5.0), _result("baseline", 2, 2.5)]
+
+    print_table(results, args)
+
+    out = capsys.readouterr().out
+    assert "icall/baseline at 200/20 (round 1): CPU per call 3.0x" in out
+    assert "icall/baseline at 200/20 (round 2): CPU per call 4.0x" in out
+    assert "icall/baseline at 200/20 (round 3): CPU per call 2.0x" in out
+    assert "CPU per call over 3 rounds 2.0x-4.0x, median 3.0x" in out
