@@ -148,7 +148,7 @@ class DbWriter(mailbox.Actor):
             if isinstance(message, DbWrite):
                 self._accept(message)
             elif isinstance(message, Drain):
-                self._intake.armed = self._queued  # disarmed, unless a flush will take it anyway
+                self._arm_intake()  # disarmed, unless a gather will take it anyway
                 self._take_intake()
             elif isinstance(message, _Flush):
                 if message.wait and message.wait != self._waiting:
@@ -189,7 +189,9 @@ class DbWriter(mailbox.Actor):
     def stats(self) -> dict:
         """Counters for monitoring: pending (in memory), spooled (on disk), written,
         retries, refused, rejected, spilled, drained, last_error."""
-        return {"pending": len(self._pending) + len(self._intake), "spooled": self._spool.known_waiting(), **self._counts,
+        # Like the writes still in the mailbox, those in the intake are not counted:
+        # `pending` is what backlog_max bounds.
+        return {"pending": len(self._pending), "spooled": self._spool.known_waiting(), **self._counts,
                 **self._spool.counts, "last_error": self._last_error}
 
     def unended_calls(self, limit: int = 10_000) -> list[dict]:
@@ -208,14 +210,21 @@ class DbWriter(mailbox.Actor):
 
     @property
     def _flush_queued(self) -> bool:
-        """A _Flush is in the mailbox or on a wait: it will take the intake too, so
-        the intake is armed (a put need not wake this actor) exactly while this holds."""
+        """A _Flush is in the mailbox or on a wait: it will take the intake too."""
         return self._queued
 
     @_flush_queued.setter
     def _flush_queued(self, queued: bool) -> None:
         self._queued = queued
-        self._intake.armed = queued
+        self._arm_intake()
+
+    def _arm_intake(self) -> None:
+        """Armed (a put need not wake this actor) while a flush will take the intake
+        anyway, except during a retry wait: the database is away, and each write must
+        come in at once to count against `backlog_max` (and be spilled past it), as
+        the bound on memory promises."""
+        retrying = bool(self._waiting) and not self._gathering
+        self._intake.armed = self._queued and not retrying
 
     def _take_intake(self) -> None:
         for write in self._intake.take():
@@ -422,9 +431,9 @@ class DbWriter(mailbox.Actor):
 
     def _wait(self, delay_s: float, gathering: bool) -> None:
         """A _Flush after `delay_s`, from the timer thread."""
-        self._flush_queued = True
         self._waits += 1
         self._waiting, self._gathering = self._waits, gathering
+        self._flush_queued = True
         self._timers.schedule(delay_s, self.actor_ref, _Flush(self._waiting))
 
     # --- answers

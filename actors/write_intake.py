@@ -5,9 +5,10 @@ others to share their commit anyway, so telling the DbWriter each of them only w
 its thread to put the write on a list: about six wake-ups a call, and on a virtual
 machine a wake-up costs tens of microseconds of CPU (bench.wakeup_bench). A write put
 here waits in a deque; the DbWriter takes everything there when its gather wait ends.
-The writer is woken (told `Drain`) only when nothing else would bring it: no wait is
-on (`armed` is False), the write must be committed at once (a CDR, a failure), or a
-batch is full.
+The writer is woken (told `Drain`) only when nothing else would bring it: no gather
+wait is on (`armed` is False; a retry wait while the database is away does not arm
+it, so writes still count against `backlog_max` at once), the write must be committed
+at once (a CDR, a failure), or a batch is full.
 
 It is still a message to an actor: the order is kept, the writer alone turns writes
 into rows, and its acks come after the commit, as before. The intake outlives a

@@ -127,3 +127,30 @@ def test_stopping_the_writer_commits_what_waits_in_the_intake(backend, db):
     assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
     assert CallStep.select().where(CallStep.call_uuid == steps[0].call_uuid).count(db) == 2
     collector.stop()
+
+
+def test_while_the_database_is_away_a_write_wakes_the_writer_to_count_against_the_bound():
+    # A retry wait does not arm the intake: writes must reach the backlog (and be
+    # spilled past backlog_max) at once, not wait beside it for the next retry.
+    steps = one_call(steps=4)[1:5]
+    intake = WriteIntake()
+    writer = DbWriter.start(make_config("postgresql://icall@127.0.0.1:9/nothing", retry_max_s="30"),
+                            intake=intake)
+    counting = CountingRef(writer)
+    intake.bind(counting)
+
+    def stats():
+        return writer.proxy().stats().get(timeout=WAIT_S)
+
+    try:
+        intake.put(steps[0])
+        # Retry waits double from 50 ms: after the fourth, the next one is 0.8 s away.
+        eventually(lambda: stats()["retries"] >= 4 and not intake.armed, what="retry waits")
+        told, retries = len(counting.told), stats()["retries"]
+        for write in steps[1:]:
+            intake.put(write)
+        assert len(counting.told) > told  # woken, where a gather would not have been
+        eventually(lambda: stats()["pending"] == 4, timeout_s=0.5, what="all four in the backlog")
+        assert stats()["retries"] == retries  # taken in, not by the next retry
+    finally:
+        writer.stop()
