@@ -215,6 +215,9 @@ def restart_reader(h) -> None:
     h.service.reader = EventReader(h.config, on_event=h.service._deliver_event,
                                    on_link=h.service._link_changed)
     h.service.reader.start()
+    # Stopped with the service even if the test fails first: a reader left running
+    # would keep reconnecting through the tests that follow.
+    h.service._on_stop("restarted event reader", h.service.reader.stop)
 
 
 def test_a_call_parked_while_the_link_was_down_is_adopted(harness):
@@ -304,6 +307,10 @@ def test_a_call_that_hung_up_while_the_link_was_down_still_gets_its_cdr(harness,
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
     uuid = h.place("5551160", "none")
     in_main_menu("5551160")
+    # The flow has chosen the menu; wait until the switch has its prompt, or the hangup
+    # below would meet the command on its way (refused: a different test).
+    assert wait_until(lambda: any(app == "play_and_get_digits" for app, _ in h.switch.call_record(uuid).commands),
+                      WAIT_S)
     h.service.reader.stop()
     h.switch.hangup(uuid, "NORMAL_CLEARING")
     assert h.switch.wait_hangup(uuid, timeout=WAIT_S)
