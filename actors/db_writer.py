@@ -50,7 +50,7 @@ from actors.db_spool import SpoolKeeper
 from actors.messages import CdrQueued, DbAck, DbWrite
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from actors.timers import TimerService
-from actors.write_intake import Drain, WriteIntake
+from actors.write_intake import COMMITTED_AT_ONCE, Drain, WriteIntake
 from storage.db import close_quietly, open_database, redact, rejected_by_value
 from storage.migrations import SchemaError, check_schema
 from storage.models import Call
@@ -62,13 +62,6 @@ logger = logging.getLogger(__name__)
 FIRST_RETRY_S = 0.05
 BACKLOG_WARNING_FRACTION = 0.8
 ALWAYS_KEPT_KINDS = frozenset({"call", "cdr", "failure"})
-# Written at once, with whatever waits beside them: a process killed during the gather
-# would lose them for good (a CDR comes after the channel is gone, a failure record
-# when the flow broke), whereas a call's row and its steps also ride in the call's
-# checkpoint on the channel (ivr.flow: the records since the checkpoint before last)
-# and are written again by a successor. A commit, and SQLite's fsync, per call row
-# was a third of the writer's CPU.
-COMMITTED_AT_ONCE = frozenset({"cdr", "failure"})
 REFUSAL_LOG_EVERY = 1000
 
 

@@ -82,21 +82,13 @@ def test_interrupt_from_another_thread_ends_a_blocked_read_at_once(pair):
     assert results == [b""]
 
 
-def test_a_write_the_peer_never_reads_fails_within_the_send_limit(pair):
+@pytest.mark.parametrize(("send_limit_s", "limit_s"), [(0.1, None), (60.0, 0.1)],
+                         ids=["the session's send limit", "the write's own limit, not the session's"])
+def test_a_write_the_peer_never_reads_fails_within_its_limit(pair, send_limit_s, limit_s):
     ours, _ = pair
     ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    reader = TimedRecv(ours, send_limit_s=0.1)
+    reader = TimedRecv(ours, send_limit_s=send_limit_s)
     started = time.monotonic()
     with pytest.raises(OSError):
-        reader.sendall(b"x" * 10_000_000)
-    assert time.monotonic() - started < 5.0
-
-
-def test_a_write_given_its_own_limit_fails_within_it_not_within_the_default(pair):
-    ours, _ = pair
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    reader = TimedRecv(ours, send_limit_s=60.0)
-    started = time.monotonic()
-    with pytest.raises(OSError):
-        reader.sendall(b"x" * 10_000_000, limit_s=0.1)
+        reader.sendall(b"x" * 10_000_000, limit_s)
     assert time.monotonic() - started < 5.0
