@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 import zlib
 from dataclasses import dataclass, field, replace
@@ -26,6 +25,7 @@ import pykka
 from actors import mailbox
 from actors.channel_link import Reoffered, SocketClosed
 from actors.logcontext import set_call_uuid
+from actors.loop_threads import LoopThreads
 from actors.messages import (
     HANGUP_COMMAND,
     AckBox,
@@ -77,6 +77,9 @@ class _Resend:
     commands: tuple[ChannelCommand, ...]
     tries: int
 
+
+# The threads call actors run on (one per live call, kept a while for the next calls).
+CALL_THREADS = LoopThreads()
 
 _SOCKET_GONE = "__socket_gone__"
 # A finished call waits for its writes to be acknowledged at most this many lingers.
@@ -160,12 +163,18 @@ class CallServices:
 
 
 class CallActor(mailbox.Actor):
-    """Runs in its own thread, named call-<uuid prefix>; every method below runs there."""
+    """Runs on a thread of its own while it lives (from CALL_THREADS), named
+    call-<uuid prefix>; every method below runs there."""
 
     # A daemon thread: Python scans every non-daemon thread each time one starts or
     # stops, which at 100 calls/s is measurable. Shutdown still stops every call actor
     # (Service._stop_supervisor) and its sweep checks the registry for leftovers.
     use_daemon_thread = True
+
+    def _start_actor_loop(self) -> None:
+        # pykka would start a thread per actor; a call's thread comes from the pool
+        # of threads whose calls ended (actors.loop_threads), still one per live call.
+        CALL_THREADS.run(self._actor_loop, f"call-{self.uuid[:8]}")
 
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
                  inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
@@ -209,7 +218,6 @@ class CallActor(mailbox.Actor):
     # --- pykka hooks
 
     def on_start(self) -> None:
-        threading.current_thread().name = f"call-{self.uuid[:8]}"
         set_call_uuid(self.uuid)
         self.services.call_actors[self.actor_urn] = self
         try:
@@ -255,7 +263,8 @@ class CallActor(mailbox.Actor):
                 self._take_over(self._looking.checkpoint)
             return
         if isinstance(message, EslEvent):
-            self._apply(self.flow.on_event(message.event), Cause("reaction", time.monotonic()))
+            event, message.event = message.event, None  # type: ignore[assignment]  # see EslEvent
+            self._apply(self.flow.on_event(event), Cause("reaction", time.monotonic()))
         elif isinstance(message, TimerFired):
             if message.name == _LINGER:
                 self._linger_over()

@@ -29,8 +29,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class EslEvent:
+    """One event for one actor, made for it (never shared). The call actor drops
+    `event` once it has handled it: pykka's loop holds an actor's last message while it
+    waits for the next, and an idle call would keep its last event (~3 KB) alive."""
+
     event: Event
     read_at: float = 0.0  # time.monotonic() when the reader read it (0: not stamped)
     counted: bool = False  # the reader counts it in its call's route until forwarded (actors.routes)

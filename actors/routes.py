@@ -14,7 +14,8 @@ overtaken by a later one sent straight. So:
   travels through the supervisor, until the supervisor has forwarded it;
 - the supervisor attaches the call to the route and opens it from its own mailbox
   (`RouteReady`, queued behind everything already there), so events it received
-  before the route existed are forwarded first;
+  before the route existed are forwarded first; a route marked at the park with no
+  event counted in flight has nothing queued there, and opens at once;
 - the reader sends straight only to an open route with nothing counted in flight.
 
 Threads: `deliver` runs in the reader thread; `attach`, `opened`, `forwarded` and
@@ -90,13 +91,23 @@ class CallRoutes:
     # --- the supervisor's thread
 
     def attach(self, uuid: str, call: Any, supervisor: pykka.ActorRef) -> None:
-        """`call` (with its `.ref`) now owns `uuid`; the route opens once the
+        """`call` (with its `.ref`) now owns `uuid`; the route opens at once when it
+        was marked at the park and no event of the call is in flight, else once the
         supervisor reads the RouteReady this queues."""
         route = self._routes.get(uuid)
+        marked_at_park = route is not None
         if route is None:
             route = self._routes[uuid] = _Route()
         with route.lock:
             route.call = call
+            if marked_at_park and route.in_flight == 0:
+                # Every event since the park is counted and none is in the supervisor's
+                # mailbox: open now. (The first completion of a call used to reach the
+                # supervisor before its RouteReady did: a hop and a wake-up a call.) A
+                # route made here (an adoption) waits: events read before it existed
+                # were not counted and may still be queued there.
+                route.open = True
+                return
         supervisor.tell(RouteReady(uuid))
 
     def opened(self, uuid: str) -> None:

@@ -4,7 +4,9 @@ icall's threads sleep between a call's events; every event, reply and message wa
 one. On a virtual machine the wake-up itself costs tens of microseconds of CPU, which
 is why icall reads its sockets at one system call a read (actors.timed_recv) and keeps
 its idle threads from waking often. Each line is the waking thread's own CPU
-(`time.thread_time`) per wake-up, averaged over --wakes.
+(`time.thread_time`) per wake-up, averaged over --wakes. The last two lines are the
+process's CPU for giving a call actor its thread: a new thread started and ended, or
+a waiting one of actors.loop_threads handed the job.
 
     .venv/bin/python -m bench.wakeup_bench [--wakes 300] [--gap-ms 5]
 
@@ -14,10 +16,12 @@ A few numbers, not a test.
 from __future__ import annotations
 
 import argparse
+import queue
 import socket
 import threading
 import time
 
+from actors.loop_threads import LoopThreads
 from actors.timed_recv import TimedRecv
 
 PAYLOAD = b"x" * 2700  # about one FreeSWITCH event
@@ -51,6 +55,28 @@ def paced_reads(read, wakes: int, gap_s: float) -> float:
     return cost
 
 
+def thread_per_job(jobs: int) -> float:
+    """Process CPU (µs) to run an empty job on a thread started for it."""
+    started = time.process_time()
+    for _ in range(jobs):
+        thread = threading.Thread(target=lambda: None, daemon=True)
+        thread.start()
+        thread.join()
+    return (time.process_time() - started) / jobs * 1e6
+
+
+def pooled_job(jobs: int) -> float:
+    """Process CPU (µs) to run an empty job on a waiting LoopThreads thread."""
+    pool, done = LoopThreads(idle_s=5.0), queue.SimpleQueue()
+    pool.run(lambda: done.put(1), "warm-up")
+    done.get(timeout=5)
+    started = time.process_time()
+    for _ in range(jobs):
+        pool.run(lambda: done.put(1), "job")
+        done.get(timeout=5)
+    return (time.process_time() - started) / jobs * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--wakes", type=int, default=300)
@@ -74,6 +100,9 @@ def main() -> None:
     print(f"  sleep, then wake                      {per_wake(lambda: time.sleep(gap_s), args.wakes):7.1f}")
     print(f"  read an event, Python socket timeout  {paced_reads(python_timeout_read, args.wakes, gap_s):7.1f}")
     print(f"  read an event, TimedRecv              {paced_reads(timed_read, args.wakes, gap_s):7.1f}")
+    print("process CPU per call actor's thread, µs")
+    print(f"  a thread started and ended            {thread_per_job(args.wakes):7.1f}")
+    print(f"  a waiting pooled thread handed it     {pooled_job(args.wakes):7.1f}")
 
 
 if __name__ == "__main__":

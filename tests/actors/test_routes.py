@@ -116,3 +116,55 @@ def test_an_event_for_a_dead_actor_goes_to_the_supervisor_counted():
 def _open(routes: CallRoutes) -> bool:
     route = routes._routes.get(CALL)
     return route is not None and route.open
+
+
+class Mailbox(pykka.ThreadingActor):
+    """Stands for a supervisor that keeps what it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[object] = []
+
+    def on_receive(self, message):
+        self.kept.append(message)
+
+    def messages(self) -> list[object]:
+        return list(self.kept)
+
+
+def test_a_route_with_nothing_in_flight_opens_at_once_and_the_next_event_goes_straight():
+    routes = CallRoutes("ivr_app", "icall")
+    recorder = Recorder.start()
+    supervisor = Mailbox.start()
+    routes.deliver(event("CHANNEL_PARK", 0), 0.0, supervisor)
+    routes.attach(CALL, SimpleNamespace(ref=recorder), supervisor)
+    routes.deliver(event("CHANNEL_EXECUTE_COMPLETE", 1), 0.0, supervisor)
+    assert routes.sent_straight == 1
+    assert wait_until(lambda: recorder.proxy().order().get(timeout=WAIT_S) == ["1"], WAIT_S)
+    kept = supervisor.proxy().messages().get(timeout=WAIT_S)
+    assert [type(m).__name__ for m in kept] == ["EslEvent"], "only the park, no RouteReady"
+
+
+def test_a_route_with_an_event_in_flight_waits_for_the_supervisor_to_open_it():
+    routes = CallRoutes("ivr_app", "icall")
+    recorder = Recorder.start()
+    supervisor = Mailbox.start()
+    routes.deliver(event("CHANNEL_PARK", 0), 0.0, supervisor)
+    routes.deliver(event("CHANNEL_EXECUTE_COMPLETE", 1), 0.0, supervisor)  # counted
+    routes.attach(CALL, SimpleNamespace(ref=recorder), supervisor)
+    routes.deliver(event("CHANNEL_EXECUTE_COMPLETE", 2), 0.0, supervisor)
+    assert routes.sent_straight == 0, "event 1 is still in the supervisor's mailbox"
+    kept = supervisor.proxy().messages().get(timeout=WAIT_S)
+    assert [type(m).__name__ for m in kept] == ["EslEvent", "EslEvent", "RouteReady", "EslEvent"]
+
+
+def test_an_adopted_call_waits_for_its_events_read_before_the_route_existed():
+    routes = CallRoutes("ivr_app", "icall")
+    recorder = Recorder.start()
+    supervisor = Mailbox.start()
+    routes.deliver(event("CHANNEL_EXECUTE_COMPLETE", 1), 0.0, supervisor)  # no route: not counted
+    routes.attach(CALL, SimpleNamespace(ref=recorder), supervisor)  # a resync adopts the call
+    routes.deliver(event("CHANNEL_EXECUTE_COMPLETE", 2), 0.0, supervisor)
+    assert routes.sent_straight == 0, "event 1 may still be queued in the supervisor"
+    kept = supervisor.proxy().messages().get(timeout=WAIT_S)
+    assert [type(m).__name__ for m in kept] == ["EslEvent", "RouteReady", "EslEvent"]
