@@ -155,6 +155,7 @@ class DeadlineWatch:
         self._heap: list[tuple[float, int, PendingLookup]] = []
         self._order = itertools.count()
         self._stopping = False
+        self.wakeups = 0  # times the thread looked for due lookups (the tests read it)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -186,9 +187,15 @@ class DeadlineWatch:
                     self._condition.wait(timeout)
                 if self._stopping:
                     return
+                self.wakeups += 1
                 now = self._clock()
-                while self._heap and self._heap[0][0] <= now:
-                    due.append(heapq.heappop(self._heap)[2])
+                while self._heap and (self._heap[0][0] <= now or self._heap[0][2].settled):
+                    # Answered lookups leave with the due ones, whenever their deadline:
+                    # most lookups are answered in time, and the thread would otherwise
+                    # wake at each one's deadline to find it settled (a wake-up a call).
+                    pending = heapq.heappop(self._heap)[2]
+                    if not pending.settled:
+                        due.append(pending)
             for pending in due:
                 try:
                     pending.settle(None, "deadline passed")
