@@ -84,6 +84,8 @@ CALL_THREADS = LoopThreads()
 _SOCKET_GONE = "__socket_gone__"
 # A finished call waits for its writes to be acknowledged at most this many lingers.
 _MAX_LINGERS = 12
+# A finished call that expects no late event first looks at its acks after this long.
+_QUICK_LOOK_S = 0.25
 # Reads of a channel before a take-over gives up (the next resync tries again).
 _DUMP_TRIES = 3
 
@@ -199,6 +201,8 @@ class CallActor(mailbox.Actor):
         self.flow = flow
         self.services = services
         self._first_event = first_event
+        # From its park on, in inbound mode: every event of the call came to this actor.
+        self._saw_whole_call = first_event is not None and takeover is None and link is None
         self._unacked: dict[int, DbWrite] = {w.seq: w for w in inherited_writes}
         self._acks = AckBox()  # where the DbWriter leaves the acks of this actor's writes
         self._seq = last_seq
@@ -566,8 +570,20 @@ class CallActor(mailbox.Actor):
         observer = self.services.observer
         if observer is not None:
             observer(self.uuid, list(self.flow.history))
-        self.services.timers.schedule(self.services.config.ivr.hangup_linger_s,
-                                      self.actor_ref, TimerFired(_LINGER, 0))
+        self.services.timers.schedule(self._first_linger_s(), self.actor_ref, TimerFired(_LINGER, 0))
+
+    def _first_linger_s(self) -> float:
+        """When a finished call first looks whether it may stop. One that went through
+        a queue waits `[ivr] hangup_linger_s` for the queue's late events, and so does
+        one this actor did not see whole (resumed, adopted: it may have been queued) or
+        on its own socket. Any other call expects nothing more after its hangup: it
+        stops once its writes are acknowledged (the CDR is committed at once), so its
+        thread and memory are not held for seconds (at 20 calls/s and 5 s, 100 idle
+        actors beside the live calls)."""
+        linger_s = self.services.config.ivr.hangup_linger_s
+        if self.flow.queue_seen or not self._saw_whole_call:
+            return linger_s
+        return min(linger_s, _QUICK_LOOK_S)
 
     def _linger_over(self) -> None:
         # Stay while writes are unacknowledged (the writer may be restarting), but not

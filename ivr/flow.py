@@ -167,6 +167,10 @@ class Flow:
         self.finished = False
         self.hung_up = False
         self.hangup_cause = ""
+        # A fifo::info event of this call was seen: the queue may still send events
+        # after its hangup (mod_fifo's bridge-caller-stop follows the caller's
+        # CHANNEL_HANGUP_COMPLETE), so its handler lingers for them.
+        self.queue_seen = False
         self.history: list[str] = []
         self.path: list[str] = []
         self.call = CallInfo()
@@ -455,6 +459,7 @@ class Flow:
     def handle_common(self, event: Event) -> bool:
         """What every state treats alike; True when `event` was taken care of."""
         if event.name == "CUSTOM" and event.subclass == "fifo::info":
+            self.queue_seen = True
             self._record_fifo(event)
             return True
         if event.name == "CHANNEL_HANGUP":

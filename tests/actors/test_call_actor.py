@@ -206,3 +206,65 @@ def test_a_command_whose_commander_died_goes_out_on_the_replacement():
         assert "CommandFailed" not in steps
     finally:
         timers.stop()
+
+
+def lingering_call(linger_s: str, seen: queue.Queue) -> tuple[CallServices, FlowContext, TimerService]:
+    """Services with a real timer thread and `[ivr] hangup_linger_s` = `linger_s`;
+    writes go to `seen` and are acknowledged at once."""
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": linger_s})
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    services = CallServices(config=config, supervisor=idle, commander=Commander.start(queue.Queue()),
+                            db_writer=Writer.start(seen), crm=idle, timers=timers)
+    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
+                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    return services, ctx, timers
+
+
+def wait_for_cdr(seen: queue.Queue) -> DbWrite:
+    while True:
+        write = seen.get(timeout=WAIT_S)
+        if write.kind == "cdr":
+            return write
+
+
+def test_a_call_that_never_queued_stops_once_its_cdr_is_acknowledged_not_after_the_linger():
+    seen: queue.Queue = queue.Queue()
+    services, ctx, timers = lingering_call("600", seen)
+    script = CallScript(CALL)
+    try:
+        ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
+        ref.tell(EslEvent(script.hangup()))
+        ref.tell(EslEvent(script.hangup_complete()))
+        wait_for_cdr(seen)
+        # Nothing more comes for a call that never entered a queue: its thread and
+        # memory go now, not after the configured 600 s.
+        assert ref.actor_stopped.wait(WAIT_S)
+    finally:
+        timers.stop()
+
+
+def test_a_call_that_went_through_a_queue_lingers_for_the_queues_late_events():
+    seen: queue.Queue = queue.Queue()
+    services, ctx, timers = lingering_call("1.5", seen)
+    script = CallScript(CALL)
+    try:
+        ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
+        ref.tell(EslEvent(script.fifo("push")))
+        ref.tell(EslEvent(script.hangup()))
+        ref.tell(EslEvent(script.hangup_complete()))
+        wait_for_cdr(seen)
+        # Past the quick look a call that never queued would take, it is still there:
+        # mod_fifo's bridge-caller-stop comes after the caller's hangup, and is heard.
+        assert not ref.actor_stopped.wait(0.6)
+        ref.tell(EslEvent(script.fifo("bridge-caller-stop")))
+        actions = []
+        while "bridge-caller-stop" not in actions:
+            write = seen.get(timeout=WAIT_S)
+            if write.kind == "fifo":
+                actions.append(write.fields["action"])
+        assert actions[-1] == "bridge-caller-stop"
+        assert ref.actor_stopped.wait(WAIT_S), "and it stops after hangup_linger_s"
+    finally:
+        timers.stop()
