@@ -45,7 +45,7 @@ from actors.messages import (
     WriterReplaced,
 )
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
-from actors.timers import TimerService
+from actors.timers import Timer, TimerService
 from ivr import outbound, resume
 from ivr.config import Config
 from ivr.effects import (
@@ -211,6 +211,7 @@ class CallActor(mailbox.Actor):
         self._parked_read_at = parked_read_at
         self._socket_generation = 0  # outbound: a socket closed or came back (drops a stale grace timer)
         self._looks = 0  # take-over looks that could not read the channel
+        self._timers: list[Timer] = []  # every timer this actor started (cancelled at its end)
         self._looking: _TakeOver | None = None  # set while the next look is due
         # When the message being handled began (0: idle, or in a bounded ask of the
         # switch): the supervisor replaces an actor busy for too long (hung).
@@ -302,6 +303,7 @@ class CallActor(mailbox.Actor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self.services.call_actors.pop(self.actor_urn, None)
+        self._cancel_timers()
         if self.abandoned:
             return
         self._settle_acks()
@@ -315,6 +317,7 @@ class CallActor(mailbox.Actor):
 
     def on_stop(self) -> None:
         self.services.call_actors.pop(self.actor_urn, None)
+        self._cancel_timers()
         if self._failed or self._declined or self.abandoned:
             return  # on_failure or _decline already told the supervisor
         self._settle_acks()
@@ -340,7 +343,7 @@ class CallActor(mailbox.Actor):
             delay_s = min(_LOOK_AGAIN_MAX_S, _LOOK_AGAIN_S * self._looks)
             logger.warning("taking over: could not read the channel (%s); again in %.1f s", exc, delay_s)
             self._looking = _TakeOver(checkpoint)
-            self.services.timers.schedule(delay_s, self.actor_ref, self._looking)
+            self._schedule(delay_s, self._looking)
             return
         except _Gone:
             if checkpoint:  # ours, and it ended while no handler listened
@@ -397,7 +400,7 @@ class CallActor(mailbox.Actor):
         except _Unreadable as exc:
             logger.warning("read again: could not read the channel (%s); again in %.1f s",
                            exc, _LOOK_AGAIN_MAX_S)
-            self.services.timers.schedule(_LOOK_AGAIN_MAX_S, self.actor_ref, ReadChannel())
+            self._schedule(_LOOK_AGAIN_MAX_S, ReadChannel())
             return
         except _Gone:
             logger.info("read again: the channel is gone; its hangup is on the way")
@@ -460,8 +463,8 @@ class CallActor(mailbox.Actor):
         self._socket_generation += 1
         if isinstance(message, SocketClosed):
             if not self.flow.finished:
-                self.services.timers.schedule(self.services.config.outbound.socket_grace_s, self.actor_ref,
-                                              TimerFired(_SOCKET_GONE, self._socket_generation))
+                self._schedule(self.services.config.outbound.socket_grace_s,
+                               TimerFired(_SOCKET_GONE, self._socket_generation))
             return
         checkpoint = self._safe_checkpoint()
         checkpoint.pop("q", None)  # what the closed socket carried may be lost: look
@@ -510,8 +513,7 @@ class CallActor(mailbox.Actor):
             elif isinstance(effect, Record):
                 self._record(effect)
             elif isinstance(effect, StartTimer):
-                self.services.timers.schedule(effect.delay_s, self.actor_ref,
-                                              TimerFired(effect.name, effect.generation))
+                self._schedule(effect.delay_s, TimerFired(effect.name, effect.generation))
             elif isinstance(effect, Finished):
                 self._start_linger()
             elif isinstance(effect, ReadChannel):
@@ -540,8 +542,7 @@ class CallActor(mailbox.Actor):
             # actor is never queued, so the commands have not gone out: send them again
             # shortly, on the replacement; past the wait, the flow hears refusals.
             if tries < _COMMANDER_WAIT_TRIES:
-                self.services.timers.schedule(_COMMANDER_WAIT_S, self.actor_ref,
-                                              _Resend(tuple(commands), tries + 1))
+                self._schedule(_COMMANDER_WAIT_S, _Resend(tuple(commands), tries + 1))
             else:
                 for command in commands:
                     self.actor_ref.tell(CommandFailed(self.uuid, command.event_uuid, "-ERR no Commander"))
@@ -570,7 +571,7 @@ class CallActor(mailbox.Actor):
         observer = self.services.observer
         if observer is not None:
             observer(self.uuid, list(self.flow.history))
-        self.services.timers.schedule(self._first_linger_s(), self.actor_ref, TimerFired(_LINGER, 0))
+        self._schedule(self._first_linger_s(), TimerFired(_LINGER, 0))
 
     def _first_linger_s(self) -> float:
         """When a finished call first looks whether it may stop. One that went through
@@ -591,8 +592,7 @@ class CallActor(mailbox.Actor):
         self._lingers += 1
         self._settle_acks()
         if self._unacked and self._lingers < _MAX_LINGERS:
-            self.services.timers.schedule(self.services.config.ivr.hangup_linger_s or 1.0,
-                                          self.actor_ref, TimerFired(_LINGER, 0))
+            self._schedule(self.services.config.ivr.hangup_linger_s or 1.0, TimerFired(_LINGER, 0))
             return
         self.actor_ref.stop(block=False)
 
@@ -612,6 +612,17 @@ class CallActor(mailbox.Actor):
         except Exception:  # the flow just failed; its checkpoint may fail too
             logger.exception("checkpoint failed")
             return {"s": self.flow.state}
+
+    def _schedule(self, delay_s: float, message: Any) -> None:
+        """`message` to this actor after `delay_s`; cancelled if the actor stops first."""
+        self._timers.append(self.services.timers.schedule(delay_s, self.actor_ref, message))
+
+    def _cancel_timers(self) -> None:
+        """A stopped actor's timers would hold its ref (and mailbox) for up to
+        `[ivr] command_timeout_s` after the call: drop them."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
     def _write(self, write: DbWrite) -> None:
         intake = self.services.db_writes

@@ -2,9 +2,11 @@
 call (3,000 calls, several timers each) would cost a thread per timer.
 
 `schedule(delay_s, ref, message)` tells `message` to `ref` after `delay_s` (at most
-SLACK_S later). Timers are not cancelled: a flow's timer carries a generation, so a
-late one is recognised and dropped by its receiver (that is cheaper and simpler than
-cancelling).
+SLACK_S later). A flow's timer carries a generation, so a late one is recognised and
+dropped by its receiver; nothing cancels it for that. `schedule` returns a `Timer`
+whose `cancel()` is for an actor that stops: its guard timers would otherwise hold its
+ActorRef (with the mailbox and the stop event behind it) for `[ivr] command_timeout_s`
+(120 s) after the call, i.e. thousands of ended calls' objects at 20 calls/s.
 """
 
 from __future__ import annotations
@@ -24,12 +26,25 @@ logger = logging.getLogger(__name__)
 SLACK_S = 0.02
 
 
+class Timer:
+    """One scheduled message. `cancel()` (any thread) drops it and what it holds; the
+    heap keeps the empty shell until its time."""
+
+    __slots__ = ("ref", "message")
+
+    def __init__(self, ref: Any, message: Any) -> None:
+        self.ref, self.message = ref, message
+
+    def cancel(self) -> None:
+        self.ref = self.message = None
+
+
 class TimerService:
     """Runs in its own daemon thread named `timers`; `schedule` may be called from any
     thread."""
 
     def __init__(self, name: str = "timers") -> None:
-        self._heap: list[tuple[float, int, Any, Any]] = []
+        self._heap: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._stopping = False
@@ -45,21 +60,28 @@ class TimerService:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
-    def schedule(self, delay_s: float, ref: pykka.ActorRef, message: Any) -> None:
+    def schedule(self, delay_s: float, ref: pykka.ActorRef, message: Any) -> Timer:
         due = time.monotonic() + max(0.0, delay_s)
+        timer = Timer(ref, message)
         with self._wakeup:
-            heapq.heappush(self._heap, (due, next(self._order), ref, message))
+            heapq.heappush(self._heap, (due, next(self._order), timer))
             if self._heap[0][0] == due:
                 self._wakeup.notify()
+        return timer
 
     def pending(self) -> int:
+        """Timers still to fire (cancelled ones not counted)."""
         with self._wakeup:
-            return len(self._heap)
+            return sum(1 for _, _, timer in self._heap if timer.ref is not None)
 
     def _run(self) -> None:
         while True:
             with self._wakeup:
-                while not self._stopping and (not self._heap or self._heap[0][0] > time.monotonic()):
+                while True:
+                    while self._heap and self._heap[0][2].ref is None:
+                        heapq.heappop(self._heap)  # cancelled: not worth a wake-up
+                    if self._stopping or (self._heap and self._heap[0][0] <= time.monotonic()):
+                        break
                     # A little late, so timers due close together fire on one wake-up:
                     # a call starts several (guards, its linger), each a wake-up otherwise.
                     wait_s = self._heap[0][0] - time.monotonic() + SLACK_S if self._heap else None
@@ -70,7 +92,10 @@ class TimerService:
                 now = time.monotonic()
                 while self._heap and self._heap[0][0] <= now:
                     due.append(heapq.heappop(self._heap))
-            for _, _, ref, message in due:
+            for _, _, timer in due:
+                ref, message = timer.ref, timer.message
+                if ref is None or message is None:
+                    continue  # cancelled
                 try:
                     ref.tell(message)
                 except pykka.ActorDeadError:

@@ -23,6 +23,7 @@ from ivr.flow import FlowContext
 from ivr.flows import make_flow
 from ivr.resume import CHECKPOINT_VARIABLE
 from tests.ivr.calls import CallScript
+from tests.waiting import wait_until
 
 WAIT_S = 10
 CALL = "5f1c0d7e-0000-4000-8000-000000000001"
@@ -266,5 +267,23 @@ def test_a_call_that_went_through_a_queue_lingers_for_the_queues_late_events():
                 actions.append(write.fields["action"])
         assert actions[-1] == "bridge-caller-stop"
         assert ref.actor_stopped.wait(WAIT_S), "and it stops after hangup_linger_s"
+    finally:
+        timers.stop()
+
+
+def test_a_stopped_call_leaves_no_timer_behind_holding_its_actor():
+    """Its guard timers run for `[ivr] command_timeout_s` (120 s): left in the timer
+    heap, each would hold the ended call's ActorRef and mailbox that long."""
+    seen: queue.Queue = queue.Queue()
+    services, ctx, timers = lingering_call("0.1", seen)
+    script = CallScript(CALL)
+    try:
+        ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
+        assert wait_until(lambda: timers.pending() > 0, WAIT_S)  # the welcome prompt's guard
+        ref.tell(EslEvent(script.hangup()))
+        ref.tell(EslEvent(script.hangup_complete()))
+        wait_for_cdr(seen)
+        assert ref.actor_stopped.wait(WAIT_S)
+        assert timers.pending() == 0
     finally:
         timers.stop()

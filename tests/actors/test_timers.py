@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import time
+import weakref
 
 import pykka
 import pytest
@@ -47,4 +48,32 @@ def test_timers_fire_in_due_order_never_early_and_a_dead_receiver_loses_no_other
         assert at - started >= delays[name], f"{name} fired early"
     # The late bound holds on a quiet machine; loosely checked here (CI may be busy).
     assert fired[0][1] - started < delays["a"] + SLACK_S + 1.0
+    assert timers.pending() == 0
+
+
+class Message:
+    """A message the test can watch being freed."""
+
+
+def test_a_cancelled_timer_never_fires_and_lets_go_of_its_message(timers):
+    seen: queue.Queue = queue.Queue()
+    alive = Recorder.start(seen)
+    message = Message()
+    gone = weakref.ref(message)
+    cancelled = timers.schedule(0.05, alive, message)
+    timers.schedule(0.1, alive, "kept")
+    cancelled.cancel()
+    del message
+    assert gone() is None, "a cancelled timer must not hold its message (or its actor's ref)"
+    assert seen.get(timeout=WAIT_S)[0] == "kept"
+    assert seen.empty()
+    assert timers.pending() == 0
+
+
+def test_cancelled_timers_far_ahead_are_not_counted_as_pending(timers):
+    alive = Recorder.start(queue.Queue())
+    handles = [timers.schedule(120.0, alive, f"guard-{n}") for n in range(5)]
+    assert timers.pending() == 5
+    for handle in handles:
+        handle.cancel()
     assert timers.pending() == 0
