@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 # How late a timer may fire: the timers due within this of the first one fire with it.
 SLACK_S = 0.02
+# Every this many timers scheduled, cancelled ones are dropped if they are half the heap.
+PURGE_EVERY = 256
 
 
 class Timer:
@@ -64,10 +66,24 @@ class TimerService:
         due = time.monotonic() + max(0.0, delay_s)
         timer = Timer(ref, message)
         with self._wakeup:
-            heapq.heappush(self._heap, (due, next(self._order), timer))
+            order = next(self._order)
+            if order % PURGE_EVERY == 0:
+                self._purge_cancelled()
+            heapq.heappush(self._heap, (due, order, timer))
             if self._heap[0][0] == due:
                 self._wakeup.notify()
         return timer
+
+    def _purge_cancelled(self) -> None:
+        """Drop the cancelled timers once they are half the heap. Left until their
+        time, an ended call's guard shells would live 120 s each, and small objects
+        that live that long, scattered among a call's short-lived ones, keep the
+        allocator's pages from being reused: icall's memory grew ~8 MB over the first
+        two minutes at 20 calls/s until the first of them came due."""
+        live = [entry for entry in self._heap if entry[2].ref is not None]
+        if len(live) * 2 <= len(self._heap):
+            heapq.heapify(live)
+            self._heap = live
 
     def pending(self) -> int:
         """Timers still to fire (cancelled ones not counted)."""

@@ -10,7 +10,7 @@ import weakref
 import pykka
 import pytest
 
-from actors.timers import SLACK_S, TimerService
+from actors.timers import PURGE_EVERY, SLACK_S, TimerService
 
 WAIT_S = 10
 
@@ -77,3 +77,13 @@ def test_cancelled_timers_far_ahead_are_not_counted_as_pending(timers):
     for handle in handles:
         handle.cancel()
     assert timers.pending() == 0
+
+
+def test_cancelled_timers_leave_the_heap_long_before_their_time(timers):
+    alive = Recorder.start(queue.Queue())
+    for n in range(3 * PURGE_EVERY):  # guards of calls that ended: cancelled at once
+        timers.schedule(120.0, alive, f"guard-{n}").cancel()
+    kept = timers.schedule(120.0, alive, "live guard")
+    assert timers.pending() == 1
+    assert len(timers._heap) <= PURGE_EVERY + 1, "cancelled shells must not pile up for 120 s"
+    kept.cancel()
