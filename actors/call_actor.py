@@ -86,6 +86,9 @@ _SOCKET_GONE = "__socket_gone__"
 _MAX_LINGERS = 12
 # A finished call that expects no late event first looks at its acks after this long.
 _QUICK_LOOK_S = 0.25
+# Timers a call remembers before it forgets those that fired (a take-over looking again
+# for hours would otherwise keep every one).
+_TIMERS_KEPT = 32
 # Reads of a channel before a take-over gives up (the next resync tries again).
 _DUMP_TRIES = 3
 
@@ -615,6 +618,8 @@ class CallActor(mailbox.Actor):
 
     def _schedule(self, delay_s: float, message: Any) -> None:
         """`message` to this actor after `delay_s`; cancelled if the actor stops first."""
+        if len(self._timers) >= _TIMERS_KEPT:  # a long call: forget the ones done with
+            self._timers = [timer for timer in self._timers if timer.ref is not None]
         self._timers.append(self.services.timers.schedule(delay_s, self.actor_ref, message))
 
     def _cancel_timers(self) -> None:

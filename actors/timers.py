@@ -112,6 +112,7 @@ class TimerService:
                 ref, message = timer.ref, timer.message
                 if ref is None or message is None:
                     continue  # cancelled
+                timer.cancel()  # fired: its holder may drop it (and holds nothing)
                 try:
                     ref.tell(message)
                 except pykka.ActorDeadError:

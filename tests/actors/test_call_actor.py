@@ -77,6 +77,12 @@ class Commander(pykka.ThreadingActor):
                 command.deliver(self)
 
 
+def flow_context(config) -> FlowContext:
+    """A weekday morning (office hours), no time conditions, fresh ids."""
+    return FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
+                       time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+
+
 def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them():
     config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
     seen: queue.Queue = queue.Queue()
@@ -85,8 +91,7 @@ def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them()
     idle = Idle.start()
     services = CallServices(config=config, supervisor=idle, commander=idle,
                             db_writer=Writer.start(seen), crm=idle, timers=timers)
-    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
-                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    ctx = flow_context(config)
     flow = make_flow("icall", CALL, ctx)
     flow.resume_after_failure({"state": "main_menu_wait_dtmf", "path": ["welcome", "main_menu"]})
     inherited = DbWrite(CALL, 1_000_001, "failure", {"uuid": CALL, "state": "main_menu", "error": "boom"})
@@ -124,8 +129,7 @@ def test_the_first_command_of_a_park_is_timed_as_takeover_and_of_each_event_as_r
     idle = Idle.start()
     services = CallServices(config=config, supervisor=idle, commander=Commander.start(commands),
                             db_writer=Writer.start(queue.Queue()), crm=idle, timers=timers)
-    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
-                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    ctx = flow_context(config)
     script = CallScript(CALL, caller_id="5551002")
     try:
         ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park(),
@@ -169,8 +173,7 @@ def with_a_dead_commander(seen: queue.Queue) -> tuple[CallServices, FlowContext,
     dead.stop()
     services = CallServices(config=config, supervisor=idle, commander=dead,
                             db_writer=Writer.start(seen), crm=idle, timers=timers)
-    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
-                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    ctx = flow_context(config)
     return services, ctx, timers
 
 
@@ -218,12 +221,15 @@ def lingering_call(linger_s: str, seen: queue.Queue) -> tuple[CallServices, Flow
     idle = Idle.start()
     services = CallServices(config=config, supervisor=idle, commander=Commander.start(queue.Queue()),
                             db_writer=Writer.start(seen), crm=idle, timers=timers)
-    ctx = FlowContext(config=config, now=lambda: datetime(2026, 11, 25, 10, tzinfo=ZoneInfo("UTC")),
-                      time_conditions=lambda: (), new_id=lambda: str(uuidlib.uuid4()))
+    ctx = flow_context(config)
     return services, ctx, timers
 
 
-def wait_for_cdr(seen: queue.Queue) -> DbWrite:
+def hang_up_and_wait_for_cdr(ref: pykka.ActorRef, script: CallScript, seen: queue.Queue,
+                             *before: Event) -> DbWrite:
+    """Tell the call `before`, then its hangup; return its CDR once written."""
+    for event in (*before, script.hangup(), script.hangup_complete()):
+        ref.tell(EslEvent(event))
     while True:
         write = seen.get(timeout=WAIT_S)
         if write.kind == "cdr":
@@ -236,9 +242,7 @@ def test_a_call_that_never_queued_stops_once_its_cdr_is_acknowledged_not_after_t
     script = CallScript(CALL)
     try:
         ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
-        ref.tell(EslEvent(script.hangup()))
-        ref.tell(EslEvent(script.hangup_complete()))
-        wait_for_cdr(seen)
+        hang_up_and_wait_for_cdr(ref, script, seen)
         # Nothing more comes for a call that never entered a queue: its thread and
         # memory go now, not after the configured 600 s.
         assert ref.actor_stopped.wait(WAIT_S)
@@ -252,10 +256,7 @@ def test_a_call_that_went_through_a_queue_lingers_for_the_queues_late_events():
     script = CallScript(CALL)
     try:
         ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
-        ref.tell(EslEvent(script.fifo("push")))
-        ref.tell(EslEvent(script.hangup()))
-        ref.tell(EslEvent(script.hangup_complete()))
-        wait_for_cdr(seen)
+        hang_up_and_wait_for_cdr(ref, script, seen, script.fifo("push"))
         # Past the quick look a call that never queued would take, it is still there:
         # mod_fifo's bridge-caller-stop comes after the caller's hangup, and is heard.
         assert not ref.actor_stopped.wait(0.6)
@@ -280,9 +281,7 @@ def test_a_stopped_call_leaves_no_timer_behind_holding_its_actor():
     try:
         ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
         assert wait_until(lambda: timers.pending() > 0, WAIT_S)  # the welcome prompt's guard
-        ref.tell(EslEvent(script.hangup()))
-        ref.tell(EslEvent(script.hangup_complete()))
-        wait_for_cdr(seen)
+        hang_up_and_wait_for_cdr(ref, script, seen)
         assert ref.actor_stopped.wait(WAIT_S)
         assert timers.pending() == 0
     finally:

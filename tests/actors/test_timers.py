@@ -11,6 +11,7 @@ import pykka
 import pytest
 
 from actors.timers import PURGE_EVERY, SLACK_S, TimerService
+from tests.waiting import wait_until
 
 WAIT_S = 10
 
@@ -87,3 +88,10 @@ def test_cancelled_timers_leave_the_heap_long_before_their_time(timers):
     assert timers.pending() == 1
     assert len(timers._heap) <= PURGE_EVERY + 1, "cancelled shells must not pile up for 120 s"
     kept.cancel()
+
+
+def test_a_fired_timer_holds_neither_its_receiver_nor_its_message(timers):
+    seen: queue.Queue = queue.Queue()
+    fired = timers.schedule(0.01, Recorder.start(seen), "once")
+    assert seen.get(timeout=WAIT_S)[0] == "once"
+    assert wait_until(lambda: (fired.ref, fired.message) == (None, None), WAIT_S)
