@@ -43,7 +43,7 @@ from actors.esl_wire import (
 from actors.timed_recv import TimedRecv
 
 # The error hierarchy lives with the framing; it is re-exported here for every user.
-from ivr.flow import UNAWAITED_APP
+from ivr.flow import UNAWAITED_APPS
 
 __all__ = ["AuthFailed", "Backoff", "ConnectFailed", "Disconnected", "EslError", "EslSession",
            "Rejected", "RepliesLost", "subscription_commands"]
@@ -87,16 +87,15 @@ def subscription_commands(flow_variable: str, flow: str) -> list[str]:
     on the switch are left out. The `Event-Name` filter adds HEARTBEAT (liveness),
     which carries no channel variables. No BACKGROUND_JOB: icall sends no bgapi, and
     every other client's bgapi answers would reach us (the load driver's originates
-    were one event a call). `Application -set` vetoes the completions of `set`: no flow waits on
-    one (the bridge settings, the checkpoints), and they were a third of a call's
-    events.
+    were one event a call). `Application -set` and `Application -answer` veto the
+    completions of those applications: no flow waits on one (ivr.flow.UNAWAITED_APPS).
     """
     words = " ".join(SUBSCRIBED_EVENTS) + " CUSTOM " + " ".join(CUSTOM_SUBCLASSES)
     return [
         f"event plain {words}",
         f"filter variable_{flow_variable} {flow}",
         "filter Event-Name HEARTBEAT",
-        f"filter Application -{UNAWAITED_APP}",
+        *(f"filter Application -{app}" for app in UNAWAITED_APPS),
     ]
 
 

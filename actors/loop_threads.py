@@ -47,21 +47,29 @@ class LoopThreads:
                 self._jobs.put((target, name))
                 return
             self.started += 1
-        thread = threading.Thread(target=self._serve, args=(target,), name=name, daemon=True)
+        # The job travels in a list the thread empties: a Thread keeps its `args` until
+        # it ends, and a pooled thread lives on, so the first job's actor (its flow,
+        # mailbox and history: ~40 KiB) would stay with it.
+        thread = threading.Thread(target=self._serve, args=([target],), name=name, daemon=True)
         thread.start()
 
-    def _serve(self, target: Callable[[], object]) -> None:
-        while True:
+    def _serve(self, first: list[Callable[[], object]]) -> None:
+        target: Callable[[], object] | None = first.pop()
+        while target is not None:
             try:
                 target()
             except Exception:  # pykka's loop catches everything; this is the edge
                 logger.exception("a pooled thread's job failed")
+            # Let go of the job that ended before waiting for the next: an idle thread
+            # holding its last actor kept every ended call's memory for up to idle_s.
+            target = None
             me = threading.current_thread()
             me.name = self._name
             job = self._next_job()
             if job is None:
                 return
             target, me.name = job
+            job = None
 
     def _next_job(self) -> tuple[Callable[[], object], str] | None:
         with self._lock:

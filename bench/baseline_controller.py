@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import ESL
 
 EVENTS = "event plain CHANNEL_PARK CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP_COMPLETE"
-# Its own calls only, without the completions of `set` that nobody waits on (icall
-# subscribes the same way: actors.esl.subscription_commands).
-FILTERS = ("filter variable_ivr_app icall", "filter Application -set")
+# Its own calls only, without the completions of `set` and of the dialplan's `answer`
+# that nobody waits on (icall subscribes the same way: actors.esl.subscription_commands).
+FILTERS = ("filter variable_ivr_app icall", "filter Application -set", "filter Application -answer")
 CONTEXT = "new_sales"
 EXTENSION = r"[68]\d\d"
 MAIN_MENU = "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]"

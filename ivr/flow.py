@@ -55,8 +55,11 @@ GUARD_PREFIX = "command:"
 # after this grace; only a command still not started then is issued again.
 QUEUED_PREFIX = "queued:"
 QUEUED_GRACE_S = 2.0
-# The application whose completion the event link filters out (no flow waits on it).
-UNAWAITED_APP = "set"
+# The applications whose completions the event link filters out: no flow waits on
+# one. `set` carries the bridge settings and the checkpoints (a third of a call's
+# events); `answer` is the dialplan's, before it parks the call into the flow, so its
+# completion belonged to no call yet and cost the supervisor a wake-up a call.
+UNAWAITED_APPS = ("set", "answer")
 # The CDR's hangup cause when the channel vanished while the event link was down.
 LOST_HANGUP_CAUSE = "UNKNOWN (hangup not seen: event link down)"
 # ... and when it ended while no icall ran (a restart, a crash, a stop).
@@ -392,7 +395,7 @@ class Flow:
         an awaited `bridge` only until it is answered: talk time is never guarded.
         A `set` cannot be awaited: the event link leaves its completion at the switch
         (actors.esl.subscription_commands)."""
-        if app == UNAWAITED_APP and await_as:
+        if app in UNAWAITED_APPS and await_as:
             raise FlowError(f"{self.name}: the completion of {app!r} is never delivered; do not await it")
         command = Command(app, arg, await_as, rescue, guard_s)
         if self.hung_up:
@@ -400,7 +403,7 @@ class Flow:
             return ""
         event_uuid = self.ctx.new_id()
         self._effects.append(Execute(app, arg, event_uuid, lock))
-        if app != UNAWAITED_APP:  # its completion never comes to be matched
+        if app not in UNAWAITED_APPS:  # its completion never comes to be matched
             self._sent[event_uuid] = command
         if await_as:
             self._awaited[event_uuid] = command

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 
 from actors.loop_threads import IDLE_NAME, LoopThreads
 from tests.waiting import wait_until
@@ -27,6 +28,28 @@ def test_a_job_after_one_that_ended_reuses_its_thread_under_the_new_name():
     second_name, second = run_and_wait(pool, "call-second")
     assert (first_name, second_name) == ("call-first", "call-second")
     assert second == first and pool.started == 1
+
+
+class _Job:
+    """Stands for a call actor: its loop is the job, a bound method holding it."""
+
+    def loop(self) -> None:
+        pass
+
+
+def test_an_idle_thread_holds_neither_its_first_nor_its_last_job():
+    # A pooled thread lives on after its actor stopped: holding the job (a Thread keeps
+    # its args, a loop its last target) kept each ended call's actor, flow and mailbox.
+    pool = LoopThreads(idle_s=WAIT_S)
+    first, second = _Job(), _Job()
+    gone = [weakref.ref(first), weakref.ref(second)]
+    pool.run(first.loop, "call-first")
+    assert wait_until(lambda: pool.idle == 1, WAIT_S)
+    pool.run(second.loop, "call-second")
+    assert wait_until(lambda: pool.idle == 1, WAIT_S)
+    del first, second
+    assert [ref() for ref in gone] == [None, None]  # freed by reference counts alone
+    assert pool.started == 1
 
 
 def test_jobs_that_overlap_get_a_thread_each():

@@ -158,3 +158,14 @@ def test_an_extension_that_rings_past_ring_timeout_gives_the_caller_the_cc_menu(
     assert r.commands[-2:] == [cc_menu("804"), ("transfer", "VM_804 XML new_sales")]
     assert ("CCFailure", "NO_ANSWER") in r.steps
     assert not any(step == "CommandTimeout" for step, _ in r.steps)
+
+
+def test_the_dialplans_answer_before_the_park_never_reaches_icall(harness):
+    # The dialplan answers, then parks the call into the flow: that completion belonged
+    # to no call yet and cost the supervisor a wake-up a call. The subscription's
+    # filters leave it at the switch.
+    h = harness()
+    h.finish(h.place("5551001", "1"))
+    stats = h.service.supervisor.proxy().stats().get(timeout=5)
+    assert stats["events_unowned"] == 0
+    assert stats["calls_started"] == 1

@@ -35,6 +35,7 @@ def test_the_subscription_lines_put_custom_last_and_filter_on_the_flow_variable(
         "filter variable_ivr_app icall",
         "filter Event-Name HEARTBEAT",
         "filter Application -set",
+        "filter Application -answer",
     ]
 
 
