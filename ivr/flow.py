@@ -191,7 +191,9 @@ class Flow:
         self._recent: list[list[Any]] = []
         self._previous: list[list[Any]] = []
         self._written: tuple[str, tuple[str, ...]] | None = None  # (state, awaited) checkpointed
-        self._last_written: dict[str, Any] | None = None
+        # The last checkpoint written, as written (its JSON: a few hundred bytes, where the
+        # dict with its records was kilobytes a call); read back only by a dying handler.
+        self._last_written: str | None = None
         self._resumed: set[str] = set()  # awaited commands a resumed flow did not start itself
         self._queued: set[str] = set()  # ... and found not started, maybe queued (QUEUED_PREFIX)
         self.entries = 1  # how many times the call has entered the flow (see on_event)
@@ -317,11 +319,12 @@ class Flow:
         """What a dying handler hands its replacement: the last checkpoint written (a
         consistent point: the handler may have died inside a transition) and the caller
         (whom the channel's variables no longer name once mod_fifo swapped the ids)."""
-        if self._last_written is None:
+        written = resume.decode(self._last_written)
+        if written is None:
             return {**self.checkpoint(), "c": vars(self.call).copy()}
         # "q": the commands it waits on were handed to the command path, which sends them
         # even though this handler died: found not started, they are queued.
-        return {**self._last_written, "c": vars(self.call).copy(), "q": 1}
+        return {**written, "c": vars(self.call).copy(), "q": 1}
 
     def checkpoint(self) -> dict[str, Any]:
         """The compact JSON-able snapshot written on the channel (`ivr.resume`)."""
@@ -540,8 +543,8 @@ class Flow:
         never touch the call, only listen to it until its hangup, which writes the CDR."""
         snapshot = self._snapshot_with_records()
         snapshot["h"] = 1
-        self._last_written = snapshot
-        self._effects.append(Checkpoint(resume.encode(snapshot), self.ctx.new_id(), beside=True))
+        self._last_written = resume.encode(snapshot)
+        self._effects.append(Checkpoint(self._last_written, self.ctx.new_id(), beside=True))
 
     def _guard_s(self, command: Command) -> float:
         return command.guard_s if command.guard_s is not None else self.ctx.config.ivr.command_timeout_s
@@ -670,8 +673,8 @@ class Flow:
             handoff = self._effects[commands[-1]]
             assert isinstance(handoff, Execute)
             snapshot["x"] = [handoff.app, handoff.arg]
-        self._last_written = snapshot
-        checkpoint = Checkpoint(resume.encode(snapshot), self.ctx.new_id())
+        self._last_written = resume.encode(snapshot)
+        checkpoint = Checkpoint(self._last_written, self.ctx.new_id())
         self._effects.insert(commands[0] if commands else len(self._effects), checkpoint)
 
     def _snapshot_with_records(self) -> dict[str, Any]:
