@@ -551,6 +551,7 @@ class CallActor(mailbox.Actor):
                     self.actor_ref.tell(CommandFailed(self.uuid, command.event_uuid, "-ERR no Commander"))
 
     def _record(self, record: Record) -> None:
+        self._settle_acks()  # a long call forgets what is committed as it goes
         self._seq += 1
         write = DbWrite(self.uuid, self._seq, record.kind, record.fields, reply_to=self._acks)
         self._unacked[self._seq] = write

@@ -82,6 +82,10 @@ class FlowContext:
     now: Callable[[], datetime]  # aware datetime, in the schedule's zone
     time_conditions: Callable[[], Iterable[TimeCondition]]  # current DB override rows
     new_id: Callable[[], str]  # a fresh UUID string for Event-UUIDs
+    # Keep each call's notes in `Flow.history` (the demo and the tests read them). The
+    # service keeps them only when someone reads them: two dozen lines a call, which
+    # otherwise only the DEBUG log shows.
+    keep_history: bool = True
 
 
 # --- what a state method is handed
@@ -457,7 +461,8 @@ class Flow:
         self.note(f"{self.state}: nothing to do for {happened!r}")
 
     def note(self, line: str) -> None:
-        self.history.append(line)
+        if self.ctx.keep_history:
+            self.history.append(line)
         logger.debug("%s %s", self.uuid, line)
 
     # --- for subclasses: hooks

@@ -129,7 +129,7 @@ class Service:
         now = (lambda: clock(uuid)) if clock else (lambda: local_now(self.config.schedule))
         assert self.time_conditions is not None
         ctx = FlowContext(config=self.config, now=now, time_conditions=self.time_conditions.current,
-                          new_id=new_event_id)
+                          new_id=new_event_id, keep_history=self.observer is not None)
         return make_flow(self.config.ivr.flow, uuid, ctx)
 
     def stop(self) -> None:

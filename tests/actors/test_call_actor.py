@@ -38,9 +38,9 @@ class Writer(pykka.ThreadingActor):
 
     def on_receive(self, message):
         if isinstance(message, DbWrite):
-            self.seen.put(message)
-            if message.reply_to is not None:
+            if message.reply_to is not None:  # acked before the test sees it
                 message.reply_to.tell(DbAck(message.call_uuid, message.seq))
+            self.seen.put(message)
 
 
 class Idle(pykka.ThreadingActor):
@@ -284,5 +284,31 @@ def test_a_stopped_call_leaves_no_timer_behind_holding_its_actor():
         hang_up_and_wait_for_cdr(ref, script, seen)
         assert ref.actor_stopped.wait(WAIT_S)
         assert timers.pending() == 0
+    finally:
+        timers.stop()
+
+
+def test_a_live_call_forgets_its_acknowledged_writes_as_it_records_more():
+    # Kept until the call's end, every committed row of a long call stayed in memory.
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
+    commands: queue.Queue = queue.Queue()
+    writes: queue.Queue = queue.Queue()
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    services = CallServices(config=config, supervisor=idle, commander=Commander.start(commands),
+                            db_writer=Writer.start(writes), crm=idle, timers=timers)
+    script = CallScript(CALL, caller_id="5551002")
+    try:
+        ref = CallActor.start(CALL, make_flow("icall", CALL, flow_context(config)), services,
+                              script.park())
+        welcome, _ = next_command(commands)
+        first = writes.get(timeout=WAIT_S)  # the call's row, acked by the Writer as taken
+        ref.tell(EslEvent(script.complete(welcome)))  # the main menu: more steps recorded
+        while writes.get(timeout=WAIT_S).seq <= first.seq:
+            pass
+        ref.proxy().state().get(timeout=WAIT_S)  # the actor has handled the completion
+        actor = services.call_actors[ref.actor_urn]
+        assert first.seq not in set(actor._unacked)
     finally:
         timers.stop()

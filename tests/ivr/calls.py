@@ -141,13 +141,15 @@ class Driver:
     """An IcallFlow fed by a CallScript, with every effect it returned kept in order."""
 
     def __init__(self, config: Config | None = None, now: datetime = OFFICE_HOURS,
-                 conditions: tuple[TimeCondition, ...] = (), uuid: str = _IVR_LEG):
+                 conditions: tuple[TimeCondition, ...] = (), uuid: str = _IVR_LEG,
+                 keep_history: bool = True):
         self.config = config or make_config()
         self.now = now
         self.conditions = conditions
         ids = (f"evt-{n:04d}" for n in itertools.count(1))
         ctx = FlowContext(config=self.config, now=lambda: self.now,
-                          time_conditions=lambda: self.conditions, new_id=lambda: next(ids))
+                          time_conditions=lambda: self.conditions, new_id=lambda: next(ids),
+                          keep_history=keep_history)
         self.script = CallScript(uuid)
         self.flow = IcallFlow(uuid, ctx)
         self.effects: list[Effect] = []

@@ -177,6 +177,22 @@ def test_the_recorded_call_driven_without_threads_reaches_the_sales_queue():
     assert "complete playback: FILE PLAYED" in driver.flow.history
 
 
+def test_a_flow_told_not_to_keep_its_notes_keeps_none_and_acts_the_same():
+    # The service keeps the notes only when someone reads them (service.app): they were
+    # two dozen strings a live call.
+    def play(driver: Driver) -> None:
+        driver.start()
+        driver.complete("playback")
+        driver.complete("play_and_get_digits", menu_number="1")
+        driver.send(driver.script.hangup_complete())
+
+    kept, unkept = Driver(), Driver(keep_history=False)
+    play(kept)
+    play(unkept)
+    assert kept.flow.history and unkept.flow.history == []
+    assert unkept.effects == kept.effects and unkept.flow.finished
+
+
 def test_a_checkpoint_is_json_and_a_resumed_flow_listens_in_final_loop_until_hangup():
     driver = Driver()
     driver.start()
