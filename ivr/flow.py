@@ -74,7 +74,7 @@ class FlowError(Exception):
     """A flow used against its own rules (an unknown state, an unknown flow name)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FlowContext:
     """What a flow may ask of the world, all of it without blocking."""
 
