@@ -49,6 +49,7 @@ from actors.timers import Timer, TimerService
 from ivr import outbound, resume
 from ivr.config import Config
 from ivr.effects import (
+    CancelTimer,
     Checkpoint,
     Execute,
     Finished,
@@ -215,6 +216,7 @@ class CallActor(mailbox.Actor):
         self._socket_generation = 0  # outbound: a socket closed or came back (drops a stale grace timer)
         self._looks = 0  # take-over looks that could not read the channel
         self._timers: list[Timer] = []  # every timer this actor started (cancelled at its end)
+        self._named_timers: dict[str, Timer] = {}  # the flow's, by name (it may cancel them)
         self._looking: _TakeOver | None = None  # set while the next look is due
         # When the message being handled began (0: idle, or in a bounded ask of the
         # switch): the supervisor replaces an actor busy for too long (hung).
@@ -516,7 +518,11 @@ class CallActor(mailbox.Actor):
             elif isinstance(effect, Record):
                 self._record(effect)
             elif isinstance(effect, StartTimer):
-                self._schedule(effect.delay_s, TimerFired(effect.name, effect.generation))
+                self._schedule(effect.delay_s, TimerFired(effect.name, effect.generation), effect.name)
+            elif isinstance(effect, CancelTimer):
+                timer = self._named_timers.pop(effect.name, None)
+                if timer is not None:
+                    timer.cancel()
             elif isinstance(effect, Finished):
                 self._start_linger()
             elif isinstance(effect, ReadChannel):
@@ -617,11 +623,17 @@ class CallActor(mailbox.Actor):
             logger.exception("checkpoint failed")
             return {"s": self.flow.state}
 
-    def _schedule(self, delay_s: float, message: Any) -> None:
-        """`message` to this actor after `delay_s`; cancelled if the actor stops first."""
+    def _schedule(self, delay_s: float, message: Any, name: str = "") -> None:
+        """`message` to this actor after `delay_s`; cancelled if the actor stops first,
+        or when the flow cancels the timer `name`."""
         if len(self._timers) >= _TIMERS_KEPT:  # a long call: forget the ones done with
             self._timers = [timer for timer in self._timers if timer.ref is not None]
-        self._timers.append(self.services.timers.schedule(delay_s, self.actor_ref, message))
+            self._named_timers = {key: timer for key, timer in self._named_timers.items()
+                                  if timer.ref is not None}
+        timer = self.services.timers.schedule(delay_s, self.actor_ref, message)
+        self._timers.append(timer)
+        if name:
+            self._named_timers[name] = timer
 
     def _cancel_timers(self) -> None:
         """A stopped actor's timers would hold its ref (and mailbox) for up to
@@ -629,6 +641,7 @@ class CallActor(mailbox.Actor):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self._named_timers.clear()
 
     def _write(self, write: DbWrite) -> None:
         intake = self.services.db_writes

@@ -67,6 +67,14 @@ class StartTimer:
 
 
 @dataclass(frozen=True)
+class CancelTimer:
+    """The timer `name` is no longer wanted (a guard whose command completed): dropped
+    now rather than left to fire, stale, up to `command_timeout_s` later."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Finished:
     """The call is over for this flow (hung up); the actor may stop after its writes
     are acknowledged."""
@@ -93,7 +101,7 @@ class ReadChannel:
     on the channel, behind the checkpoint that names it."""
 
 
-Effect = Execute | Hangup | LookupCaller | Record | StartTimer | Finished | Checkpoint | ReadChannel
+Effect = Execute | Hangup | LookupCaller | Record | StartTimer | CancelTimer | Finished | Checkpoint | ReadChannel
 
 
 # --- what comes back to a flow (through on_info)

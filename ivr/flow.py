@@ -35,6 +35,7 @@ from typing import Any
 from ivr import resume
 from ivr.config import Config
 from ivr.effects import (
+    CancelTimer,
     Checkpoint,
     Effect,
     Execute,
@@ -531,6 +532,7 @@ class Flow:
         self.note(f"complete {command.app}: {response}")
         self._talking.discard(event_uuid)
         if self._awaited.pop(event_uuid, None) is not None:
+            self._effects.append(CancelTimer(GUARD_PREFIX + event_uuid))
             self.dispatch(Completed(command.label or "", event))
 
     def _bridged(self) -> None:
@@ -540,6 +542,7 @@ class Flow:
         for event_uuid, command in self._awaited.items():
             if command.app == "bridge" and event_uuid not in self._talking:
                 self._talking.add(event_uuid)
+                self._effects.append(CancelTimer(GUARD_PREFIX + event_uuid))  # talk is not guarded
                 self.note(f"bridged: {command}")
                 self._mark_handed_off()
 

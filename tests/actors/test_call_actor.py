@@ -312,3 +312,27 @@ def test_a_live_call_forgets_its_acknowledged_writes_as_it_records_more():
         assert first.seq not in set(actor._unacked)
     finally:
         timers.stop()
+
+
+def test_the_guard_of_a_completed_command_is_cancelled_on_the_timer_service():
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
+    commands: queue.Queue = queue.Queue()
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    services = CallServices(config=config, supervisor=idle, commander=Commander.start(commands),
+                            db_writer=Writer.start(queue.Queue()), crm=idle, timers=timers)
+    script = CallScript(CALL, caller_id="5551002")
+    try:
+        ref = CallActor.start(CALL, make_flow("icall", CALL, flow_context(config)), services,
+                              script.park())
+        welcome, _ = next_command(commands)
+        ref.proxy().state().get(timeout=WAIT_S)  # its guard is scheduled
+        guard = services.call_actors[ref.actor_urn]._named_timers[f"command:{welcome.event_uuid}"]
+        assert guard.ref is not None
+        ref.tell(EslEvent(script.complete(welcome)))
+        next_command(commands)  # the main menu: the completion was handled
+        ref.proxy().state().get(timeout=WAIT_S)
+        assert guard.ref is None and guard.message is None
+    finally:
+        timers.stop()

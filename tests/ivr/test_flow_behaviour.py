@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ivr.effects import CrmAnswer, Execute, Hangup, StartTimer
+from ivr.effects import CancelTimer, CrmAnswer, Execute, Hangup, StartTimer
 from ivr.flow import Completed, Enter, Flow, FlowContext, FlowError, Happening
 from ivr.flows import make_flow
 from ivr.icall import IcallFlow
@@ -105,6 +105,15 @@ def test_a_guard_that_fires_after_a_state_change_is_stale_and_dropped():
     assert driver.fire(welcome_guard) == []
     assert any("stale timer" in line for line in driver.flow.history)
     assert driver.flow.state == "main_menu_wait_dtmf"
+
+
+def test_a_command_that_completes_cancels_its_guard():
+    # Left to fire, each guard lived command_timeout_s (120 s) past its command.
+    driver = Driver()
+    driver.start()
+    guard = driver.timers()[0]
+    effects = driver.complete("playback")
+    assert CancelTimer(guard.name) in effects
 
 
 def test_a_guard_whose_command_completed_is_dropped_even_in_the_same_state():
@@ -248,9 +257,13 @@ def test_a_bridge_is_guarded_for_its_ring_time_not_for_the_command_timeout():
 def test_an_answered_bridge_talking_past_its_guard_is_left_alone_and_ends_normally():
     driver = bridged_to_802()
     guard = driver.timers()[-1]
-    # Only the hand-off mark, beside the conversation (uuid_setvar), is written.
-    assert [type(e).__name__ for e in driver.send(driver.script.bridge())] == ["Checkpoint"]
-    # The conversation outlives the guard: nothing is sent, nothing is recorded.
+    # The ring guard is dropped, and only the hand-off mark, beside the conversation
+    # (uuid_setvar), is written.
+    effects = driver.send(driver.script.bridge())
+    assert [type(e).__name__ for e in effects] == ["CancelTimer", "Checkpoint"]
+    assert effects[0] == CancelTimer(guard.name)
+    # Should the guard fire anyway, the conversation outlives it: nothing is sent,
+    # nothing is recorded.
     assert driver.fire(guard) == []
     assert "CommandTimeout" not in [step for step, _ in driver.steps()]
     assert driver.flow.state == "call_cc"
