@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -139,7 +139,7 @@ class Command:
         return f"{self.app} {self.arg}".rstrip()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallInfo:
     """Who called, as the CHANNEL_PARK told it (mod_fifo later swaps the caller id on
     the channel, so the CDR takes these rather than the hangup event's)."""
@@ -326,10 +326,10 @@ class Flow:
         (whom the channel's variables no longer name once mod_fifo swapped the ids)."""
         written = resume.decode(self._last_written)
         if written is None:
-            return {**self.checkpoint(), "c": vars(self.call).copy()}
+            return {**self.checkpoint(), "c": asdict(self.call)}
         # "q": the commands it waits on were handed to the command path, which sends them
         # even though this handler died: found not started, they are queued.
-        return {**written, "c": vars(self.call).copy(), "q": 1}
+        return {**written, "c": asdict(self.call), "q": 1}
 
     def checkpoint(self) -> dict[str, Any]:
         """The compact JSON-able snapshot written on the channel (`ivr.resume`)."""
