@@ -56,6 +56,8 @@ class Actor(pykka.ThreadingActor):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # pykka's __init__ has made its Event and handed it to the ref: both get the
+        # flag instead (the Event, a few microseconds, is dropped at once).
         self.actor_stopped = StopFlag()  # type: ignore[assignment]
         self.actor_ref.actor_stopped = self.actor_stopped
 

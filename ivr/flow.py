@@ -401,8 +401,8 @@ class Flow:
         """Send a dialplan app; returns its Event-UUID ("" when the call is gone).
         An awaited command is guarded for `guard_s` (default `[ivr] command_timeout_s`);
         an awaited `bridge` only until it is answered: talk time is never guarded.
-        A `set` cannot be awaited: the event link leaves its completion at the switch
-        (actors.esl.subscription_commands)."""
+        A `set` or an `answer` cannot be awaited (UNAWAITED_APPS): the event link leaves
+        their completions at the switch (actors.esl.subscription_commands)."""
         if app in UNAWAITED_APPS and await_as:
             raise FlowError(f"{self.name}: the completion of {app!r} is never delivered; do not await it")
         command = Command(app, arg, await_as, rescue, guard_s)

@@ -212,14 +212,16 @@ def test_a_command_whose_commander_died_goes_out_on_the_replacement():
         timers.stop()
 
 
-def lingering_call(linger_s: str, seen: queue.Queue) -> tuple[CallServices, FlowContext, TimerService]:
+def lingering_call(linger_s: str, seen: queue.Queue, commands: queue.Queue | None = None,
+                   ) -> tuple[CallServices, FlowContext, TimerService]:
     """Services with a real timer thread and `[ivr] hangup_linger_s` = `linger_s`;
-    writes go to `seen` and are acknowledged at once."""
+    writes go to `seen` and are acknowledged at once, commands to `commands` if given."""
     config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": linger_s})
     timers = TimerService()
     timers.start()
     idle = Idle.start()
-    services = CallServices(config=config, supervisor=idle, commander=Commander.start(queue.Queue()),
+    commander = Commander.start(commands if commands is not None else queue.Queue())
+    services = CallServices(config=config, supervisor=idle, commander=commander,
                             db_writer=Writer.start(seen), crm=idle, timers=timers)
     ctx = flow_context(config)
     return services, ctx, timers
@@ -290,18 +292,12 @@ def test_a_stopped_call_leaves_no_timer_behind_holding_its_actor():
 
 def test_a_live_call_forgets_its_acknowledged_writes_as_it_records_more():
     # Kept until the call's end, every committed row of a long call stayed in memory.
-    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
     commands: queue.Queue = queue.Queue()
     writes: queue.Queue = queue.Queue()
-    timers = TimerService()
-    timers.start()
-    idle = Idle.start()
-    services = CallServices(config=config, supervisor=idle, commander=Commander.start(commands),
-                            db_writer=Writer.start(writes), crm=idle, timers=timers)
+    services, ctx, timers = lingering_call("0", writes, commands)
     script = CallScript(CALL, caller_id="5551002")
     try:
-        ref = CallActor.start(CALL, make_flow("icall", CALL, flow_context(config)), services,
-                              script.park())
+        ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
         welcome, _ = next_command(commands)
         first = writes.get(timeout=WAIT_S)  # the call's row, acked by the Writer as taken
         ref.tell(EslEvent(script.complete(welcome)))  # the main menu: more steps recorded
@@ -315,17 +311,11 @@ def test_a_live_call_forgets_its_acknowledged_writes_as_it_records_more():
 
 
 def test_the_guard_of_a_completed_command_is_cancelled_on_the_timer_service():
-    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
     commands: queue.Queue = queue.Queue()
-    timers = TimerService()
-    timers.start()
-    idle = Idle.start()
-    services = CallServices(config=config, supervisor=idle, commander=Commander.start(commands),
-                            db_writer=Writer.start(queue.Queue()), crm=idle, timers=timers)
+    services, ctx, timers = lingering_call("0", queue.Queue(), commands)
     script = CallScript(CALL, caller_id="5551002")
     try:
-        ref = CallActor.start(CALL, make_flow("icall", CALL, flow_context(config)), services,
-                              script.park())
+        ref = CallActor.start(CALL, make_flow("icall", CALL, ctx), services, script.park())
         welcome, _ = next_command(commands)
         ref.proxy().state().get(timeout=WAIT_S)  # its guard is scheduled
         guard = services.call_actors[ref.actor_urn]._named_timers[f"command:{welcome.event_uuid}"]
