@@ -131,20 +131,27 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
 
 def _run_main(config: Config, stop_requested: threading.Event) -> int:
     """The main process of `[service] workers` workers: start them, say READY=1 when
-    all are up, feed the watchdog while all answer, restart one that dies."""
-    pool = WorkerPool(config, config.service.workers)
-    watchdog = Watchdog(pool.all_healthy)
-    logger.info("icall starting %d workers (config %s)", config.service.workers, config.source)
+    all are up, look after them (service.workers) and feed the watchdog while the
+    pool says every worker is healthy or being mended."""
+    count = config.service.workers
+    pool = WorkerPool(config, count)
+    watchdog = Watchdog(pool.unit_health)
+    logger.info("icall starting %d workers (config %s)", count, config.source)
     try:
         pool.start()
-        ready = False
+        ready, shown = False, -1
         while not stop_requested.wait(0.2):
-            pool.restart_dead(time.monotonic())
+            pool.tick(time.monotonic())
             if not ready and pool.all_ready():
-                ready = True
+                ready, shown = True, count
                 watchdog.start()
-                notify(f"READY=1\nSTATUS=running {config.service.workers} workers")
-                logger.info("icall ready: %d workers", config.service.workers)
+                notify(f"READY=1\nSTATUS=running {count} workers")
+                logger.info("icall ready: %d workers", count)
+            up = pool.ready_count()
+            if ready and up != shown:  # what `systemctl status` shows
+                notify(f"STATUS=running {count} workers" if up == count
+                       else f"STATUS=running {up} of {count} workers (restarting the others)")
+                shown = up
         notify("STOPPING=1")
     finally:
         watchdog.stop()

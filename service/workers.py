@@ -2,26 +2,33 @@
 all under the one systemd unit.
 
 Why processes: one Python process runs on one core (the GIL). Each worker is a whole
-icall (its own actors, CRM cache and breaker, DbWriter) sharing the database (SQLite in
-WAL mode, or a server) and accepting on the same `[outbound] listen` port with
-SO_REUSEPORT, so the kernel spreads the switch's per-call connections across them.
-Inbound mode runs in worker 0 only: its event connection, the adoption of parked calls
-and the checkpoints all assume one controller per switch, and partitioning by
+icall (its own actors, CRM cache and breaker, DbWriter and spool file) sharing the
+database (SQLite in WAL mode, or a server) and accepting on the same `[outbound] listen`
+port with SO_REUSEPORT, so the kernel spreads the switch's per-call connections across
+them. Inbound mode runs in worker 0 only: its event connection, the adoption of parked
+calls and the checkpoints all assume one controller per switch, and partitioning by
 `filter Unique-ID /regex/` would split the adoption after a restart too; outbound mode
 is the one that scales across cores.
 
 Why one unit and not a template (icall@1, icall@2): systemd then still sees one
-service to start, stop and watch; the main process restarts a dead worker at once
-(its callers went on in the dialplan after `socket`, and a second `socket` brings them
-back to a live worker), sends READY=1 once every worker is up and feeds the watchdog
-only while every worker answers healthy within a few seconds.
+service to start, stop and watch. The main process sends READY=1 once every worker is
+up, and looks after each worker itself: one that dies is started again (its callers
+went on in the dialplan after `socket`, and a second `socket` brings them to a live
+worker), after 1 s, then 2, 4 ... up to 30 s while it keeps failing at once; one that
+is not ready within `START_DEADLINE_S`, or has not answered `ok` for as long as the
+watchdog allows a process (WatchdogSec=, else 30 s), is killed (SIGKILL) and started
+again. What systemd's watchdog is left to catch is what the main process cannot mend:
+its own loop stuck, or a worker that does not go away when killed. A worker being
+restarted therefore does not starve the watchdog, and one worker's trouble never makes
+systemd kill every worker's calls.
 
 The main process talks to each worker over a socketpair (`--control-fd`): the worker
 writes `ready` once started and answers each `ping` with `ok <why>` or `sick <why>`; a
 worker whose main process is gone (EOF) stops itself, so no worker outlives the unit.
 
-Threads: everything here runs in the main process's main thread, except the health
-check, which the systemd Watchdog thread calls (`all_healthy`, under a lock).
+Threads: everything here runs in the main process's main thread (`tick` every 0.2 s),
+except `unit_health`, which the systemd Watchdog thread calls: it reads what the ticks
+found, under the pool's lock, and does no I/O.
 """
 
 from __future__ import annotations
@@ -34,22 +41,55 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 from ivr.config import Config
 
-logger = logging.getLogger("icall")
+logger = logging.getLogger(__name__)
 
-_RESTART_AFTER_S = 1.0  # a worker that died is started again after this long
-_PING_TIMEOUT_S = 5.0
+RESTART_MIN_S = 1.0  # a worker that died is started again after this long ...
+RESTART_MAX_S = 30.0  # ... doubling while it keeps dying young, up to this
+STABLE_AFTER_S = 60.0  # a worker that ran this long starts the doubling afresh
+START_DEADLINE_S = 60.0  # a worker not ready by then is killed and started again
+UNANSWERED_DEFAULT_S = 30.0  # without a watchdog: how long a worker may not answer ok
+PING_EVERY_S = 1.0
+_KILL_WAIT_S = 10.0  # a worker still there this long after SIGKILL: not ours to mend
+_LOOP_STALE_S = 5.0  # the main loop not run for this long: the main process is stuck
 _STOP_TIMEOUT_S = 20.0
 # Variables only the main process may use: systemd accepts notifications from it alone
 # (NotifyAccess=main), and a worker must not feed the watchdog on its behalf.
 _MAIN_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
+def restart_delay_s(failures: int) -> float:
+    """The wait before starting a worker again after its `failures`-th death in a row."""
+    return min(RESTART_MAX_S, RESTART_MIN_S * 2 ** max(0, failures - 1))
+
+
+def failures_in_a_row(previous: int, ran_s: float) -> int:
+    """A worker's deaths in a row, this one counted: a worker that ran a while starts
+    the count (and so the back-off) afresh."""
+    return 1 if ran_s >= STABLE_AFTER_S else previous + 1
+
+
+def unanswered_limit_s(environ: Mapping[str, str]) -> float:
+    """How long a worker may go without answering `ok` before it is killed: the time
+    systemd's watchdog gives a whole process (WATCHDOG_USEC), else 30 s."""
+    try:
+        usec = int(environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        usec = 0
+    return usec / 1_000_000 if usec > 0 else UNANSWERED_DEFAULT_S
+
+
+def _clock(seconds_from_now: float) -> str:
+    return (datetime.now() + timedelta(seconds=seconds_from_now)).strftime("%H:%M:%S")
+
+
 class Worker:
-    """One worker process and the main process's end of its control socket."""
+    """One worker process, the main process's end of its control socket, and what the
+    main process last heard from it. Main thread only."""
 
     def __init__(self, index: int, config_path: str):
         self.index = index
@@ -58,9 +98,19 @@ class Worker:
         self.control: socket.socket | None = None
         self.ready = False
         self.started_at = 0.0
+        self.last_ok_at = 0.0  # when it last answered `ok` (or became ready)
+        self.last_ping_at = 0.0
+        self.problem = ""  # its last `sick` answer, or "" while it answers ok
+        self.killed_at: float | None = None
+        self.restart_at: float | None = None  # dead, to be started again then
+        self.failures = 0  # deaths in a row, each after a short run
         self._buffer = b""
 
-    def start(self) -> None:
+    @property
+    def pid(self) -> int | str:
+        return self.process.pid if self.process is not None else "?"
+
+    def start(self, now: float) -> None:
         ours, theirs = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if k not in _MAIN_ONLY}
         argv = [sys.executable, "-m", "service.cli", "--config", self._config_path, "run",
@@ -68,46 +118,62 @@ class Worker:
         self.process = subprocess.Popen(argv, env=env, pass_fds=(theirs.fileno(),),
                                         stdin=subprocess.DEVNULL)
         theirs.close()
-        self.control, self.ready, self.started_at, self._buffer = ours, False, time.monotonic(), b""
+        ours.setblocking(False)
+        self.control, self._buffer = ours, b""
+        self.ready, self.problem, self.killed_at, self.restart_at = False, "", None, None
+        self.started_at = self.last_ok_at = self.last_ping_at = now
         logger.info("worker %d started (pid %d)", self.index, self.process.pid)
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
-    def read_ready(self) -> None:
-        """Non-blocking: notice the worker's `ready` line."""
-        if self.ready or self.control is None:
+    def read_control(self, now: float) -> None:
+        """Take in every line the worker wrote: `ready`, `ok <why>`, `sick <why>`."""
+        if self.control is None:
             return
-        self.control.setblocking(False)
         try:
-            self._buffer += self.control.recv(4096)
-        except (BlockingIOError, OSError):
+            while data := self.control.recv(65536):
+                self._buffer += data
+        except (BlockingIOError, InterruptedError):
             pass
-        if b"ready\n" in self._buffer:
-            self.ready = True
-            logger.info("worker %d ready", self.index)
+        except OSError:
+            return  # the worker is going: its exit is noticed by the pool
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for raw in lines:
+            status, _, why = raw.decode("utf-8", "replace").strip().partition(" ")
+            if status == "ready":
+                self.ready, self.last_ok_at = True, now
+                logger.info("worker %d ready", self.index)
+            elif status == "ok":
+                if self.problem:
+                    logger.info("worker %d healthy again (%s)", self.index, why)
+                self.last_ok_at, self.problem = now, ""
+            elif status == "sick":
+                if why != self.problem:
+                    logger.warning("worker %d unhealthy: %s", self.index, why)
+                self.problem = why or "sick"
 
-    def ping(self) -> tuple[bool, str]:
-        if not self.ready or self.control is None:
-            return False, f"worker {self.index} not ready"
+    def ping(self, now: float) -> None:
+        self.last_ping_at = now
+        if self.control is None:
+            return
         try:
-            self._drain()  # a late answer to an earlier ping must not stand for this one
-            self.control.settimeout(_PING_TIMEOUT_S)
-            self.control.sendall(b"ping\n")
-            answer = self.control.recv(4096).decode("utf-8", "replace").strip()
-        except OSError as exc:
-            return False, f"worker {self.index} does not answer ({exc})"
-        status, _, why = answer.partition(" ")
-        return status == "ok", f"worker {self.index}: {why or answer or 'closed'}"
+            self.control.send(b"ping\n")
+        except OSError:
+            pass  # a full buffer (a worker not reading) shows as no answer
 
-    def _drain(self) -> None:
-        assert self.control is not None
-        self.control.setblocking(False)
-        try:
-            while self.control.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
+    def kill(self, now: float, why: str) -> None:
+        logger.error("worker %d (pid %s) %s: killing it (SIGKILL) to start it again",
+                     self.index, self.pid, why)
+        if self.process is not None:
+            self.process.kill()
+        self.killed_at = now
+
+    def forget_process(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        self.ready = False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -122,48 +188,101 @@ class Worker:
             logger.error("worker %d did not stop within %.0f s: killed", self.index, timeout_s)
             self.process.kill()
             self.process.wait(5)
-        if self.control is not None:
-            self.control.close()
+        self.forget_process()
 
 
 class WorkerPool:
-    """The main process's view of its workers (main thread, but `all_healthy`)."""
+    """The main process's view of its workers: `tick` in the main thread, `unit_health`
+    from the Watchdog thread."""
 
-    def __init__(self, config: Config, count: int):
+    def __init__(self, config: Config, count: int, environ: Mapping[str, str] | None = None):
         self._workers = [Worker(i, config.source) for i in range(count)]
-        self._lock = threading.Lock()  # pings from the watchdog vs restarts here
+        self._lock = threading.Lock()  # the watchdog's look vs the ticks
+        self.unanswered_limit_s = unanswered_limit_s(os.environ if environ is None else environ)
+        self._last_tick = time.monotonic()
         self.restarts = 0
 
     def start(self) -> None:
-        for worker in self._workers:
-            worker.start()
+        now = time.monotonic()
+        with self._lock:
+            for worker in self._workers:
+                worker.start(now)
+            self._last_tick = now
 
     def all_ready(self) -> bool:
         with self._lock:
-            for worker in self._workers:
-                worker.read_ready()
             return all(w.ready for w in self._workers)
 
-    def all_healthy(self) -> tuple[bool, str]:
-        """Every worker answers `ok` (the Watchdog thread calls this)."""
+    def ready_count(self) -> int:
         with self._lock:
-            answers = [w.ping() for w in self._workers]
-        healthy = all(ok for ok, _ in answers)
-        return healthy, "; ".join(why for ok, why in answers if healthy or not ok)
+            return sum(w.ready for w in self._workers)
 
-    def restart_dead(self, now: float) -> None:
-        """A worker that exited is logged and started again."""
+    def tick(self, now: float) -> None:
+        """Read what each worker said, restart the dead, kill the stuck, ping the rest."""
         with self._lock:
             for worker in self._workers:
-                status = worker.exited()
-                if status is None or now - worker.started_at < _RESTART_AFTER_S:
-                    continue
-                logger.error("worker %d (pid %s) exited with status %s: starting it again",
-                             worker.index, worker.process.pid if worker.process else "?", status)
-                if worker.control is not None:
-                    worker.control.close()
+                self._look_after(worker, now)
+            self._last_tick = now
+
+    def _look_after(self, worker: Worker, now: float) -> None:
+        worker.read_control(now)
+        if worker.restart_at is not None:
+            if now >= worker.restart_at:
                 self.restarts += 1
-                worker.start()
+                worker.start(now)
+            return
+        status = worker.exited()
+        if status is not None:
+            self._schedule_restart(worker, status, now)
+        elif worker.killed_at is not None:
+            return  # killed; its exit is awaited
+        elif not worker.ready and now - worker.started_at > START_DEADLINE_S:
+            worker.kill(now, f"not ready {START_DEADLINE_S:.0f} s after its start")
+        elif worker.ready and now - worker.last_ok_at > self.unanswered_limit_s:
+            worker.kill(now, f"has not answered ok for {now - worker.last_ok_at:.0f} s "
+                             f"({worker.problem or 'no answer'})")
+        elif worker.ready and now - worker.last_ping_at >= PING_EVERY_S:
+            worker.ping(now)
+
+    def _schedule_restart(self, worker: Worker, status: int, now: float) -> None:
+        ran_s = now - worker.started_at
+        worker.failures = failures_in_a_row(worker.failures, ran_s)
+        delay_s = restart_delay_s(worker.failures)
+        worker.forget_process()
+        worker.restart_at = now + delay_s
+        logger.error("worker %d (pid %s) exited with status %s: starting it again in %.0f s "
+                     "(at %s; it ran %.0f s); the main process mends it, so the unit's watchdog "
+                     "is still fed", worker.index, worker.pid, status, delay_s, _clock(delay_s), ran_s)
+
+    def unit_health(self) -> tuple[bool, str]:
+        """What the unit's watchdog feeds on (the Watchdog thread; no I/O): the main
+        loop runs, and every worker is healthy or being mended by it."""
+        now = time.monotonic()
+        with self._lock:
+            stale_s = now - self._last_tick
+            if stale_s > _LOOP_STALE_S:
+                return False, f"the main process's loop has not run for {stale_s:.0f} s"
+            states = [self._state(worker, now) for worker in self._workers]
+        stuck = [text for text, mendable in states if not mendable]
+        if stuck:
+            return False, "; ".join(stuck)
+        return True, "; ".join(text for text, _ in states)
+
+    def _state(self, worker: Worker, now: float) -> tuple[str, bool]:
+        """One worker's state for `unit_health`, and whether the main process can mend it."""
+        name = f"worker {worker.index}"
+        if worker.restart_at is not None:
+            return f"{name} restarting in {max(0.0, worker.restart_at - now):.0f} s", True
+        if worker.killed_at is not None:
+            waited_s = now - worker.killed_at
+            if waited_s > _KILL_WAIT_S:
+                return f"{name} (pid {worker.pid}) still there {waited_s:.0f} s after SIGKILL", False
+            return f"{name} killed, exit awaited", True
+        if not worker.ready:
+            return f"{name} starting", True
+        if worker.problem or now - worker.last_ok_at > 2 * PING_EVERY_S + 1:
+            return f"{name} not answering ok ({worker.problem or 'no answer'})", True
+        return f"{name} ok", True
 
     def stop(self) -> None:
         with self._lock:
@@ -188,7 +307,7 @@ def serve_control(fd: int, health: Callable[[], tuple[bool, str]], stop: threadi
                 logger.error("the main process is gone: stopping")
                 stop.set()
                 return
-            for _ in range(data.count(b"ping\n")):
+            if b"ping\n" in data:  # pings that piled up (a stopped worker) get one answer
                 ok, why = health()
                 try:
                     control.sendall(f"{'ok' if ok else 'sick'} {why}\n".encode())

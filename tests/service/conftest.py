@@ -51,6 +51,42 @@ class NotifySocket:
         raise AssertionError(f"no {line!r} within {timeout_s} s; got {seen!r}")
 
 
+class NotifyRecorder:
+    """Reads a NotifySocket in a thread, keeping every datagram with its arrival time
+    (the watchdog's feeds must not queue up unread, and their gaps are what counts)."""
+
+    def __init__(self, notify: NotifySocket):
+        self._notify = notify
+        self.received: list[tuple[float, str]] = []
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="notify-recorder", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stopping.is_set():
+            message = self._notify.receive(0.2)
+            if message is not None:
+                with self._changed:
+                    self.received.append((time.monotonic(), message))
+                    self._changed.notify_all()
+
+    def times_of(self, line: str, since: float = 0.0) -> list[float]:
+        with self._changed:
+            return [t for t, message in self.received if t >= since and line in message.split("\n")]
+
+    def wait_for(self, line: str, timeout_s: float, since: float = 0.0, count: int = 1) -> list[float]:
+        """The arrival times of `line` since `since`, once there are `count` of them."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.times_of(line, since)) >= count, timeout_s):
+                raise AssertionError(f"not {count} x {line!r} within {timeout_s} s; got {self.received!r}")
+            return self.times_of(line, since)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+
 @pytest.fixture
 def notify_socket() -> Iterator[NotifySocket]:
     # A short directory of its own: unix socket paths are limited to 107 bytes and

@@ -1,22 +1,27 @@
 """`[service] workers = 2` under the unit's own command lines: one main process, two
 workers sharing the database and the outbound port; READY=1 once both are up, the
-watchdog fed while both answer, a SIGKILLed worker restarted while the other carries
-on, and its callers taken back on the dialplan's second `socket`."""
+watchdog fed all along while the main process mends a worker (a SIGKILLed one started
+again and ready again, one that stops answering killed and started again, one failing
+at start retried backing off), and a killed worker's callers taken back on the
+dialplan's second `socket`."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from fakeswitch import FakeSwitch
+from service.workers import STABLE_AFTER_S, failures_in_a_row, restart_delay_s
 from storage.db import open_database
 from storage.models import Call, CallStep
 from tests.e2e.outbound_harness import free_port
-from tests.service.conftest import ROOT, service_env, write_config
+from tests.service.conftest import ROOT, NotifyRecorder, service_env, write_config
 from tests.service.test_run import upgrade_database
 from tests.service.unit_file import local_command, service_settings, unit_environment
 from tests.waiting import wait_until
@@ -141,14 +146,87 @@ def test_a_worker_killed_mid_call_is_restarted_and_its_callers_resumed_by_a_live
     assert "Traceback" not in two_workers.stderr(), two_workers.stderr()
 
 
-def test_a_stuck_worker_stops_the_watchdog_until_it_answers_again(two_workers, notify_socket):
-    notify_socket.wait_for("READY=1", TIMEOUT_S)
-    pid = worker_pids(two_workers)[1]
-    os.kill(pid, signal.SIGSTOP)
+WATCHDOG_S = 2.0  # the fixture's WATCHDOG_USEC
+
+
+def assert_fed_throughout(recorder: NotifyRecorder, since: float) -> None:
+    """No gap between two WATCHDOG=1 feeds (from the last one before `since`) as long
+    as the watchdog's timeout: systemd would have killed the unit in it."""
+    feeds = recorder.times_of("WATCHDOG=1")
+    kept = [t for t in feeds if t < since][-1:] + [t for t in feeds if t >= since]
+    gaps = [b - a for a, b in zip(kept, kept[1:], strict=False)]
+    assert gaps and max(gaps) < WATCHDOG_S, gaps
+
+
+def test_a_sigkilled_worker_is_ready_again_after_its_restart_and_the_watchdog_never_starves(
+        two_workers, notify_socket):
+    recorder = NotifyRecorder(notify_socket)
     try:
-        two_workers.wait_for_line(r"unhealthy: .*worker 1 does not answer.*not feeding", TIMEOUT_S)
+        recorder.wait_for("READY=1", TIMEOUT_S)
+        recorder.wait_for("WATCHDOG=1", TIMEOUT_S)
+        pid = worker_pids(two_workers)[1]
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        two_workers.wait_for_line(rf"worker 1 \(pid {pid}\) exited with status -9: starting it "
+                                  r"again in 1 s .*watchdog is still fed", TIMEOUT_S)
+        two_workers.wait_for_line(r"worker 1 started", TIMEOUT_S)
+        two_workers.wait_for_line(r"worker 1 ready", TIMEOUT_S)
+        ready_again = time.monotonic()
+        recorder.wait_for("STATUS=running 2 workers", TIMEOUT_S, since=killed_at)
+        recorder.wait_for("WATCHDOG=1", TIMEOUT_S, since=ready_again, count=3)
+        assert recorder.times_of("STATUS=running 1 of 2 workers (restarting the others)", killed_at)
+        assert recorder.times_of("WATCHDOG=1", killed_at)[0] < ready_again  # fed while restarting
+        assert_fed_throughout(recorder, killed_at)
     finally:
-        os.kill(pid, signal.SIGCONT)
-    two_workers.wait_for_line(r"healthy again .*feeding the watchdog", TIMEOUT_S)
-    notify_socket.wait_for("WATCHDOG=1", TIMEOUT_S)
+        recorder.stop()
     assert two_workers.terminate(30) == 0
+
+
+def test_a_worker_that_stops_answering_is_killed_and_restarted_by_the_main_process(
+        two_workers, notify_socket):
+    recorder = NotifyRecorder(notify_socket)
+    try:
+        recorder.wait_for("READY=1", TIMEOUT_S)
+        pid = worker_pids(two_workers)[1]
+        stopped_at = time.monotonic()
+        os.kill(pid, signal.SIGSTOP)  # alive, holding its calls, answering nothing
+        two_workers.wait_for_line(rf"worker 1 \(pid {pid}\) has not answered ok for \d+ s "
+                                  r"\(no answer\): killing it \(SIGKILL\)", TIMEOUT_S)
+        two_workers.wait_for_line(rf"worker 1 \(pid {pid}\) exited with status -9", TIMEOUT_S)
+        two_workers.wait_for_line(r"worker 1 ready", TIMEOUT_S)
+        recorder.wait_for("WATCHDOG=1", TIMEOUT_S, since=time.monotonic(), count=2)
+        assert_fed_throughout(recorder, stopped_at)
+    finally:
+        recorder.stop()
+    assert two_workers.terminate(30) == 0
+
+
+def test_a_worker_that_fails_at_start_is_started_again_backing_off(tmp_path, switch, run_icall):
+    port = free_port()
+    holder = socket.socket()  # holds the outbound port without SO_REUSEPORT: workers cannot bind
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        config = write_config(tmp_path / "config.ini", switch.port, service={"workers": "2"},
+                              outbound={"listen": f"127.0.0.1:{port}"})
+        env = service_env(state)
+        upgrade_database(config, env)
+        icall = run_icall([str(ROOT / ".venv" / "bin" / "icall"), "run", "--config", str(config)],
+                          env, ROOT)
+        for delay_s in (1, 2, 4):
+            icall.wait_for_line(rf"worker 0 \(pid \d+\) exited with status 1: starting it again "
+                                rf"in {delay_s} s \(at \d\d:\d\d:\d\d;", TIMEOUT_S)
+        assert icall.terminate(30) == 0
+    finally:
+        holder.close()
+
+
+def test_the_restart_back_off_doubles_to_its_cap_and_starts_afresh_after_a_long_run():
+    assert [restart_delay_s(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    failures = 0
+    for ran_s in (0.5, 0.5, 0.5):
+        failures = failures_in_a_row(failures, ran_s)
+    assert failures == 3
+    assert failures_in_a_row(failures, STABLE_AFTER_S + 1) == 1
