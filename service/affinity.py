@@ -16,13 +16,15 @@ others (and this one, whenever icall waits).
     2,3       these CPUs: the process (worker k) runs on the k-th of them, round robin
 
 The choice is made before any thread starts and holds for every thread made later.
-A CPU the process may not use (systemd's CPUAffinity=, a container's cpuset) is
-logged and the process then runs where the kernel puts it: a tuning knob never stops
-calls from being answered.
+A CPU the process may not use (systemd's CPUAffinity=, a container's cpuset), or a
+pinning the kernel refuses (a seccomp filter without sched_setaffinity answers EPERM),
+is logged and the process then runs where the kernel puts it: a tuning knob never
+stops calls from being answered. What is logged is what the kernel says it got.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -56,11 +58,25 @@ def pin_process(setting: str, worker: int | None = None) -> set[int] | None:
                      "running on all of those", setting, ",".join(map(str, sorted(cpus - allowed))),
                      ",".join(map(str, sorted(allowed))))
         return None
+    refused: list[OSError] = []
     for task in _threads():
         try:
             os.sched_setaffinity(task, cpus)
-        except (ProcessLookupError, PermissionError):
-            continue  # a thread that just ended, or not ours to move
+        except ProcessLookupError:
+            continue  # a thread that just ended
+        except OSError as exc:  # EPERM: a seccomp filter, or a thread not ours to move
+            refused.append(exc)
+    if os.sched_getaffinity(0) != cpus:
+        why = refused[0].strerror if refused else "the kernel kept the old set"
+        hint = (" (under systemd, the unit's SystemCallFilter= must allow sched_setaffinity)"
+                if any(exc.errno == errno.EPERM for exc in refused) else "")
+        logger.warning("[service] cpu = %s: cannot pin this process to CPU %s: sched_setaffinity: "
+                       "%s%s; it runs unpinned, on CPU %s", setting, ",".join(map(str, sorted(cpus))),
+                       why, hint, ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+        return None
+    if refused:
+        logger.warning("[service] cpu = %s: %d thread(s) could not be moved to CPU %s (%s)", setting,
+                       len(refused), ",".join(map(str, sorted(cpus))), refused[0].strerror)
     logger.info("running on CPU %s ([service] cpu = %s)", ",".join(map(str, sorted(cpus))), setting)
     return cpus
 

@@ -68,3 +68,22 @@ def test_a_cpu_the_process_may_not_use_is_logged_and_the_process_runs_unpinned()
     """)
     assert out.splitlines()[0] == "None True"
     assert "CPU 4095 is not one this process may use" in out
+
+
+def test_a_refused_pinning_is_logged_as_unpinned_with_the_reason_never_as_running_on_a_cpu():
+    # As under a seccomp filter without sched_setaffinity (the unit's ~@resources did that).
+    out = _run("""
+        import errno, os, logging
+        from service.affinity import pin_process
+        logging.basicConfig(level=logging.INFO)
+        def refused(pid, cpus):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        os.sched_setaffinity = refused
+        print(pin_process("one"))
+    """)
+    assert out.splitlines()[0] == "None"
+    assert "cannot pin this process to CPU" in out
+    assert "sched_setaffinity: Operation not permitted" in out
+    assert "SystemCallFilter= must allow sched_setaffinity" in out
+    assert "it runs unpinned" in out
+    assert "running on CPU" not in out
