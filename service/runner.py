@@ -20,6 +20,7 @@ from service.affinity import pin_process
 from service.app import Service
 from service.logsetup import install_stack_dump_on_sigusr1, setup_logging
 from service.metrics import MetricsServer
+from service.open_files import fit_open_files
 from service.systemd import Watchdog, notify
 from service.workers import WorkerPool, serve_control
 from storage.db import open_database, redact
@@ -83,6 +84,7 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
     install_stack_dump_on_sigusr1()
     if worker is not None or config.service.workers == 1:
         pin_process(config.service.cpu, worker)  # before the service starts its threads
+        fit_open_files(config)
     if worker is None and not schema_ready(config):
         return EXIT_NEEDS_OPERATOR
     stop_requested = threading.Event()

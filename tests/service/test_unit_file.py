@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from ivr.config import load_config
+from service.open_files import needed_open_files
 from tests.service.unit_file import UNIT, service_settings
 
 
@@ -71,6 +72,13 @@ def test_the_syscall_filter_lets_service_cpu_pin_the_process():
     assert _allowed_by_the_filter("sched_setaffinity", filters)
     assert not _allowed_by_the_filter("setpriority", filters)  # the rest of @resources stays out
     assert not _allowed_by_the_filter("chroot", filters)
+
+
+def test_the_units_open_file_limit_fits_the_default_calls_of_an_outbound_worker():
+    soft, _, hard = service_settings()["LimitNOFILE"][0].partition(":")
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_OUTBOUND_LISTEN": "127.0.0.1:8040"})
+    assert int(soft) >= needed_open_files(config)
+    assert int(hard) >= int(soft)
 
 
 def test_the_unit_migrates_the_database_before_it_runs_the_service():
