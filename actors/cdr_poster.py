@@ -21,9 +21,11 @@ Threads: the actor's thread answers `poke()` / `CdrQueued` and `status()`; a
 `poll_interval_s`, when poked, or when the next row falls due. It posts up to
 `[cdr] max_concurrent` rows at once on a small pool of "cdr-post" threads: one POST at
 a time would deliver 1 / round-trip CDRs a second (25 a second to an endpoint 40 ms
-away), fewer than a busy switch ends calls. While the endpoint is failing, a round
-sends a single probe first. `stop()` wakes it and
-waits at most one POST (`timeout_s`). An empty `[cdr] url` starts no thread: CDRs stay
+away), fewer than a busy switch ends calls. Each POST is bounded by `timeout_s` as a
+whole, connect to last byte (a "cdr-deadline" thread cuts off one still running: an
+endpoint dribbling its answer would otherwise hold a POST past its claim). While the
+endpoint is failing, a round sends a single probe first. `stop()` wakes it and waits
+at most one POST (`timeout_s`). An empty `[cdr] url` starts no thread: CDRs stay
 in the database.
 """
 
@@ -38,11 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import urllib3
 from peewee import Database, DatabaseError
 
 from actors import mailbox
+from actors.http_deadline import RequestDeadlines, watched_pool
 from actors.messages import CdrQueued
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
@@ -73,7 +77,9 @@ class CdrPoster(mailbox.Actor):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool: urllib3.PoolManager | None = None
+        self._pool: urllib3.HTTPConnectionPool | None = None
+        self._path = "/"
+        self._deadlines = RequestDeadlines("cdr")
         self._posters: ThreadPoolExecutor | None = None
         self._status_db: Database | None = None
         self._endpoint_failures = 0
@@ -90,7 +96,12 @@ class CdrPoster(mailbox.Actor):
         if not cdr.url:
             logger.info("no [cdr] url: CDRs are kept in the database only")
             return
-        self._pool = urllib3.PoolManager(num_pools=1, maxsize=cdr.max_concurrent, retries=False)
+        # One pool for the one endpoint, its connections watched: a POST is bounded by
+        # timeout_s as a whole, not per read (actors.http_deadline).
+        self._deadlines.start()
+        self._pool = watched_pool(cdr.url, self._deadlines, maxsize=cdr.max_concurrent, retries=False)
+        parts = urlsplit(cdr.url)
+        self._path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         self._posters = ThreadPoolExecutor(max_workers=cdr.max_concurrent, thread_name_prefix="cdr-post")
         self._thread = threading.Thread(target=self._run, name="cdr-poster", daemon=True)
         self._thread.start()
@@ -112,7 +123,8 @@ class CdrPoster(mailbox.Actor):
         if self._posters is not None:
             self._posters.shutdown(wait=True, cancel_futures=True)
         if self._pool is not None:
-            self._pool.clear()
+            self._pool.close()
+        self._deadlines.stop()
         if self._status_db is not None:
             close_quietly(self._status_db)
 
@@ -224,13 +236,25 @@ class CdrPoster(mailbox.Actor):
         return posted, errors
 
     def _post(self, row: CdrOutbox) -> str | None:
-        """POST one CDR; None when the endpoint took it (2xx), else what went wrong.
-        Runs on a cdr-post pool thread."""
+        """POST one CDR; None when the endpoint took it (2xx) within `[cdr] timeout_s`
+        as a whole, else what went wrong. Runs on a cdr-post pool thread."""
         assert self._pool is not None
         timeout_s = self.config.cdr.timeout_s
+        self._deadlines.begin(timeout_s)
         try:
-            response = self._pool.request(
-                "POST", self.config.cdr.url, body=row.payload.encode("utf-8"),
+            error = self._post_unbounded(row, timeout_s)
+        finally:
+            cut_off = self._deadlines.end()
+        if cut_off:  # whatever the endpoint managed to say, it did not say it in time
+            return f"no whole answer within [cdr] timeout_s = {timeout_s:g} s"
+        return error
+
+    def _post_unbounded(self, row: CdrOutbox, timeout_s: float) -> str | None:
+        """The POST itself; its socket is cut off by `self._deadlines` at the deadline."""
+        assert self._pool is not None
+        try:
+            response = self._pool.urlopen(
+                "POST", self._path, body=row.payload.encode("utf-8"),
                 headers={"Content-Type": "application/json", "Idempotency-Key": row.call_uuid,
                          "User-Agent": "icall"},
                 timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
