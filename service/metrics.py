@@ -6,9 +6,12 @@ encodes it: the Prometheus text format, or OpenMetrics when the scraper asks for
 /health answers 200 "ok: <reason>" or 503 "unhealthy: <reason>", so a load balancer
 or a curl in a cron job can tell a stuck service from a working one.
 
-The server runs in a thread named `metrics`, each request in a short-lived daemon
-thread; the registry's collectors and `health()` are called from those request
-threads and must be bounded (Service asks its actors with a timeout).
+The server runs in a thread named `metrics`, each connection in a short-lived daemon
+thread; the registry's collectors and `health()` are called from those threads and
+must be bounded (Service asks its actors with a timeout). A connection is closed once
+it has lasted `request_timeout_s` (10 s), requests and keep-alive together: an idle
+or dribbling client would otherwise hold its thread for ever (a "metrics-deadline"
+thread cuts it off, actors.http_deadline).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from actors.http_deadline import RequestDeadlines
+
 logger = logging.getLogger(__name__)
 
 _TEXT = "text/plain; charset=utf-8"
@@ -36,11 +41,13 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, listen: tuple[str, int], registry: CollectorRegistry,
-                 health: Callable[[], tuple[bool, str]]):
+                 health: Callable[[], tuple[bool, str]], request_timeout_s: float):
         if ":" in listen[0]:
             self.address_family = socket.AF_INET6
         self.registry = registry
         self.health = health
+        self.request_timeout_s = request_timeout_s
+        self.deadlines = RequestDeadlines("metrics")
         super().__init__(listen, _Handler)
 
 
@@ -49,6 +56,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Each wait for the client bounded, and the connection as a whole.
+        self.connection.settimeout(self.server.request_timeout_s)
+        self.server.deadlines.begin(self.server.request_timeout_s)
+        self.server.deadlines.attach(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.deadlines.end()
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
         path = urlsplit(self.path).path
@@ -101,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s %s", self.address_string(), format % args)
 
 
+REQUEST_TIMEOUT_S = 10.0  # a scrape takes milliseconds; /health at most an ask's 5 s
+
 # How often the idle server thread wakes to look for shutdown: each wake-up costs CPU
 # beside the switch (actors.timed_recv); stopping waits for it at most this long.
 _POLL_S = 1.0
@@ -114,10 +136,11 @@ class MetricsServer:
     """
 
     def __init__(self, listen: tuple[str, int], registry: CollectorRegistry,
-                 health: Callable[[], tuple[bool, str]]):
+                 health: Callable[[], tuple[bool, str]], request_timeout_s: float = REQUEST_TIMEOUT_S):
         self.listen = listen
         self._registry = registry
         self._health = health
+        self._request_timeout_s = request_timeout_s
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -128,7 +151,8 @@ class MetricsServer:
         return self._server.server_address[1]
 
     def start(self) -> None:
-        self._server = _Server(self.listen, self._registry, self._health)
+        self._server = _Server(self.listen, self._registry, self._health, self._request_timeout_s)
+        self._server.deadlines.start()
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": _POLL_S},
                                         name="metrics", daemon=True)
         self._thread.start()
@@ -140,6 +164,7 @@ class MetricsServer:
         # shutdown() waits for serve_forever to notice, at most one _POLL_S.
         self._server.shutdown()
         self._server.server_close()
+        self._server.deadlines.stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
         self._server = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import logging
+import socket
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from service.metrics import MetricsServer
+from tests.waiting import wait_until
 
 
 def get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -37,8 +39,8 @@ class _Broken(Collector):
 def serve():
     servers: list[MetricsServer] = []
 
-    def start(registry=None, health=lambda: (True, "fine")) -> MetricsServer:
-        server = MetricsServer(("127.0.0.1", 0), registry or CollectorRegistry(), health)
+    def start(registry=None, health=lambda: (True, "fine"), **options) -> MetricsServer:
+        server = MetricsServer(("127.0.0.1", 0), registry or CollectorRegistry(), health, **options)
         server.start()
         servers.append(server)
         return server
@@ -127,7 +129,7 @@ def test_a_collector_that_raises_gives_a_500_not_a_dead_endpoint(serve, caplog):
 
 
 def test_any_other_path_is_a_404(serve):
-    server = serve()
+    server = serve(request_timeout_s=0.5)
     assert get(server.port, "/")[0] == 404
     assert get(server.port, "/metricsx")[0] == 404
     assert get(server.port, "/metrics?format=text")[0] == 200
@@ -135,14 +137,14 @@ def test_any_other_path_is_a_404(serve):
 
 def test_access_lines_are_logged_at_debug_level_only(serve, caplog):
     caplog.set_level(logging.DEBUG, logger="service.metrics")
-    server = serve()
+    server = serve(request_timeout_s=0.5)
     get(server.port, "/health")
     access = [r for r in caplog.records if "GET /health" in r.getMessage()]
     assert access and all(r.levelno == logging.DEBUG for r in access)
 
 
 def test_a_busy_port_fails_in_start_not_in_a_background_thread(serve):
-    server = serve()
+    server = serve(request_timeout_s=0.5)
     clash = MetricsServer(("127.0.0.1", server.port), CollectorRegistry(), lambda: (True, "fine"))
     with pytest.raises(OSError):
         clash.start()
@@ -179,3 +181,33 @@ def test_concurrent_scrapes_are_all_answered(serve, registry):
     for thread in threads:
         thread.join(15)
     assert results == [200] * 20
+
+
+def _connection_threads() -> int:
+    return sum(t.name.endswith("(process_request_thread)") for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("client", ["idle", "dribbling"])
+def test_a_connection_that_never_finishes_a_request_is_closed_and_lets_go_of_its_thread(
+        serve, client):
+    server = serve(request_timeout_s=0.5)
+    before = _connection_threads()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        assert wait_until(lambda: _connection_threads() == before + 1, 10)
+        closed = threading.Event()
+        if client == "dribbling":  # each byte within the idle timeout, the request never whole
+            def dribble() -> None:
+                for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\n":
+                    try:
+                        sock.send(bytes([byte]))
+                    except OSError:
+                        return
+                    if closed.wait(0.2):
+                        return
+            threading.Thread(target=dribble, daemon=True).start()
+        try:
+            assert sock.recv(1) == b"", "the server closes the connection"
+        finally:
+            closed.set()
+    assert wait_until(lambda: _connection_threads() == before, 10)
+    assert get(server.port, "/health")[0] == 200  # and the endpoint serves on
