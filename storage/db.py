@@ -136,12 +136,30 @@ def _credentials(parts, default_port: int) -> dict:
 
 
 def redact(url: str) -> str:
-    """The URL with its password masked, for logs and messages."""
+    """The URL with what may be a secret masked, for logs and messages: the password of
+    its user info (in an http(s) URL a user alone too: often a token), and the value
+    of every query parameter (`?api_key=...`; a database URL's `?password=...`)."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if "@" not in parts.netloc and not parts.query:
+        return url  # nothing to mask
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            userinfo = f"{user}:{_MASK}"
+        elif parts.scheme in ("http", "https"):
+            userinfo = _MASK
+        netloc = f"{userinfo}@{host}"
+    query = "&".join(f"{name}={_MASK}" if equals else name
+                     for name, equals, _value in (item.partition("=") for item in parts.query.split("&"))
+                     ) if parts.query else ""
+    # Put together by hand: geturl() drops a slash of sqlite:////path (no netloc).
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
+
+
+_MASK = "********"
 
 
 def rejected_by_value(exc: BaseException) -> bool:

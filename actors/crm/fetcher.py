@@ -37,6 +37,7 @@ from actors.crm.http_client import CrmClient
 from actors.messages import CrmAnswer, CrmLookup
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
+from storage.db import redact
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class CrmFetcher(mailbox.Actor):
         self._watch = DeadlineWatch()
         self._telemetry.watch("crm", self.stats)  # stats() takes only the guards' own locks
         logger.info("CRM fetcher %s: %s, up to %d lookups at once",
-                    "ready" if crm.enabled else "disabled", crm.base_url + crm.path,
+                    "ready" if crm.enabled else "disabled", redact(crm.base_url + crm.path),
                     crm.max_concurrent)
 
     def on_stop(self) -> None:

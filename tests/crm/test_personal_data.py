@@ -29,3 +29,14 @@ def test_lookups_log_no_caller_id_at_info_or_above_not_even_one_the_crm_echoes(
     assert [line for line in loud if KNOWN in line or ECHOED in line] == []
     quiet = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
     assert KNOWN in quiet and ECHOED in quiet, "DEBUG still names the caller for troubleshooting"
+
+
+def test_the_crm_url_is_logged_with_its_credentials_and_tokens_masked(crm, start_fetcher, caplog):
+    host = crm.url.split("://", 1)[1]
+    with caplog.at_level(logging.INFO, logger="actors.crm.fetcher"):
+        fetcher = start_fetcher(base_url=f"http://icall:hunter2@{host}", path="/lookup?token=t0ken")
+        fetcher.proxy().stats().get(timeout=10)  # on_start has run
+    started = [r.getMessage() for r in caplog.records if "CRM fetcher" in r.getMessage()]
+    assert started == [f"CRM fetcher ready: http://icall:********@{host}/lookup?token=********, "
+                       "up to 64 lookups at once"], started
+    assert "hunter2" not in caplog.text and "t0ken" not in caplog.text

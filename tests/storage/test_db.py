@@ -38,4 +38,14 @@ def test_urls_that_cannot_work_are_refused_with_the_reason(url, message):
 
 def test_passwords_are_masked_in_messages():
     assert redact("mysql://icall:hunter2@db:3306/x") == "mysql://icall:********@db:3306/x"
+    assert redact("postgresql://icall@db/x?password=hunter2&sslmode=require") == \
+        "postgresql://icall@db/x?password=********&sslmode=********"
+    assert redact("sqlite:////var/lib/icall/x.sqlite3?mode=ro") == "sqlite:////var/lib/icall/x.sqlite3?mode=********"
     assert "hunter2" not in str(pytest.raises(BadDatabaseUrl, open_database, "oracle://u:hunter2@h/d").value)
+
+
+def test_tokens_in_an_http_url_are_masked_in_the_user_info_and_the_query():
+    assert redact("https://tok3n@crm.example/lookup") == "https://********@crm.example/lookup"
+    assert redact("https://bot:s3cret@crm.example:8443/v1?api_key=k3y&debug") == \
+        "https://bot:********@crm.example:8443/v1?api_key=********&debug"
+    assert redact("http://127.0.0.1:8090/voip/cdrs") == "http://127.0.0.1:8090/voip/cdrs"
