@@ -22,9 +22,10 @@ from service.logsetup import install_stack_dump_on_sigusr1, setup_logging
 from service.metrics import MetricsServer
 from service.open_files import fit_open_files
 from service.systemd import Watchdog, notify
-from service.workers import WorkerPool, serve_control
+from service.workers import WorkerPool, serve_control, worker_config
 from storage.db import open_database, redact
 from storage.migrations import SchemaError, check_schema
+from storage.spool import SpoolError, adopt_orphans
 
 logger = logging.getLogger("icall")
 
@@ -60,6 +61,20 @@ def _warn_if_the_cli_would_miss_the_database(config: Config) -> None:
                        "to this file", redact(config.database.url), INSTALLED_STATE_DIR)
 
 
+def _adopt_orphan_spools(config: Config) -> None:
+    """Writes spooled by workers that no longer run (`[service] workers` lowered) go
+    into the spool of worker 0 (or the single process), before any writer starts."""
+    try:
+        moved = adopt_orphans(config.database.spool_path, config.service.workers)
+    except SpoolError as exc:
+        logger.error("cannot take over the spools of workers that no longer run: %s; their "
+                     "writes stay in those files", exc)
+        return
+    if moved:
+        logger.warning("%d writes spooled by workers that no longer run moved into the spool %s",
+                       moved, config.database.spool_path)
+
+
 # Young collections happen after this many container allocations (Python's default is
 # 700). A call allocates thousands of short-lived objects that reference counting
 # frees anyway, so the default ran a collection many times per call.
@@ -87,6 +102,10 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
         fit_open_files(config)
     if worker is None and not schema_ready(config):
         return EXIT_NEEDS_OPERATOR
+    if worker is None:
+        _adopt_orphan_spools(config)
+    else:
+        config = worker_config(config, worker)
     stop_requested = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -43,8 +43,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from ivr.config import Config
+from storage.spool import worker_spool_path
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +62,16 @@ _STOP_TIMEOUT_S = 20.0
 # Variables only the main process may use: systemd accepts notifications from it alone
 # (NotifyAccess=main), and a worker must not feed the watchdog on its behalf.
 _MAIN_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def worker_config(config: Config, worker: int) -> Config:
+    """Worker `worker`'s configuration: the main process's, but a spool file of its own
+    (storage.spool.worker_spool_path), so that its count of spooled writes is true."""
+    values: dict[str, dict[str, Any]] = {}
+    for section, key, value in config.items():
+        values.setdefault(section, {})[key] = value
+    values["database"]["spool_path"] = worker_spool_path(config.database.spool_path, worker)
+    return Config(values, config.source)
 
 
 def restart_delay_s(failures: int) -> float:

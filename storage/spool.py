@@ -12,6 +12,12 @@ database in the state directory), in WAL mode with synchronous=FULL as the datab
 itself: an acknowledged write must survive a power cut. The file is created at the
 first spill; a writer starting finds any left over from a previous run.
 
+With `[service] workers`, each worker has a file of its own (`worker_spool_path`:
+worker 0 the configured path, worker k `<name>.worker<k>.<ext>`), so that each counts
+what it holds and a restarted worker finds what its predecessor spooled. Files left by
+workers that no longer run (fewer workers configured) are moved into the configured
+path's file at start (`adopt_orphans`), before any writer opens it.
+
 Thread-free: used only by the DbWriter's thread, on its own connection.
 """
 
@@ -147,3 +153,46 @@ class Spool:
                 raise
             self._db = db
         return self._db
+
+
+def worker_spool_path(path: str, worker: int | None) -> str:
+    """Worker `worker`'s spool file: the configured one for worker 0 (and a single
+    process), `<name>.worker<k><ext>` beside it for worker k."""
+    if not worker:
+        return path
+    spool = Path(path)
+    return str(spool.with_name(f"{spool.stem}.worker{worker}{spool.suffix}"))
+
+
+def adopt_orphans(path: str, workers: int) -> int:
+    """Move the writes of the spool files of workers >= `workers` (none run) into the
+    file at `path`, deleting those files; the number of writes moved. Only while no
+    writer has these files open (at start). Raises SpoolError."""
+    spool = Path(path)
+    moved = 0
+    into = Spool(path)
+    try:
+        for orphan in sorted(spool.parent.glob(f"{spool.stem}.worker*{spool.suffix}")):
+            index = orphan.name[len(spool.stem) + len(".worker"):len(orphan.name) - len(spool.suffix)]
+            if not index.isdigit() or int(index) < workers:
+                continue
+            moved += _move_all(Spool(str(orphan)), into)
+            for leftover in (orphan, Path(f"{orphan}-wal"), Path(f"{orphan}-shm")):
+                leftover.unlink(missing_ok=True)
+    finally:
+        into.close()
+    return moved
+
+
+def _move_all(source: Spool, into: Spool) -> int:
+    """Every write of `source` added to `into`, oldest first, batch by batch (a crash
+    in between leaves a batch in both: written twice, which idempotent writes absorb)."""
+    moved = 0
+    try:
+        while batch := source.oldest(500):
+            into.add([(w.call_uuid, w.seq, w.kind, w.fields) for w in batch])
+            source.remove([w.id for w in batch])
+            moved += len(batch)
+    finally:
+        source.close()
+    return moved

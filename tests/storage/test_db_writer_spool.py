@@ -10,8 +10,9 @@ import logging
 import pytest
 
 from actors.db_writer import DbWriter
+from service.workers import worker_config
 from storage.models import Call, CallStep, CdrOutbox, FifoEvent
-from storage.spool import Spool
+from storage.spool import Spool, adopt_orphans, worker_spool_path
 from tests.storage.conftest import WAIT_S, AckCollector, eventually, make_config, writer_stats
 from tests.storage.helpers import one_call
 
@@ -139,3 +140,51 @@ def test_a_key_generator_at_its_limit_delays_the_writes_and_never_acknowledges_t
     _free_call_steps_key(db, backend.kind)
     assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
     assert CallStep.select().where(CallStep.call_uuid == "at-the-limit").count(db) == 5
+
+
+def test_each_worker_spools_to_a_file_of_its_own_counts_it_true_and_its_successor_replays_it(
+        backend, db, outage):
+    calls = 20
+    base = make_config(outage.url, backlog_max=100, batch_size=50)
+    configs = [worker_config(base, k) for k in (0, 1)]
+    assert configs[0].database.spool_path == base.database.spool_path
+    assert configs[1].database.spool_path != base.database.spool_path
+    collector = AckCollector.start(expected=2 * calls * WRITES_PER_CALL)
+    outage.cut()
+    writers = [DbWriter.start(config) for config in configs]
+    for k, writer in enumerate(writers):
+        _send(writer, [w for n in range(calls) for w in one_call(collector, call_uuid=f"w{k}-{n}")])
+
+    for writer, config in zip(writers, configs, strict=True):
+        stats = writer_stats(writer)
+        assert stats["spilled"] > 0
+        on_disk = Spool(config.database.spool_path)
+        assert stats["spooled"] == stats["spilled"] == on_disk.count()  # icall_db_spooled is true
+        on_disk.close()
+    writers[1].stop(block=True, timeout=WAIT_S)  # the worker goes; what it held is on disk
+
+    outage.restore()
+    successor = DbWriter.start(worker_config(base, 1))  # as the restarted worker builds it
+    eventually(lambda: writer_stats(successor)["spooled"] == 0, what="the successor to replay its spool")
+    eventually(lambda: writer_stats(writers[0])["spooled"] == 0, what="worker 0 to drain its spool")
+    assert collector.proxy().all_in.get(timeout=WAIT_S).wait(WAIT_S)
+    _assert_every_row_once(db, 2 * calls)
+
+
+def test_spools_of_workers_that_no_longer_run_are_moved_into_the_first_ones_at_start(tmp_path):
+    base = str(tmp_path / "icall-spool.sqlite3")
+    for worker, calls in ((1, 2), (2, 3)):  # [service] workers was 3, is 2 now
+        spool = Spool(worker_spool_path(base, worker))
+        spool.add([(w.call_uuid, w.seq, w.kind, w.fields)
+                   for n in range(calls) for w in one_call(call_uuid=f"o{worker}-{n}")])
+        spool.close()
+
+    assert adopt_orphans(base, workers=2) == 3 * WRITES_PER_CALL
+    first, second = Spool(base), Spool(worker_spool_path(base, 1))
+    assert first.count() == 3 * WRITES_PER_CALL and second.count() == 2 * WRITES_PER_CALL
+    assert {w.call_uuid for w in first.oldest(100)} == {"o2-0", "o2-1", "o2-2"}
+    first.close()
+    second.close()
+    assert not list(tmp_path.glob("icall-spool.worker2*"))
+    assert adopt_orphans(base, workers=1) == 2 * WRITES_PER_CALL  # down to one process
+    assert not list(tmp_path.glob("icall-spool.worker*"))
