@@ -214,6 +214,10 @@ class WorkerPool:
         self._last_tick = time.monotonic()
         self.restarts = 0
 
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers)
+
     def start(self) -> None:
         now = time.monotonic()
         with self._lock:
@@ -266,10 +270,10 @@ class WorkerPool:
                      "(at %s; it ran %.0f s); the main process mends it, so the unit's watchdog "
                      "is still fed", worker.index, worker.pid, status, delay_s, _clock(delay_s), ran_s)
 
-    def unit_health(self) -> tuple[bool, str]:
+    def unit_health(self, now: float | None = None) -> tuple[bool, str]:
         """What the unit's watchdog feeds on (the Watchdog thread; no I/O): the main
         loop runs, and every worker is healthy or being mended by it."""
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         with self._lock:
             stale_s = now - self._last_tick
             if stale_s > _LOOP_STALE_S:

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from fakeswitch import FakeSwitch
-from service.workers import STABLE_AFTER_S, failures_in_a_row, restart_delay_s
+from ivr.config import load_config
+from service.workers import STABLE_AFTER_S, WorkerPool, failures_in_a_row, restart_delay_s
 from storage.db import open_database
 from storage.models import Call, CallStep
 from tests.e2e.outbound_harness import free_port
@@ -230,3 +231,36 @@ def test_the_restart_back_off_doubles_to_its_cap_and_starts_afresh_after_a_long_
         failures = failures_in_a_row(failures, ran_s)
     assert failures == 3
     assert failures_in_a_row(failures, STABLE_AFTER_S + 1) == 1
+
+
+class _Unkillable:
+    """Stands in for a worker process stuck in the kernel: SIGKILL does not end it."""
+
+    pid = 4242
+
+    def __init__(self) -> None:
+        self.kills = 0
+
+    def poll(self) -> None:
+        return None
+
+    def kill(self) -> None:
+        self.kills += 1
+
+
+def test_the_watchdog_starves_only_for_what_the_main_process_cannot_mend():
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x"})
+    pool = WorkerPool(config, 1, environ={"WATCHDOG_USEC": "2000000"})
+    worker = pool.workers[0]
+    stuck = _Unkillable()
+    worker.process, worker.ready = stuck, True
+    worker.started_at = worker.last_ok_at = worker.last_ping_at = start = 1000.0
+    pool.tick(start)
+    assert pool.unit_health(start) == (True, "worker 0 ok")
+    pool.tick(start + 2.5)  # no `ok` for longer than the watchdog allows: killed
+    assert stuck.kills == 1
+    assert pool.unit_health(start + 2.5) == (True, "worker 0 killed, exit awaited")
+    pool.tick(start + 13)
+    assert pool.unit_health(start + 13) == (False, "worker 0 (pid 4242) still there 10 s after SIGKILL")
+    healthy, why = pool.unit_health(start + 19)  # and the main loop itself not run for 6 s
+    assert (healthy, why) == (False, "the main process's loop has not run for 6 s")
