@@ -99,14 +99,19 @@ def recent_calls(db: Database, wanted: CallFilter) -> list[dict[str, Any]]:
         query = query.where(Call.node == wanted.node)
     if wanted.live:
         query = query.where(Call.ended_at.is_null())
-    if wanted.ended_in:
-        # Ended in the state itself, or handed on from it (the final state right after).
-        handed_on = [Call.path.endswith(f'"{wanted.ended_in}","{final}"]') for final in FINAL_STATES]
-        match = Call.final_state == wanted.ended_in
-        for condition in handed_on:
-            match = match | ((Call.final_state.in_(sorted(FINAL_STATES))) & condition)
-        query = query.where(match)
-    return [_listed(row) for row in query.dicts().execute(db)]
+    if not wanted.ended_in:
+        return [_listed(row) for row in query.dicts().execute(db)]
+    # Ended in the state itself, or handed on from it (a final state right after it).
+    # One query each, merged: each walks the (final_state, started_at) index newest
+    # first, where one query with OR would collect every final-state call and sort them.
+    state = wanted.ended_in
+    queries = [query.where(Call.final_state == state)] + [
+        query.where(Call.final_state == final, Call.path.endswith(f'"{state}","{final}"]'))
+        for final in sorted(FINAL_STATES) if final != state]
+    rows = [row for each in queries for row in each.dicts().execute(db)]
+    rows.sort(key=lambda row: (row["started_at"] is not None, row["started_at"] or 0, row["id"]),
+              reverse=True)
+    return [_listed(row) for row in rows[:wanted.limit]]
 
 
 def _listed(row: dict[str, Any]) -> dict[str, Any]:
