@@ -9,6 +9,7 @@ handler failure for one in a thousand, 20,000 callers (one of them, 5550000, beh
 one call in fifty); then times each command through the real CLI entry (`service.cli.main`,
 output discarded), best and worst of `--repeat` runs, plus one whole `icall calls`
 process with its interpreter start. An existing file with as many calls is reused.
+No ANALYZE: the service never runs one, so the planner works without statistics here too.
 """
 
 from __future__ import annotations
@@ -94,7 +95,6 @@ def fill(path: Path, calls: int) -> None:
             conn.executemany("INSERT INTO call_failures (call_uuid, seq, state, error, at)"
                              " VALUES (?,?,?,?,?)", failure_rows)
         print(f"  filled {min(calls, first + CHUNK):>9} calls", end="\r", flush=True)
-    conn.execute("ANALYZE")
     conn.close()
     print()
 

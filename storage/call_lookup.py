@@ -87,6 +87,17 @@ _LIST_COLUMNS = (Call.id, Call.uuid, Call.caller_id, Call.node, Call.started_at,
 def recent_calls(db: Database, wanted: CallFilter) -> list[dict[str, Any]]:
     """Calls newest first (by start), at most `wanted.limit`, each a dict: the calls
     row's columns, `path` as a list, `ended_in`, `cdr` (see cdr_state), `cdr_error`."""
+    rows = [row for query in listing_queries(wanted) for row in query.dicts().execute(db)]
+    rows.sort(key=lambda row: (row["started_at"] is not None, row["started_at"] or 0, row["id"]),
+              reverse=True)
+    return [_listed(row) for row in rows[:wanted.limit]]
+
+
+def listing_queries(wanted: CallFilter) -> list:
+    """The queries whose rows, merged newest first, are the listing: one, or with
+    `ended_in` one per way of ending there (in the state itself, or handed on from it:
+    a final state right after it). Each walks an index newest first and stops at the
+    limit, where one query with OR would collect every handed-on call and sort them."""
     query = (Call.select(*_LIST_COLUMNS)
              .join(CdrOutbox, JOIN.LEFT_OUTER, on=(CdrOutbox.call_uuid == Call.uuid))
              .order_by(Call.started_at.desc(), Call.id.desc())
@@ -100,18 +111,11 @@ def recent_calls(db: Database, wanted: CallFilter) -> list[dict[str, Any]]:
     if wanted.live:
         query = query.where(Call.ended_at.is_null())
     if not wanted.ended_in:
-        return [_listed(row) for row in query.dicts().execute(db)]
-    # Ended in the state itself, or handed on from it (a final state right after it).
-    # One query each, merged: each walks the (final_state, started_at) index newest
-    # first, where one query with OR would collect every final-state call and sort them.
+        return [query]
     state = wanted.ended_in
-    queries = [query.where(Call.final_state == state)] + [
+    return [query.where(Call.final_state == state)] + [
         query.where(Call.final_state == final, Call.path.endswith(f'"{state}","{final}"]'))
         for final in sorted(FINAL_STATES) if final != state]
-    rows = [row for each in queries for row in each.dicts().execute(db)]
-    rows.sort(key=lambda row: (row["started_at"] is not None, row["started_at"] or 0, row["id"]),
-              reverse=True)
-    return [_listed(row) for row in rows[:wanted.limit]]
 
 
 def _listed(row: dict[str, Any]) -> dict[str, Any]:

@@ -115,7 +115,9 @@ def test_a_version_3_database_gets_the_lookup_indexes_keeping_its_rows(db):
 
     assert upgrade(db) == [5]
 
-    assert _lookup_index_names() <= {i.name for i in db.get_indexes("calls")}
+    indexes = {i.name: i.columns for i in db.get_indexes("calls")}
+    for table, columns in LOOKUP_INDEXES:
+        assert indexes["_".join((table, *columns))] == list(columns)  # on the columns named
     assert Call.select().where(Call.uuid == "old-call").get(db).caller_id == "5551000"
 
 
