@@ -17,11 +17,14 @@ from storage.call_lookup import CallStory
 PATH_TAIL = 3  # states of the path shown per line
 
 
-def local(schedule: SimpleNamespace, at: datetime | None, with_date: bool = True) -> str:
+def local(schedule: SimpleNamespace, at: datetime | None, with_date: bool = True,
+          ms: bool = False) -> str:
     if at is None:
         return "-"
     shown = to_local(schedule, at.replace(tzinfo=UTC))
-    return f"{shown:%Y-%m-%d %H:%M:%S}" if with_date else f"{shown:%H:%M:%S.%f}"[:-3]
+    if not with_date:
+        return f"{shown:%H:%M:%S.%f}"[:-3]
+    return f"{shown:%Y-%m-%d %H:%M:%S.%f}"[:-3] if ms else f"{shown:%Y-%m-%d %H:%M:%S}"
 
 
 def _duration(row: dict[str, Any]) -> str:
@@ -103,13 +106,13 @@ def _cdr_lines(cdr: dict[str, Any] | None, schedule: SimpleNamespace) -> list[st
     if cdr is None:
         return ["CDR: none yet (written at the hangup)"]
     lines = [f"CDR: {cdr['state']}"]
-    lines.append(f"  {'queued:':<16}{local(schedule, cdr['created_at'])}")
-    lines.append(f"  {'delivered:':<16}{local(schedule, cdr['delivered_at'])}")
+    lines.append(f"  {'queued:':<16}{local(schedule, cdr['created_at'], ms=True)}")
+    lines.append(f"  {'delivered:':<16}{local(schedule, cdr['delivered_at'], ms=True)}")
     # The outbox keeps a count and the last error, not each attempt (storage.outbox).
     lines.append(f"  {'attempts:':<16}{cdr['attempts']}")
     lines.append(f"  {'last error:':<16}{cdr['last_error'] or '-'}")
     if cdr["delivered_at"] is None:
-        lines.append(f"  {'next attempt:':<16}{local(schedule, cdr['next_attempt_at'])}")
+        lines.append(f"  {'next attempt:':<16}{local(schedule, cdr['next_attempt_at'], ms=True)}")
         lines.append(f"  {'held by:':<16}{cdr['claimed_by'] or '-'}"
                      + (f" until {local(schedule, cdr['claimed_until'])}" if cdr["claimed_by"] else ""))
     lines.append(f"  {'node:':<16}{cdr['node'] or '-'}")
