@@ -21,7 +21,7 @@ from typing import Any
 from ivr.schedule import local_now
 from service import calls_text
 from service.cli_storage import UsageError
-from service.cli_storage import _run as run
+from service.cli_storage import _run as run_with_database
 from storage.call_lookup import (
     AMBIGUOUS_SHOWN,
     AmbiguousPrefix,
@@ -51,12 +51,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     calls.add_argument("--live", action="store_true", help="only calls without an end yet")
     calls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     calls.add_argument("--json", action="store_true", help="one JSON array, for scripts")
-    calls.set_defaults(func=lambda args: run(_list_calls, args), config_sections=SECTIONS)
+    calls.set_defaults(func=lambda args: run_with_database(_list_calls, args), config_sections=SECTIONS)
 
     call = subparsers.add_parser("call", help="one call's whole story: steps, queue, failures, CDR")
     call.add_argument("uuid", metavar="UUID", help="the call's uuid, or a unique prefix of it")
     call.add_argument("--json", action="store_true", help="one JSON object, for scripts")
-    call.set_defaults(func=lambda args: run(_show_call, args), config_sections=SECTIONS)
+    call.set_defaults(func=lambda args: run_with_database(_show_call, args), config_sections=SECTIONS)
 
 
 def _list_calls(db, config, args) -> int:
