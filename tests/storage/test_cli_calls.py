@@ -15,7 +15,7 @@ from storage.models import utc_now
 from storage.outbox import Failed, claim_due, settle
 from storage.records import commit_batch, prepare
 
-NOW = utc_now().timestamp()
+HOUR_S = 3600.0
 SALES = ["welcome", "welcome_wait_playback", "main_menu", "main_menu_wait_dtmf", "call_sales", "final_loop"]
 MENU = ["welcome", "welcome_wait_playback", "main_menu", "main_menu_wait_dtmf"]
 
@@ -32,22 +32,23 @@ def database(backend):
     """Four calls, oldest to newest: a sales-queue call whose CDR was delivered, a
     menu hang-up whose CDR fails, a call with a handler failure and queue events on
     node pbx-b still live, and a live call of another caller."""
+    now = utc_now().timestamp()  # the calls an hour apart: --since margins of half an hour
     db = open_database(backend.url)
     with db.connection_context():
         upgrade(db)
         batch = [
-            prepare("aaaa1111-sales", 1, "call", {"caller_id": "5551234", "started_at": NOW - 400}, node="pbx-a"),
-            prepare("aaaa1111-sales", 2, "step", {"step": "MainMenu", "value": "2", "at": NOW - 390}),
-            prepare("aaaa1111-sales", 3, "step", {"step": "SalesFifo", "value": "", "at": NOW - 389}),
-            _cdr("aaaa1111-sales", "5551234", NOW - 400, SALES),
-            prepare("aaaa2222-menu", 1, "call", {"caller_id": "5551234", "started_at": NOW - 300}, node="pbx-a"),
-            _cdr("aaaa2222-menu", "5551234", NOW - 300, MENU, cause="ORIGINATOR_CANCEL"),
-            prepare("bbbb3333-live", 1, "call", {"caller_id": "5559999", "started_at": NOW - 200}, node="pbx-b"),
-            prepare("bbbb3333-live", 2, "fifo", {"action": "push", "fifo_name": "fifo_sales", "at": NOW - 150,
+            prepare("aaaa1111-sales", 1, "call", {"caller_id": "5551234", "started_at": now - 4 * HOUR_S}, node="pbx-a"),
+            prepare("aaaa1111-sales", 2, "step", {"step": "MainMenu", "value": "2", "at": now - 4 * HOUR_S + 10}),
+            prepare("aaaa1111-sales", 3, "step", {"step": "SalesFifo", "value": "", "at": now - 4 * HOUR_S + 11}),
+            _cdr("aaaa1111-sales", "5551234", now - 4 * HOUR_S, SALES),
+            prepare("aaaa2222-menu", 1, "call", {"caller_id": "5551234", "started_at": now - 3 * HOUR_S}, node="pbx-a"),
+            _cdr("aaaa2222-menu", "5551234", now - 3 * HOUR_S, MENU, cause="ORIGINATOR_CANCEL"),
+            prepare("bbbb3333-live", 1, "call", {"caller_id": "5559999", "started_at": now - 2 * HOUR_S}, node="pbx-b"),
+            prepare("bbbb3333-live", 2, "fifo", {"action": "push", "fifo_name": "fifo_sales", "at": now - 2 * HOUR_S + 50,
                                                   "headers": {"FIFO-Action": "push"}}),
             prepare("bbbb3333-live", 3, "failure", {"state": "call_sales", "error": "ValueError: boom",
-                                                     "at": NOW - 140}),
-            prepare("cccc4444-new", 1, "call", {"caller_id": "5550000", "started_at": NOW - 100}, node="pbx-a"),
+                                                     "at": now - 2 * HOUR_S + 60}),
+            prepare("cccc4444-new", 1, "call", {"caller_id": "5550000", "started_at": now - HOUR_S}, node="pbx-a"),
         ]
         commit_batch(db, batch)
         rows = claim_due(db, "pbx-a#test", 10, 60)
@@ -109,9 +110,9 @@ def test_each_filter_narrows_the_listing(icall):
     assert uuids("--live") == ["cccc4444-new", "bbbb3333-live"]
     assert uuids("--ended-in", "call_sales") == ["aaaa1111-sales"]
     assert uuids("--ended-in", "main_menu_wait_dtmf") == ["aaaa2222-menu"]
-    assert uuids("--since", "250s") == ["cccc4444-new", "bbbb3333-live"]
+    assert uuids("--since", "150m") == ["cccc4444-new", "bbbb3333-live"]
     assert uuids("--limit", "1") == ["cccc4444-new"]
-    assert uuids("--caller", "5551234", "--since", "350s") == ["aaaa2222-menu"]
+    assert uuids("--caller", "5551234", "--since", "3.5h") == ["aaaa2222-menu"]
     assert uuids("--caller", "nobody") == []
 
 
