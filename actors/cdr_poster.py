@@ -24,8 +24,11 @@ a time would deliver 1 / round-trip CDRs a second (25 a second to an endpoint 40
 away), fewer than a busy switch ends calls. Each POST is bounded by `timeout_s` as a
 whole, connect to last byte (a "cdr-deadline" thread cuts off one still running: an
 endpoint dribbling its answer would otherwise hold a POST past its claim). While the
-endpoint is failing, a round sends a single probe first. `stop()` wakes it and waits
-at most one POST (`timeout_s`). An empty `[cdr] url` starts no thread: CDRs stay
+endpoint is failing, a round sends a single probe first. Once a poll interval it also
+counts the undelivered rows and finds the oldest, for /metrics (icall_cdr_pending,
+icall_cdr_oldest_pending_seconds: what an operator alerts on when billing stops getting
+CDRs). `stop()` wakes it and waits at most one POST (`timeout_s`). An empty `[cdr] url`
+starts no thread: CDRs stay
 in the database.
 """
 
@@ -38,7 +41,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -52,7 +55,15 @@ from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import close_quietly, open_database, redact
 from storage.models import CdrOutbox, utc_now
-from storage.outbox import Failed, claim_due, next_due, outbox_status, settle, supports_skip_locked
+from storage.outbox import (
+    Failed,
+    claim_due,
+    next_due,
+    outbox_status,
+    settle,
+    supports_skip_locked,
+    undelivered,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +99,11 @@ class CdrPoster(mailbox.Actor):
         # does not mistake its dead predecessor's claims for its own.
         self.owner = f"{config.service.node}#{secrets.token_hex(4)}"
         self._skip_locked: bool | None = None  # asked of the server on first use
+        # For /metrics: (undelivered CDRs, the oldest one's created_at), every node's,
+        # read by the posting thread at most once a poll interval; replaced whole, so
+        # the scrape thread reads it in one step.
+        self._backlog: tuple[int, datetime | None] | None = None
+        self._backlog_read_at = float("-inf")
 
     # --- life cycle (actor thread)
 
@@ -103,6 +119,7 @@ class CdrPoster(mailbox.Actor):
         parts = urlsplit(cdr.url)
         self._path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         self._posters = ThreadPoolExecutor(max_workers=cdr.max_concurrent, thread_name_prefix="cdr-post")
+        self._telemetry.watch("cdr", self._backlog_reading)
         self._thread = threading.Thread(target=self._run, name="cdr-poster", daemon=True)
         self._thread.start()
         logger.info("CDR poster delivering to %s", redact(cdr.url))
@@ -163,6 +180,7 @@ class CdrPoster(mailbox.Actor):
                         wait_s = min(poll_s, self._deliver_round(db))
                     else:
                         wait_s = min(poll_s, self._endpoint_retry_at - time.monotonic())
+                    self._read_backlog(db)
                 except DatabaseError as exc:
                     logger.warning("CDR outbox unreadable (%s); retrying in %.1f s", exc, poll_s)
                     close_quietly(db)
@@ -172,6 +190,24 @@ class CdrPoster(mailbox.Actor):
                 self._wake.clear()
         finally:
             close_quietly(db)
+
+    def _read_backlog(self, db: Database) -> None:
+        """The outbox's undelivered count and oldest CDR, at most once a poll interval
+        (cdr-poster thread). A failed read keeps the last one, so the age shown goes on
+        growing while the database is away."""
+        if time.monotonic() - self._backlog_read_at < self.config.cdr.poll_interval_s:
+            return
+        self._backlog_read_at = time.monotonic()
+        self._backlog = undelivered(db)
+
+    def _backlog_reading(self) -> dict[str, float]:
+        """For the scrape thread: pending CDRs and the oldest one's age, in seconds."""
+        backlog = self._backlog
+        if backlog is None:
+            return {}
+        pending, oldest = backlog
+        age_s = max(0.0, (utc_now() - oldest).total_seconds()) if oldest is not None else 0.0
+        return {"pending": pending, "oldest_pending_age_s": age_s}
 
     def _deliver_round(self, db: Database) -> float:
         """Claim the due rows, oldest first, post them, record what happened; seconds

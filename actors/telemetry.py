@@ -52,6 +52,10 @@ class Telemetry:
         """The CDR endpoint accepted a CDR `delay_s` after it entered the outbox.
         cdr-poster thread."""
 
+    def call_rescued(self, step: str) -> None:
+        """A flow sent its call to the safe destination (`step` says why: CommandTimeout,
+        CommandFailed...). The call actor's thread."""
+
     def watch(self, source: str, read: Reading) -> None:
         """Have the scrape thread call `read()` for current values; a later `watch`
         with the same `source` replaces the earlier one (a replaced actor). Any thread."""

@@ -87,6 +87,9 @@ class FlowContext:
     # service keeps them only when someone reads them: two dozen lines a call, which
     # otherwise only the DEBUG log shows.
     keep_history: bool = True
+    # Told the rescue's step (CommandTimeout...) when the flow sends a call to the safe
+    # destination: /metrics counts them (icall_calls_rescued_total). Call-actor thread.
+    rescued: Callable[[str], None] | None = None
 
 
 # --- what a state method is handed
@@ -450,6 +453,8 @@ class Flow:
         self._unguarded.clear()
         self._talking.clear()
         self.record_step(step, why)
+        if self.ctx.rescued is not None:
+            self.ctx.rescued(step)
         self.execute("transfer", self.ctx.config.ivr.safe_destination, rescue=True)
         self.goto(self.final_state)
 

@@ -129,7 +129,8 @@ class Service:
         now = (lambda: clock(uuid)) if clock else (lambda: local_now(self.config.schedule))
         assert self.time_conditions is not None
         ctx = FlowContext(config=self.config, now=now, time_conditions=self.time_conditions.current,
-                          new_id=new_event_id, keep_history=self.observer is not None)
+                          new_id=new_event_id, keep_history=self.observer is not None,
+                          rescued=self.telemetry.call_rescued)
         return make_flow(self.config.ivr.flow, uuid, ctx)
 
     def stop(self) -> None:
@@ -302,12 +303,13 @@ class Service:
     def _readings(self) -> dict[str, float]:
         """The service's own gauges; runs in the scrape thread. A mailbox depth is a
         queue's qsize(), read without disturbing the actor."""
-        readings: dict[str, float] = {
-            "esl_connected": int(bool(self.reader and self.reader.connected)),
-            "esl_link_down_seconds": self.link_down_s() or 0.0,
-            "esl_reader_alive": int(bool(self.reader and self.reader.alive)),
-            "timers_pending": self.timers.pending(),
-        }
+        readings: dict[str, float] = {"timers_pending": self.timers.pending()}
+        if self.inbound:  # an outbound-only worker has no event link: none to alert on
+            readings.update({
+                "esl_connected": int(bool(self.reader and self.reader.connected)),
+                "esl_link_down_seconds": self.link_down_s() or 0.0,
+                "esl_reader_alive": int(bool(self.reader and self.reader.alive)),
+            })
         refs = {"supervisor": self.supervisor, "db_writer": getattr(self.services, "db_writer", None),
                 "commander": getattr(self.services, "commander", None)}
         for name, ref in refs.items():

@@ -1,4 +1,4 @@
-"""The `icall` command: run, config, demo, db, timecond, cdr.
+"""The `icall` command: run, config, demo, db, timecond, cdr, calls, call.
 
 Configuration is loaded and validated before anything starts; any problem is printed
 as `section/key: message` and the command exits with status 2.
@@ -26,7 +26,7 @@ def default_config_path() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from service import cli_cdr, cli_storage
+    from service import cli_calls, cli_cdr, cli_storage
 
     parser = argparse.ArgumentParser(prog="icall", description="IVR call control for FreeSWITCH")
     parser.add_argument("--config", help="path of the ini file (default: $ICALL_CONFIG, "
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_storage.add_commands(sub)
     cli_cdr.add_commands(sub)
+    cli_calls.add_commands(sub)
     for name, action in sub.choices.items():
         if name not in ("run", "config", "demo") and "--config" not in action._option_string_actions:
             action.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)

@@ -84,7 +84,9 @@ def _run(command: Callable, args) -> int:
     config = args.config_obj
     # Said first, every time: with `[database] url` empty the file is the service's
     # (see ivr.config.default_state_dir), and an operator should see which one it is.
-    print(f"database: {redact(config.database.url)}")
+    # On stderr when stdout is for a script (`--json`).
+    print(f"database: {redact(config.database.url)}",
+          file=sys.stderr if getattr(args, "json", False) else sys.stdout)
     try:
         db = open_database(config.database.url)
         with db.connection_context():
@@ -112,7 +114,7 @@ def _db_upgrade(db, config, args) -> int:
     before = schema_version(db)
     applied = upgrade(db, on_wait=say_waiting)
     if applied:
-        print(f"schema upgraded from version {applied[0] - 1} to {applied[-1]}")
+        print(f"schema upgraded from version {before} to {applied[-1]}")
     else:
         print(f"schema already at version {schema_version(db)}, nothing to do"
               + (f" (upgraded from {before} by another icall meanwhile)" if schema_version(db) != before else ""))

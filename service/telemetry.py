@@ -8,6 +8,7 @@ Two kinds of metric:
 - Histograms, observed where the thing happens (the actors call the methods below):
   reaction time, takeover, CRM lookup latency by outcome, DB commit latency and batch
   size, CDR delivery delay.
+- One counter, counted where it happens: calls a flow sent to the safe destination.
 - Readings: counts and levels the actors keep anyway (the supervisor's counters, the
   DbWriter's backlog, mailbox depths). Nothing is done per event for them; the scrape
   thread calls the functions handed to `watch` and exports what they return, as the
@@ -21,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -97,6 +98,9 @@ READINGS: dict[str, Declared] = {
     "db_writer.spooled": _gauge("db_spooled", "Writes in the DbWriter's spool file, waiting for the database"),
     "db_writer.spilled": _counter("db_spilled", "Writes moved to the spool while the database was away"),
     "db_writer.drained": _counter("db_drained", "Spooled writes since committed to the database"),
+    "cdr.pending": _gauge("cdr_pending", "CDRs in the outbox not delivered yet, every node's"),
+    "cdr.oldest_pending_age_s": _gauge("cdr_oldest_pending_seconds",
+                                       "Age of the oldest undelivered CDR in the outbox (0 when none waits)"),
     "crm.requests": _counter("crm_requests", "HTTP requests sent to the CRM"),
     "crm.breaker_opened": _counter("crm_breaker_opened", "Times the CRM circuit breaker opened"),
     "crm.breaker_open": _gauge("crm_breaker_open", "1 while the CRM circuit breaker is open or half-open"),
@@ -194,6 +198,13 @@ class PrometheusTelemetry(Telemetry):
             "From a CDR entering the outbox to the CDR endpoint accepting it",
             registry=self.registry, buckets=CDR_DELAY_BUCKETS_S)
         self._by_cause = {"reaction": self.reaction, "takeover": self.takeover}
+        # No label, so the series is there (at 0) before the first rescue and an alert's
+        # increase() sees that one too; why each call was rescued is in its steps.
+        self.rescued = Counter(
+            PREFIX + "calls_rescued",
+            "Calls the flow sent to the safe destination: a command failed or never "
+            "completed, or a time condition could not be carried out",
+            registry=self.registry)
 
     # --- observations (the calling thread is in actors.telemetry.Telemetry)
 
@@ -210,6 +221,9 @@ class PrometheusTelemetry(Telemetry):
     def cdr_delivered(self, delay_s: float) -> None:
         # Wall-clock times (the outbox row's created_at): a clock step may make it < 0.
         self.cdr_delay.observe(max(0.0, delay_s))
+
+    def call_rescued(self, step: str) -> None:
+        self.rescued.inc()
 
     def watch(self, source: str, read: Reading) -> None:
         self._readings.watch(source, read)

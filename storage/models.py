@@ -73,6 +73,9 @@ class Call(BaseModel):
 
     class Meta:
         table_name = "calls"
+        # schema v5: the lookups of `icall calls` (storage.migrations.LOOKUP_INDEXES).
+        indexes = ((("caller_id", "started_at"), False), (("node", "started_at"), False),
+                   (("final_state", "started_at"), False), (("ended_at", "started_at"), False))
 
 
 class CallStep(BaseModel):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from peewee import Case, Database, MySQLDatabase, PostgresqlDatabase, fn
 
@@ -105,6 +106,17 @@ def next_due(db: Database) -> datetime | None:
     if isinstance(value, str):  # SQLite hands an aggregate back as text
         value = CdrOutbox.next_attempt_at.python_value(value)
     return value
+
+
+def undelivered(db: Database) -> tuple[int, datetime | None]:
+    """How many CDRs wait for delivery, every node's, and when the oldest one was
+    queued (None when none waits): one aggregate over the undelivered rows."""
+    row: tuple[Any, Any] = tuple(CdrOutbox.select(fn.COUNT(CdrOutbox.id), fn.MIN(CdrOutbox.created_at))
+                                 .where(_UNDELIVERED).tuples().execute(db))[0]
+    count, oldest = row
+    if isinstance(oldest, str):  # SQLite hands an aggregate back as text
+        oldest = CdrOutbox.created_at.python_value(oldest)
+    return int(count or 0), oldest
 
 
 @dataclass
