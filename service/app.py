@@ -110,7 +110,9 @@ class Service:
             self.outbound = OutboundServer(config.outbound.listen, self._outbound_call,
                                            config.freeswitch.sendmsg_timeout_s, self.telemetry,
                                            reuse_port=self.reuse_port,
-                                           linger_s=config.outbound.linger_s)
+                                           linger_s=config.outbound.linger_s,
+                                           allow=config.outbound.allow,
+                                           connect_timeout_s=config.outbound.connect_timeout_s)
             self._on_stop("outbound server", self.outbound.stop)
         self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
                                            self.on_call_gone, self.routes)
