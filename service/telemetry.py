@@ -89,6 +89,8 @@ READINGS: dict[str, Declared] = {
     "supervisor.calls_tracked": _gauge("calls_tracked", "Call actors the supervisor tracks, lingering ones too"),
     "supervisor.seconds_since_event": _gauge("seconds_since_event",
                                              "Seconds since the supervisor last received an ESL event"),
+    "supervisor.claims_refused": _counter("outbound_claims_refused",
+                                          "Outbound connections refused for claiming a call live on its own socket"),
     "outbound.peers_refused": _counter("outbound_peers_refused",
                                        "Outbound connections closed at accept: peer not in [outbound] allow"),
     "outbound.connects_timed_out": _counter("outbound_connects_timed_out",
