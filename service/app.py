@@ -135,8 +135,15 @@ class Service:
         return make_flow(self.config.ivr.flow, uuid, ctx)
 
     def stop(self) -> None:
-        """Stop everything in reverse start order; never raises."""
+        """Stop everything in reverse start order; never raises. The outbound port
+        closes first of all (OutboundServer.stop_listening): a call offered to a
+        process on its way out would lose its `socket` to it."""
         self._stopping = True
+        if self.outbound is not None:
+            try:
+                self.outbound.stop_listening()
+            except Exception:
+                logger.exception("closing the outbound port failed")
         while self._stop_list:
             name, stop = self._stop_list.pop()
             try:

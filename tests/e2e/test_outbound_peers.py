@@ -13,7 +13,6 @@ from tests.e2e.conftest import WAIT_S
 from tests.e2e.test_branches import MAIN_MENU, WELCOME
 from tests.e2e.test_outbound import outbound, prompting, real_time_switch  # noqa: F401  (fixtures)
 from tests.socket_peer import SocketPeer
-from tests.waiting import wait_until
 
 
 def test_a_connection_claiming_a_live_calls_unique_id_gets_exit_and_nothing_of_the_call(
