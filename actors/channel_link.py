@@ -225,11 +225,15 @@ class ChannelLink:
                 self._tell(message)
 
     def retire(self) -> None:
-        """A newer socket carries the call: this one delivers nothing more and goes."""
+        """A newer socket carries the call: this one delivers nothing more and goes.
+        Once its `socket` app has ended (a transfer took the call away), it is left for
+        the switch to close at the hangup: an `exit` would end the control of the
+        channel, which the newer socket's `socket` app now holds (its park would end)."""
         with self._deliver_lock:
             self._retired = True
             self._ref, self._held = None, []
-        self.exit()
+        if not self._socket_app_ended:
+            self.exit()
 
     def refuse(self) -> None:
         """This connection may not have the call it claims: `exit`, and shut down (not

@@ -13,6 +13,7 @@ from tests.e2e.conftest import WAIT_S
 from tests.e2e.test_branches import MAIN_MENU, WELCOME
 from tests.e2e.test_outbound import outbound, prompting, real_time_switch  # noqa: F401  (fixtures)
 from tests.socket_peer import SocketPeer
+from tests.waiting import wait_until
 
 
 def test_a_connection_claiming_a_live_calls_unique_id_gets_exit_and_nothing_of_the_call(
@@ -95,3 +96,21 @@ def test_icall_stopping_closes_its_port_first_and_lets_a_late_connect_go_without
         stopper.join(WAIT_S)
     assert h.service.stats().get("calls_started", 0) == 0
 
+
+
+def test_a_queued_caller_sent_back_to_the_socket_extension_is_taken_on_the_new_socket(outbound, switch):  # noqa: F811
+    """The hand-over the channel confirms: the transfer into the queue ended the `socket`
+    app (its socket stays open to the hangup), so the call's next `socket` is the switch
+    offering it again, not an impostor."""
+    switch.set_fifo_queue("fifo_hst", "real")
+    h = outbound()
+    uuid = h.place("5551210", "1|1")
+    assert switch.wait_fifo(uuid, "push", timeout=WAIT_S)
+    reply = h.service.services.commander_proxy().api(f"uuid_transfer {uuid} icall_out XML default").get(timeout=5)
+    assert reply.startswith("+OK"), reply
+    assert wait_until(lambda: switch.call_record(uuid).commands.count(("transfer", "fifo_hst XML new_sales")) == 2,
+                      WAIT_S), switch.call_record(uuid).commands
+    switch.hangup(uuid)
+    r = h.finish(uuid)
+    assert ("ReEntry", "2") in r.steps and r.steps.count(("MainMenu", "1")) == 2
+    assert h.service.stats()["claims_refused"] == 0
