@@ -11,9 +11,11 @@ import threading
 
 from tests.e2e.conftest import WAIT_S
 from tests.e2e.test_branches import MAIN_MENU, WELCOME
+from tests.e2e.test_fifo import queued_then_sent_back
 from tests.e2e.test_outbound import outbound, prompting, real_time_switch  # noqa: F401  (fixtures)
 from tests.socket_peer import SocketPeer
-from tests.waiting import wait_until
+
+QUEUE_HST = ("transfer", "fifo_hst XML new_sales")
 
 
 def test_a_connection_claiming_a_live_calls_unique_id_gets_exit_and_nothing_of_the_call(
@@ -102,15 +104,8 @@ def test_a_queued_caller_sent_back_to_the_socket_extension_is_taken_on_the_new_s
     """The hand-over the channel confirms: the transfer into the queue ended the `socket`
     app (its socket stays open to the hangup), so the call's next `socket` is the switch
     offering it again, not an impostor."""
-    switch.set_fifo_queue("fifo_hst", "real")
     h = outbound()
-    uuid = h.place("5551210", "1|1")
-    assert switch.wait_fifo(uuid, "push", timeout=WAIT_S)
-    reply = h.service.services.commander_proxy().api(f"uuid_transfer {uuid} icall_out XML default").get(timeout=5)
-    assert reply.startswith("+OK"), reply
-    assert wait_until(lambda: switch.call_record(uuid).commands.count(("transfer", "fifo_hst XML new_sales")) == 2,
-                      WAIT_S), switch.call_record(uuid).commands
-    switch.hangup(uuid)
-    r = h.finish(uuid)
+    r = queued_then_sent_back(h, switch, "icall_out")
+    assert r.commands == [WELCOME, MAIN_MENU, QUEUE_HST, WELCOME, MAIN_MENU, QUEUE_HST]
     assert ("ReEntry", "2") in r.steps and r.steps.count(("MainMenu", "1")) == 2
     assert h.service.stats()["claims_refused"] == 0
