@@ -198,6 +198,8 @@ class OutboundServer:
 
     def _accept(self) -> None:
         assert self._listener is not None
+        if self._closing:  # closed at the top of the next round, before any accept
+            return
         for _ in range(64):  # a burst of calls: take what waits, then read again
             try:
                 sock, peer = self._listener.accept()
