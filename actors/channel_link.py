@@ -182,6 +182,13 @@ class ChannelLink:
                 self._hung_up = True
             elif event.name == "CHANNEL_EXECUTE_COMPLETE" and event.get("Application") == "socket":
                 self._socket_app_ended = True
+            elif (event.name == "CHANNEL_PARK" and self._socket_app_ended
+                  and event.variable("current_application") == "socket"):
+                # A later `socket` parked the call: its own connection offers it (the
+                # supervisor's Reoffered). Taken here, it would re-enter the flow on this
+                # old socket too, and the caller would hear the welcome twice.
+                logger.debug("call %s: parked by a newer socket: left to it", self.uuid)
+                return
             self._deliver(EslEvent(event, time.monotonic()))
         elif kind in _REPLY_TYPES:
             if not self._waiters:

@@ -189,3 +189,19 @@ def test_a_refused_claim_gets_exit_and_its_socket_shut_and_delivers_nothing():
     assert written == b"exit\n\n"
     link.feed(event_frame("CHANNEL_PARK"))
     assert inbox.told == []
+
+
+def test_once_its_socket_app_ended_the_park_of_a_newer_socket_is_left_to_that_socket():
+    # On a transfer back to the socket extension, the old socket (still open) also sees
+    # the new `socket` app's CHANNEL_PARK; taken, it would re-enter the flow on the old
+    # socket while the new one offers the call too: the welcome twice.
+    link, far = tcp_link()
+    inbox = Inbox()
+    link.attach(inbox)  # type: ignore[arg-type]
+    link.feed(event_frame("CHANNEL_PARK", variable_current_application="socket"))
+    link.feed(event_frame("CHANNEL_EXECUTE_COMPLETE", Application="socket"))
+    link.feed(event_frame("CHANNEL_PARK", variable_current_application="socket"))
+    link.feed(event_frame("CHANNEL_PARK", variable_current_application="park"))
+    names = [(m.event.name, m.event.variable("current_application")) for m in inbox.told]
+    assert names == [("CHANNEL_PARK", "socket"), ("CHANNEL_EXECUTE_COMPLETE", None), ("CHANNEL_PARK", "park")]
+    far.close()

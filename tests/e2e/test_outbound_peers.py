@@ -106,6 +106,6 @@ def test_a_queued_caller_sent_back_to_the_socket_extension_is_taken_on_the_new_s
     offering it again, not an impostor."""
     h = outbound()
     r = queued_then_sent_back(h, switch, "icall_out")
-    assert r.commands == [WELCOME, MAIN_MENU, QUEUE_HST, WELCOME, MAIN_MENU, QUEUE_HST]
+    assert r.commands == [WELCOME, MAIN_MENU, QUEUE_HST, WELCOME, MAIN_MENU, QUEUE_HST], (r.commands, r.steps)
     assert ("ReEntry", "2") in r.steps and r.steps.count(("MainMenu", "1")) == 2
     assert h.service.stats()["claims_refused"] == 0
