@@ -22,8 +22,9 @@ transfer took the call away, then back into the IVR). Anything else is an impost
 Threads: `feed`, `closed_by_peer` and the frame handling run in the outbound server's
 thread (actors.outbound), which reads every call's socket; `execute`, `hangup`, `api`
 and `exit` in whichever thread sends (the call's actor, the supervisor); `attach`,
-`switch_let_go`, `refuse` and `send_away` in the supervisor's. Writes go out under `_write_lock`; events go to the call's actor
-under `_deliver_lock`, so none overtakes another.
+`switch_let_go`, `refuse` and `send_away` in the supervisor's. Writes go out under
+`_write_lock`; events go to the call's actor under `_deliver_lock`, so none overtakes
+another.
 """
 
 from __future__ import annotations
