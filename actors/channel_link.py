@@ -13,16 +13,24 @@ without a UUID addresses this channel; the `event-lock` and `Event-UUID` headers
 what they mean inbound. Replies come in the order the commands were written, so each
 write queues its waiter under the write lock.
 
+A second connection claiming a call that is live on this one takes it over only once
+the switch has let the call go from here (`switch_let_go`): this socket closed (the
+dialplan's next `socket` after the first dropped), or its `socket` app ended (a
+transfer took the call away, then back into the IVR). Anything else is an impostor
+(`refuse`).
+
 Threads: `feed`, `closed_by_peer` and the frame handling run in the outbound server's
 thread (actors.outbound), which reads every call's socket; `execute`, `hangup`, `api`
-and `exit` in whichever thread sends (the call's actor, the supervisor); `attach` in
-the supervisor's. Writes go out under `_write_lock`; events go to the call's actor
-under `_deliver_lock`, so none overtakes another.
+and `exit` in whichever thread sends (the call's actor, the supervisor); `attach`,
+`switch_let_go`, `refuse` and `send_away` in the supervisor's. Writes go out under
+`_write_lock`; events go to the call's actor under `_deliver_lock`, so none overtakes
+another.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 import time
@@ -56,6 +64,8 @@ UNWANTED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_CREATE", "C
                    "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH",
                    "DTMF", "NOTALK", "TALK")
 _EVENT_TYPES = ("text/event-plain", "text/event-json")
+# Linux's TCP states (tcp_states.h) as TCP_INFO's first byte reports them.
+_TCP_ESTABLISHED = 1
 _REPLY_TYPES = ("command/reply", "api/response")
 
 Waiter = Callable[[Frame | None], None]  # None: the link closed before the reply
@@ -84,6 +94,20 @@ class Reoffered:
     flow: Any
 
 
+class _LetGoIfRefused:
+    """The `reply_to` of `send_away`'s transfer (told in the server's thread)."""
+
+    def __init__(self, link: ChannelLink):
+        self._link = link
+
+    def tell(self, message: Any) -> None:
+        # An uncertain failure is a closed socket: the switch has the call back already.
+        if isinstance(message, CommandFailed) and not message.uncertain:
+            logger.warning("call %s: its transfer was refused (%s): letting its socket go",
+                           self._link.uuid, message.reply)
+            self._link.exit()
+
+
 class ChannelLink:
     """One call's socket; see the module doc."""
 
@@ -104,6 +128,7 @@ class ChannelLink:
         self._ref: pykka.ActorRef | None = None
         self._channel: Event | None = None  # the connect data, until the actor takes it
         self._hung_up = False
+        self._socket_app_ended = False  # the switch took the call away from this socket
         self._retired = False
         self.uuid = ""
         self.closed = False
@@ -140,7 +165,7 @@ class ChannelLink:
             waiters, self._waiters = list(self._waiters), deque()
         for waiter in waiters:
             waiter(None)
-        if self.uuid and not self._hung_up:
+        if self.uuid and not self._hung_up and not self._retired:
             logger.warning("call %s: its socket closed before its hangup (%s)", self.uuid, reason)
             self._deliver(SocketClosed())
 
@@ -156,6 +181,15 @@ class ChannelLink:
             event = event_of(frame)
             if event.name == "CHANNEL_HANGUP_COMPLETE":
                 self._hung_up = True
+            elif event.name == "CHANNEL_EXECUTE_COMPLETE" and event.get("Application") == "socket":
+                self._socket_app_ended = True
+            elif (event.name == "CHANNEL_PARK" and self._socket_app_ended
+                  and event.variable("current_application") == "socket"):
+                # A later `socket` parked the call: its own connection offers it (the
+                # supervisor's Reoffered). Taken here, it would re-enter the flow on this
+                # old socket too, and the caller would hear the welcome twice.
+                logger.debug("call %s: parked by a newer socket: left to it", self.uuid)
+                return
             self._deliver(EslEvent(event, time.monotonic()))
         elif kind in _REPLY_TYPES:
             if not self._waiters:
@@ -199,11 +233,53 @@ class ChannelLink:
                 self._tell(message)
 
     def retire(self) -> None:
-        """A newer socket carries the call: this one delivers nothing more and goes."""
+        """A newer socket carries the call: this one delivers nothing more and goes.
+        Once its `socket` app has ended (a transfer took the call away), it is left for
+        the switch to close at the hangup: an `exit` would end the control of the
+        channel, which the newer socket's `socket` app now holds (its park would end)."""
         with self._deliver_lock:
             self._retired = True
             self._ref, self._held = None, []
-        self.exit()
+        if not self._socket_app_ended:
+            self.exit()
+
+    def refuse(self) -> None:
+        """This connection may not have the call it claims: `exit`, and shut down (not
+        closed: the server thread still has it in its selector; it sees the EOF and
+        closes it). Nothing it sends reaches a call."""
+        self.retire()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def switch_let_go(self) -> bool:
+        """Whether the switch has let the call go from this socket: the socket is
+        closed, or its `socket` app ended. Asked before a second connection may take
+        the call over. The same thread reads both sockets, so the new one's `connect`
+        answer may be handled before this one's EOF is read: the kernel's TCP state
+        says whether the switch closed it (a FIN queued behind unread events too); on
+        a socket without TCP_INFO, a peek sees an EOF with nothing unread before it."""
+        if self.closed or self._socket_app_ended:
+            return True
+        try:
+            state = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+            return state != _TCP_ESTABLISHED
+        except (AttributeError, OSError):  # no TCP_INFO here, or not a TCP socket
+            pass
+        try:
+            # Polled first: the socket has a send timeout, which a recv would wait out.
+            if not select.select([self._sock], [], [], 0)[0]:
+                return False
+            return self._sock.recv(1, socket.MSG_PEEK) == b""
+        except (ValueError, OSError):  # reset, or closed meanwhile by the server thread
+            return True
+
+    def send_away(self, destination: str, event_uuid: str) -> None:
+        """`transfer` to `destination` for a call no actor takes (over the limit). Should
+        the switch refuse it, the socket is let go (`exit`): the dialplan's next action
+        runs, which is where the operator sends a caller icall cannot take."""
+        self.execute(self.uuid, "transfer", destination, event_uuid, reply_to=_LetGoIfRefused(self))
 
     def _deliver(self, message: Any) -> None:
         with self._deliver_lock:

@@ -119,7 +119,7 @@ class Supervisor(mailbox.Actor):
         self.counters = {"calls_started": 0, "calls_overflowed": 0, "calls_failed": 0,
                          "events_routed": 0, "events_unowned": 0, "calls_adopted": 0,
                          "calls_declined": 0, "calls_resumed": 0, "calls_given_up": 0,
-                         "calls_closed_unseen": 0, "calls_hung": 0, "resyncs": 0,
+                         "calls_closed_unseen": 0, "calls_hung": 0, "resyncs": 0, "claims_refused": 0,
                          "services_replaced": 0}
         self.last_event_at = time.monotonic()
         self.stopping = False
@@ -216,15 +216,29 @@ class Supervisor(mailbox.Actor):
         self.counters["calls_overflowed"] += 1
         logger.warning("call %s over the limit of %d calls: sent to %s", uuid,
                        ivr.max_concurrent_calls, ivr.overflow_destination)
-        self._transfer(uuid, ivr.overflow_destination, link)
+        if link is not None:  # a refused transfer lets the socket go: the dialplan goes on
+            link.send_away(ivr.overflow_destination, str(uuidlib.uuid4()))
+        else:
+            self._transfer(uuid, ivr.overflow_destination)
         return True
 
     def _start_outbound(self, link: ChannelLink) -> None:
         """A call on its own socket (outbound mode): its actor looks at the connect
         data and starts, resumes or re-enters the flow (ivr.outbound)."""
         uuid = link.uuid
+        if self.stopping:  # told before the listener closed: the switch gets it back
+            link.exit()
+            return
         old = self.calls.get(uuid)
         if old is not None and old.ref.is_alive() and not old.finished:
+            if old.link is not None and not old.link.switch_let_go():
+                # Its own socket still carries it: whoever this is, it is not the switch
+                # handing the call over, and it gets nothing of the call.
+                self.counters["claims_refused"] += 1
+                logger.warning("outbound connection from %s claims call %s, live on its socket "
+                               "from %s: refused", link.peer, uuid, old.link.peer)
+                link.refuse()
+                return
             # Back while its actor still has it: that actor goes on, on the new socket.
             if old.link is not None:
                 old.link.retire()

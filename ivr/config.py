@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import difflib
+import ipaddress
 import os
 import re
 import socket
@@ -133,6 +134,55 @@ def host_port(optional: bool = False) -> Callable[[str], tuple[str, int] | None]
     return parse
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Networks:
+    """`[outbound] allow`: the addresses and networks a peer may connect from."""
+
+    networks: tuple[IPNetwork, ...]
+
+    def admits(self, address: str) -> bool:
+        """Whether `address` (a peer as the socket names it: `::ffff:10.0.0.5` on a
+        dual-stack listener, `fe80::1%eth0` with a scope) is in one of the networks."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.networks)  # False across IP versions
+
+    def __str__(self) -> str:
+        return ", ".join(str(network) for network in self.networks)
+
+
+def networks(raw: str) -> Networks:
+    """Addresses and CIDR networks separated by commas: `10.0.0.5, 192.168.1.0/24, ::1`."""
+    found = []
+    for word in filter(None, (w.strip() for w in raw.replace(",", " ").split())):
+        try:
+            found.append(ipaddress.ip_network(word))
+        except ValueError as exc:
+            raise ValueError(f"expected IP addresses or networks such as 10.0.0.5 or 10.0.0.0/24; "
+                             f"{exc}") from None
+    if not found:
+        raise ValueError("names no address: nobody could connect")
+    return Networks(tuple(found))
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listen address reaches this machine only (a name other than
+    localhost may resolve anywhere: not loopback)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def clock_range(raw: str) -> tuple[int, int] | None:
     """'HH:MM-HH:MM' as minutes since midnight, end exclusive; 'closed' for none."""
     raw = raw.strip()
@@ -212,6 +262,9 @@ class Key:
 def _keys(*keys: Key) -> dict[str, Key]:
     return {key.name: key for key in keys}
 
+
+# `[outbound] allow` unless the file says otherwise: this machine only.
+LOOPBACK = "127.0.0.0/8, ::1"
 
 # The schema. config.ini documents each key for operators; tests/test_config.py checks
 # that the file and this table name the same keys.
@@ -318,6 +371,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     ),
     "outbound": _keys(
         Key("listen", host_port(optional=True), ""),
+        Key("allow", networks, LOOPBACK),
+        Key("connect_timeout_s", number(0.1, 600), "5"),
         Key("socket_grace_s", number(0.1, 600), "3"),
         Key("linger_s", integer(1, 3600), "10"),
     ),
@@ -464,7 +519,7 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
                 values[section][name] = spec.parse(text)
             except ValueError as exc:
                 errors.append((section, f"{section}/{name}: {exc}"))
-    errors += _cross_check(values, broken={section for section, _ in errors})
+    errors += _cross_check(values, broken={section for section, _ in errors}, given=raw)
     wanted = SCHEMA.keys() if sections is None else sections
     problems = [text for section, text in errors
                 if sections is None or section is None or section in wanted]
@@ -486,9 +541,19 @@ _BOUNDS = (("freeswitch", "reconnect_max_s", "reconnect_min_s"),
            ("cdr", "retry_max_s", "retry_min_s"))
 
 
-def _cross_check(values: dict[str, dict[str, Any]], broken: set[str | None]) -> list[tuple[str | None, str]]:
-    """Rules between keys, checked in the sections whose every key parsed."""
+def _cross_check(values: dict[str, dict[str, Any]], broken: set[str | None],
+                 given: Mapping[str, Mapping[str, str]]) -> list[tuple[str | None, str]]:
+    """Rules between keys, checked in the sections whose every key parsed. `given`:
+    the keys the file or the environment set (the others have their default)."""
     errors: list[tuple[str | None, str]] = []
+    listen = values["outbound"].get("listen")
+    if ("outbound" not in broken and listen and not is_loopback_host(listen[0])
+            and "allow" not in given.get("outbound", {})):
+        # Whoever reaches the port drives calls, writes rows and posts CDRs: beyond
+        # this machine the operator must say who the switch is.
+        errors.append(("outbound", f"outbound/allow: must be set when outbound/listen "
+                                   f"({listen[0]}:{listen[1]}) is beyond loopback: name the switch's "
+                                   f"addresses, such as allow = 10.0.0.5"))
     for section, high, low in _BOUNDS:
         if section not in broken and values[section][high] < values[section][low]:
             errors.append((section, f"{section}/{high}: must be >= {low}"))

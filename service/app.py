@@ -110,7 +110,9 @@ class Service:
             self.outbound = OutboundServer(config.outbound.listen, self._outbound_call,
                                            config.freeswitch.sendmsg_timeout_s, self.telemetry,
                                            reuse_port=self.reuse_port,
-                                           linger_s=config.outbound.linger_s)
+                                           linger_s=config.outbound.linger_s,
+                                           allow=config.outbound.allow,
+                                           connect_timeout_s=config.outbound.connect_timeout_s)
             self._on_stop("outbound server", self.outbound.stop)
         self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
                                            self.on_call_gone, self.routes)
@@ -134,8 +136,15 @@ class Service:
         return make_flow(self.config.ivr.flow, uuid, ctx)
 
     def stop(self) -> None:
-        """Stop everything in reverse start order; never raises."""
+        """Stop everything in reverse start order; never raises. The outbound port
+        closes first of all (OutboundServer.stop_listening): a call offered to a
+        process on its way out would lose its `socket` to it."""
         self._stopping = True
+        if self.outbound is not None:
+            try:
+                self.outbound.stop_listening()
+            except Exception:
+                logger.exception("closing the outbound port failed")
         while self._stop_list:
             name, stop = self._stop_list.pop()
             try:

@@ -4,13 +4,16 @@ while the link writes as many commands as the recording client did."""
 
 from __future__ import annotations
 
+import select
 import socket
 
 import pytest
 
 from actors.channel_link import ChannelLink, SocketClosed
 from actors.messages import CommandFailed, EslEvent
+from fakeswitch.wire import event_plain
 from tests.esl.replay import Capture
+from tests.waiting import wait_until
 
 UUID = "36b97724-98f7-46d4-a702-2c4e58a56890"
 
@@ -117,3 +120,88 @@ def test_a_socket_closed_before_the_hangup_fails_pending_commands_and_tells_the_
     failed = [m for m in inbox.told if isinstance(m, CommandFailed)]
     assert failed and failed[0].event_uuid == "e1" and failed[0].uncertain
     assert isinstance(inbox.told[-1], SocketClosed)
+
+
+# --- whether the switch has let a call go from this socket (a second connection claims it)
+
+
+def tcp_link() -> tuple[ChannelLink, socket.socket]:
+    """A link on a real loopback TCP connection; the far end is the switch's side."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        far = socket.create_connection(server.getsockname())
+        ours, _ = server.accept()
+    return ChannelLink(ours, "test", lambda link: None, send_timeout_s=2), far
+
+
+def readable(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 2)[0])
+
+
+def event_frame(name: str, **headers: str) -> bytes:
+    return event_plain([("Event-Name", name), ("Unique-ID", UUID), *headers.items()], None)
+
+
+def test_an_open_socket_with_events_unread_still_carries_its_call():
+    link, far = tcp_link()
+    far.sendall(event_frame("CHANNEL_EXECUTE", Application="playback"))
+    assert readable(link._sock)
+    assert not link.switch_let_go()
+    far.close()
+
+
+def test_a_socket_the_switch_closed_behind_unread_events_has_let_its_call_go():
+    # The same thread reads the old socket and the new one: the new one's connect answer
+    # may be handled before this EOF is read, and the real second `socket` must win.
+    link, far = tcp_link()
+    far.sendall(event_frame("CHANNEL_EXECUTE_COMPLETE", Application="playback"))
+    far.close()
+    assert readable(link._sock)
+    assert wait_until(link.switch_let_go, 2)  # the FIN, once the kernel has it
+    assert not link.closed, "nothing was read: the server thread still owns the stream"
+
+
+def test_a_socket_whose_socket_app_ended_has_let_its_call_go_though_it_stays_open():
+    # A transfer ends the `socket` app; the switch keeps the socket to the hangup, and a
+    # transfer back into the IVR brings the call on a new one.
+    link, far = tcp_link()
+    link.feed(event_frame("CHANNEL_EXECUTE_COMPLETE", Application="socket"))
+    assert link.switch_let_go()
+    far.close()
+
+
+def test_without_tcp_state_a_closed_socket_is_seen_by_a_peek():
+    ours, theirs = socket.socketpair()
+    link = ChannelLink(ours, "test", lambda link: None, send_timeout_s=2)
+    assert not link.switch_let_go()
+    theirs.close()
+    assert link.switch_let_go()
+
+
+def test_a_refused_claim_gets_exit_and_its_socket_shut_and_delivers_nothing():
+    link, far = tcp_link()
+    inbox = Inbox()
+    link.attach(inbox)  # type: ignore[arg-type]
+    link.refuse()
+    far.settimeout(2)
+    written = b""
+    while chunk := far.recv(65536):
+        written += chunk
+    assert written == b"exit\n\n"
+    link.feed(event_frame("CHANNEL_PARK"))
+    assert inbox.told == []
+
+
+def test_once_its_socket_app_ended_the_park_of_a_newer_socket_is_left_to_that_socket():
+    # On a transfer back to the socket extension, the old socket (still open) also sees
+    # the new `socket` app's CHANNEL_PARK; taken, it would re-enter the flow on the old
+    # socket while the new one offers the call too: the welcome twice.
+    link, far = tcp_link()
+    inbox = Inbox()
+    link.attach(inbox)  # type: ignore[arg-type]
+    link.feed(event_frame("CHANNEL_PARK", variable_current_application="socket"))
+    link.feed(event_frame("CHANNEL_EXECUTE_COMPLETE", Application="socket"))
+    link.feed(event_frame("CHANNEL_PARK", variable_current_application="socket"))
+    link.feed(event_frame("CHANNEL_PARK", variable_current_application="park"))
+    names = [(m.event.name, m.event.variable("current_application")) for m in inbox.told]
+    assert names == [("CHANNEL_PARK", "socket"), ("CHANNEL_EXECUTE_COMPLETE", None), ("CHANNEL_PARK", "park")]
+    far.close()

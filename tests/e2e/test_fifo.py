@@ -46,20 +46,25 @@ def test_a_caller_giving_up_in_the_queue_is_recorded_as_an_abort(harness, switch
     assert r.row["ended_at"] is not None
 
 
-def test_a_queued_caller_sent_back_into_the_ivr_starts_the_flow_again_as_a_re_entry(harness, switch):
-    """An agent (or the queue's orbit) sends the caller back to the IVR's extension
-    with `uuid_transfer`: the second CHANNEL_PARK starts the flow again, recorded as a
-    re-entry, and the caller's second choice counts."""
+def queued_then_sent_back(h, switch, extension: str):
+    """A caller who chose 1 (the real fifo_hst queue), sent back to `extension` once
+    queued, chooses 1 again, queues again and hangs up: the call's result."""
     switch.set_fifo_queue("fifo_hst", "real")
-    h = harness()
     uuid = h.place("5551210", "1|1")
     assert switch.wait_fifo(uuid, "push", timeout=WAIT_S)
-    reply = h.service.services.commander_proxy().api(f"uuid_transfer {uuid} fsm XML default").get(timeout=5)
+    reply = h.service.services.commander_proxy().api(f"uuid_transfer {uuid} {extension} XML default").get(timeout=5)
     assert reply.startswith("+OK"), reply
     assert wait_until(lambda: fifo_actions(h, uuid).count("push") == 2, WAIT_S), \
         (fifo_actions(h, uuid), switch.call_record(uuid).events[-20:], switch.call_record(uuid).commands)
     switch.hangup(uuid)
-    r = h.finish(uuid)
+    return h.finish(uuid)
+
+
+def test_a_queued_caller_sent_back_into_the_ivr_starts_the_flow_again_as_a_re_entry(harness, switch):
+    """An agent (or the queue's orbit) sends the caller back to the IVR's extension
+    with `uuid_transfer`: the second CHANNEL_PARK starts the flow again, recorded as a
+    re-entry, and the caller's second choice counts."""
+    r = queued_then_sent_back(harness(), switch, "fsm")
     welcome, menu, queue = ("playback", "new_sales/1000.wav"), r.commands[1], ("transfer", "fifo_hst XML new_sales")
     assert menu[0] == "play_and_get_digits"
     assert r.commands == [welcome, menu, queue, welcome, menu, queue]
