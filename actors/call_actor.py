@@ -92,6 +92,9 @@ _QUICK_LOOK_S = 0.25
 _TIMERS_KEPT = 32
 # Reads of a channel before a take-over gives up (the next resync tries again).
 _DUMP_TRIES = 3
+# The write number of an actor's claim on its call (storage.records): apart from the
+# flow's own numbers and the supervisor's.
+_CLAIM_SEQ = 800_000
 
 
 class _Gone(Exception):
@@ -201,6 +204,7 @@ class CallActor(mailbox.Actor):
         self.link = link
         self._takeover = takeover
         self._declined = False
+        self._claimed = False  # see _claim
         self.uuid = uuid
         self.flow = flow
         self.services = services
@@ -359,6 +363,7 @@ class CallActor(mailbox.Actor):
                 self._decline("the channel is gone")
             return
         if checkpoint and checkpoint.get("s") != self.flow.final_state:
+            self._claim()
             self._write_recent(checkpoint)
             self._apply(self.flow.resume(checkpoint, channel))
             return
@@ -368,6 +373,8 @@ class CallActor(mailbox.Actor):
             verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
+        if found or verdict.action in (resume.START, resume.RESUME, outbound.REENTER):
+            self._claim()
         for known in (checkpoint, verdict.checkpoint):
             if known:  # its records written again, and this actor's numbering after them
                 self._write_recent(known)
@@ -384,6 +391,17 @@ class CallActor(mailbox.Actor):
             self.flow.resume_after_failure(found)
         else:
             self._decline(verdict.reason)
+
+    def _claim(self) -> None:
+        """This process holds the call from now on (it may have been another worker's
+        or node's): said at once, so that one, if it lost the call unseen, does not
+        write its end (storage.records). Once per actor; a repeat is harmless."""
+        if _CLAIM_SEQ in self._unacked or self._claimed:
+            return
+        self._claimed = True
+        write = DbWrite(self.uuid, _CLAIM_SEQ, "claim", {"uuid": self.uuid}, reply_to=self._acks)
+        self._unacked[write.seq] = write
+        self._write(write)
 
     def _confirm_channel(self) -> None:
         """Not in a resync's listing: gone for good (`uuid_exists` reads the live

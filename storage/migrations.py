@@ -7,6 +7,9 @@
        PostgreSQL ON CONFLICT burns a sequence value); calls.node and cdr_outbox.node
        (which icall took the call); cdr_outbox.claimed_by / claimed_until (the lease
        that lets several icalls share one outbox)
+    4  calls.claimed_by: the icall process holding the call (a worker or node that
+       takes a call over claims it), so that a process that lost a call never writes
+       its end
 
 Columns and indexes go through peewee's schema migrator; widening a key is written
 per backend (storage.schema_v3). Each step checks what is already there before
@@ -22,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from peewee import Database, DateTimeField, SchemaManager
+from peewee import CharField, Database, DateTimeField, SchemaManager
 from playhouse.migrate import SchemaMigrator, migrate
 
 from storage import schema_v1, schema_v3
@@ -58,8 +61,14 @@ def _v2(db: Database) -> None:
     migrate(*operations)
 
 
+def _v4(db: Database) -> None:
+    if "claimed_by" not in {column.name for column in db.get_columns("calls")}:
+        migrator = SchemaMigrator.from_database(db)
+        migrate(migrator.add_column("calls", "claimed_by", CharField(max_length=128, null=True)))
+
+
 # Version reached -> the step that reaches it from the one before.
-STEPS: dict[int, Callable[[Database], None]] = {1: _create_v1, 2: _v2, 3: schema_v3.upgrade}
+STEPS: dict[int, Callable[[Database], None]] = {1: _create_v1, 2: _v2, 3: schema_v3.upgrade, 4: _v4}
 LATEST = max(STEPS)
 
 
