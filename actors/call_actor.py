@@ -95,6 +95,8 @@ _DUMP_TRIES = 3
 # The write number of an actor's claim on its call (storage.records): apart from the
 # flow's own numbers and the supervisor's.
 _CLAIM_SEQ = 800_000
+# ... and of its close of a row left open by an earlier process (storage.records).
+_CLOSING_SEQ = 900_000
 
 
 class _Gone(Exception):
@@ -188,7 +190,7 @@ class CallActor(mailbox.Actor):
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
                  inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
                  parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None,
-                 link: Any = None):
+                 link: Any = None, close_row_if_gone: bool = False):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
@@ -199,12 +201,15 @@ class CallActor(mailbox.Actor):
         `{}` adopts a call found on the switch (its checkpoint is on the channel), a
         dead handler's checkpoint resumes the call where that handler was.
         `link`: outbound mode, the call's own socket (actors.channel_link), which then
-        carries its commands instead of the Commander."""
+        carries its commands instead of the Commander. `close_row_if_gone`: the call
+        has a row an earlier process left open; a take-over that finds the channel
+        gone closes that row (a close record) instead of only declining."""
         super().__init__()
         self.link = link
         self._takeover = takeover
         self._declined = False
         self._claimed = False  # see _claim
+        self._close_row_if_gone = close_row_if_gone
         self.uuid = uuid
         self.flow = flow
         self.services = services
@@ -359,6 +364,8 @@ class CallActor(mailbox.Actor):
                 self._write_recent(checkpoint)
                 self.flow.resume_after_failure(checkpoint)
                 self._apply(self.flow.on_channel_gone(UNSEEN_HANGUP_CAUSE))
+            elif self._close_row_if_gone:
+                self._close_row()
             else:
                 self._decline("the channel is gone")
             return
@@ -391,6 +398,15 @@ class CallActor(mailbox.Actor):
             self.flow.resume_after_failure(found)
         else:
             self._decline(verdict.reason)
+
+    def _close_row(self) -> None:
+        """The call ended while no icall watched it: its row gets the end known (now,
+        when icall saw it gone) and a cause saying so, and nothing else; storage.records
+        leaves a row that has its end alone. Not kept for resend: a close lost with
+        its writer leaves the row open, and the next start closes it."""
+        logger.info("the call ended while icall was down: closing its row")
+        self._write(DbWrite(self.uuid, _CLOSING_SEQ, "close", {"uuid": self.uuid, "at": time.time()}))
+        self._decline("it ended while icall was down")
 
     def _claim(self) -> None:
         """This process holds the call from now on (it may have been another worker's
