@@ -34,13 +34,12 @@ Thread-free: `commit_batch` runs on the caller's thread and connection.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import json
 from datetime import UTC
+from typing import Any
 
 from peewee import Case, CharField, Database, MySQLDatabase, chunked, fn
 
@@ -255,9 +254,10 @@ def commit_batch(db: Database, batch: Sequence[Prepared], known: KnownCalls | No
             for chunk in chunked(rows, INSERT_CHUNK):
                 _insert_new(db, model, chunk, model.call_uuid)
         cdrs = [p for p in batch if p.kind == "cdr" and p.outbox is not None]
-        for chunk in chunked(cdrs, INSERT_CHUNK):
-            if _insert_new(db, CdrOutbox, [p.outbox for p in chunk], CdrOutbox.call_uuid) < len(chunk):
-                _replace_unseen_cdrs(db, [p for p in chunk if not p.unseen_end], now)
+        for cdr_chunk in chunked(cdrs, INSERT_CHUNK):
+            outbox_rows = [_own_outbox(p) for p in cdr_chunk]
+            if _insert_new(db, CdrOutbox, outbox_rows, CdrOutbox.call_uuid) < len(cdr_chunk):
+                _replace_unseen_cdrs(db, [p for p in cdr_chunk if not p.unseen_end], now)
         _close(db, [p for p in batch if p.kind == "close"], now)
     known.add(changes)
 
@@ -295,8 +295,7 @@ def _replace_unseen_cdrs(db: Database, seen: list[Prepared], now) -> None:
         row = waiting.get(p.call_uuid)
         if row is None or hangup_seen(json.loads(row.payload).get("hangup_cause")):
             continue
-        assert p.outbox is not None
-        (CdrOutbox.update(payload=p.outbox["payload"], attempts=0, next_attempt_at=now, last_error=None)
+        (CdrOutbox.update(payload=_own_outbox(p)["payload"], attempts=0, next_attempt_at=now, last_error=None)
          .where(CdrOutbox.id == row.id, CdrOutbox.delivered_at.is_null()).execute(db))
 
 
@@ -313,7 +312,7 @@ def _close(db: Database, closes: list[Prepared], now) -> None:
         Call.update(ended_at=end["ended_at"]).where(Call.uuid == p.call_uuid, Call.ended_at.is_null()).execute(db)
         if p.outbox is None:
             continue
-        row = Call.select().where(Call.uuid == p.call_uuid).dicts().get(db)
+        row = Call.select().where(Call.uuid == p.call_uuid).dicts().execute(db)[0]
         payload = _cdr_of_row(row)
         if p.node:
             payload["node"] = p.node
@@ -416,6 +415,11 @@ def _fill_by_uuid(values_by_uuid: dict[str, dict[str, Any]]) -> dict:
                  for u, values in values_by_uuid.items() if name in values]
         updates[column] = fn.COALESCE(column, Case(Call.uuid, whens, column))
     return updates
+
+
+def _own_outbox(prepared: Prepared) -> dict[str, Any]:
+    assert prepared.outbox is not None, f"a prepared {prepared.kind!r} record has no outbox row"
+    return prepared.outbox
 
 
 def _own_row(prepared: Prepared) -> dict[str, Any]:
