@@ -60,7 +60,7 @@ from ivr.effects import (
     StartTimer,
 )
 from ivr.event import Event, channel_data_event
-from ivr.flow import UNSEEN_HANGUP_CAUSE, Flow
+from ivr.flow import UNSEEN_HANGUP_CAUSE, CallInfo, Flow
 from ivr.resume import CHECKPOINT_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -144,6 +144,9 @@ class CallServices:
     # Every live CallActor by actor URN: the supervisor's hang check reads their
     # `busy_since` (actors.supervisor, _check_hung).
     call_actors: dict[str, Any] = field(default_factory=dict)
+    # The event link's reader (inbound mode; None without one): lets through the events
+    # of a call whose channel its filter does not match (actors.esl_reader.watch).
+    event_link: Any = None
     _commander_proxy: Any = None
     _proxies: dict[str, Any] = field(default_factory=dict)  # by actor URN
     _proxied_ref: Any = None
@@ -210,6 +213,7 @@ class CallActor(mailbox.Actor):
         self._declined = False
         self._claimed = False  # see _claim
         self._close_row_if_gone = close_row_if_gone
+        self._watching = False  # the event link lets this call's events through for it
         self.uuid = uuid
         self.flow = flow
         self.services = services
@@ -318,6 +322,7 @@ class CallActor(mailbox.Actor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self.services.call_actors.pop(self.actor_urn, None)
         self._cancel_timers()
+        self._stop_watching()
         if self.abandoned:
             return
         self._settle_acks()
@@ -332,6 +337,7 @@ class CallActor(mailbox.Actor):
     def on_stop(self) -> None:
         self.services.call_actors.pop(self.actor_urn, None)
         self._cancel_timers()
+        self._stop_watching()
         if self._failed or self._declined or self.abandoned:
             return  # on_failure or _decline already told the supervisor
         self._settle_acks()
@@ -374,6 +380,10 @@ class CallActor(mailbox.Actor):
             self._write_recent(checkpoint)
             self._apply(self.flow.resume(checkpoint, channel))
             return
+        if (self.link is None and channel.variable(ivr.flow_variable) != ivr.flow
+                and (self._close_row_if_gone or checkpoint)):
+            self._listen_outbound(channel, checkpoint)
+            return
         if self.link is not None:
             verdict = self.link.look(channel, self.flow.final_state)
         else:
@@ -398,6 +408,43 @@ class CallActor(mailbox.Actor):
             self.flow.resume_after_failure(found)
         else:
             self._decline(verdict.reason)
+
+    def _listen_outbound(self, channel: Event, checkpoint: dict[str, Any]) -> None:
+        """A call of ours (its row is open, or a dead handler had it) with no socket
+        here and without the flow variable: an outbound call alive after a restart.
+        Inside `socket`, another icall process holds it: left alone. Handed off (in a
+        queue, bridged, transferred to the dialplan's fallback): never touched, but
+        listened to on the event link, so its hangup writes the CDR with its cause."""
+        app = channel.variable("current_application") or ""
+        if app == "socket":
+            self._decline("inside a socket app: another icall process holds it")
+            return
+        event_link = self.services.event_link
+        if event_link is None:
+            self._decline("an outbound call handed off, and no event link to hear its end on")
+            return
+        found = checkpoint or resume.decode(channel.variable(CHECKPOINT_VARIABLE)) or {}
+        logger.info("taking over: listening (an outbound call handed off, in %s)", app or "no application")
+        self._claim()
+        if found:
+            self._write_recent(found)
+        self.flow.resume_after_failure(found)
+        self.flow.call = CallInfo.from_park(channel)  # for its CDR
+        self._watching = True
+        # Its hangup may come before the filter is on: then the channel is looked at.
+        event_link.watch(self.uuid, self._filter_on)
+
+    def _filter_on(self) -> None:
+        """The reader thread: this call's filter is on; look whether it is still up."""
+        try:
+            self.actor_ref.tell(ConfirmChannel())
+        except pykka.ActorDeadError:
+            pass  # ended meanwhile
+
+    def _stop_watching(self) -> None:
+        if self._watching and self.services.event_link is not None:
+            self._watching = False
+            self.services.event_link.unwatch(self.uuid)
 
     def _close_row(self) -> None:
         """The call ended while no icall watched it: its row gets the end known (now,

@@ -122,6 +122,7 @@ class Service:
         if not self.inbound:
             return
         self.reader = EventReader(config, on_event=self._deliver_event, on_link=self._link_changed)
+        self.services.event_link = self.reader
         self.reader.start()
         self._on_stop("event reader", self.reader.stop)
 
