@@ -390,7 +390,7 @@ class CallActor(mailbox.Actor):
             verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
-        if found or verdict.action in (resume.START, resume.RESUME, outbound.REENTER):
+        if found:  # not a fresh start: its "call" record claims it without an urgent write
             self._claim()
         for known in (checkpoint, verdict.checkpoint):
             if known:  # its records written again, and this actor's numbering after them

@@ -8,7 +8,7 @@ writer restarted mid-call) leaves the same rows as one delivery:
            insert-or-ignore by call uuid, in the same transaction. A CDR whose
            hangup was seen replaces an undelivered, unclaimed outbox row holding a
            "hangup not seen" one (that process lost track of the call, this one saw
-           its end)
+           its end); such a row is due only UNSEEN_CDR_HOLD_S after it is queued
   claim    calls.claimed_by set to the writing process (a worker or node that takes
            a call over); a "hangup not seen" CDR (cause `UNKNOWN (...`) is written
            only while its process holds the claim and the row has no end yet, so a
@@ -38,7 +38,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 from peewee import Case, CharField, Database, MySQLDatabase, chunked, fn
@@ -76,6 +76,9 @@ _OVERWRITTEN_COLUMNS = (*CDR_COLUMNS, "node", "claimed_by")
 UNSEEN_CAUSE_PREFIX = "UNKNOWN ("
 # The cause of a close record: the call ended while no icall watched it.
 ENDED_UNSEEN_CAUSE = "UNKNOWN (ended while icall was down)"
+# A CDR of an end not seen is posted this long after it is queued, not at once: the
+# process that saw the end (a claim that came late) has that long to replace it.
+UNSEEN_CDR_HOLD_S = 5.0
 _TIME_COLUMNS = {"started_at", "answered_at", "ended_at"}
 _INT_COLUMNS = {"duration_s", "billsec_s"}
 
@@ -158,9 +161,10 @@ def _prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any], node: 
         prepared.call_columns["node"] = node
         now = utc_now()
         payload = {**fields, "node": node} if node else fields
+        due = now if hangup_seen(fields.get("hangup_cause")) else now + timedelta(seconds=UNSEEN_CDR_HOLD_S)
         prepared.outbox = {
             "call_uuid": call_uuid, "payload": to_json(payload), "created_at": now,
-            "attempts": 0, "next_attempt_at": now, "node": node,
+            "attempts": 0, "next_attempt_at": due, "node": node,
         }
     elif kind == "step":
         prepared.row = {
@@ -316,7 +320,8 @@ def _close(db: Database, closes: list[Prepared], now) -> None:
         payload = _cdr_of_row(row)
         if p.node:
             payload["node"] = p.node
-        _insert_new(db, CdrOutbox, [{**p.outbox, "payload": to_json(payload), "next_attempt_at": now}],
+        due = now + timedelta(seconds=UNSEEN_CDR_HOLD_S)
+        _insert_new(db, CdrOutbox, [{**p.outbox, "payload": to_json(payload), "next_attempt_at": due}],
                     CdrOutbox.call_uuid)
 
 

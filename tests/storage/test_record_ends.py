@@ -5,12 +5,13 @@ earlier process left open."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from actors.messages import DbWrite
 from ivr.flow import LOST_HANGUP_CAUSE, UNSEEN_HANGUP_CAUSE
 from ivr.outbound import SOCKET_LOST_CAUSE
 from storage.models import Call, CdrOutbox, utc_from_epoch, utc_now
-from storage.records import ENDED_UNSEEN_CAUSE, commit_batch, hangup_seen, prepare
+from storage.records import ENDED_UNSEEN_CAUSE, UNSEEN_CDR_HOLD_S, commit_batch, hangup_seen, prepare
 from tests.storage.helpers import STARTED, one_call
 
 LOSER, HOLDER = "node#1#aaaa", "node#2#bbbb"
@@ -126,3 +127,14 @@ def test_a_close_never_touches_a_call_that_has_its_cdr(db):
     after = _row(db, "ended")
     assert (after.hangup_cause, after.ended_at, after.path) == (before.hangup_cause, before.ended_at, before.path)
     assert [c["hangup_cause"] for c in _outbox(db, "ended")] == ["NORMAL_CLEARING"]
+
+
+def test_an_unseen_cdr_waits_in_the_outbox_a_little_for_the_real_one_a_seen_one_is_due_at_once(db):
+    start, cdr = _start_and_cdr("unseen")
+    before = utc_now()
+    _commit(db, LOSER, start, _unseen(cdr))
+    start2, cdr2 = _start_and_cdr("seen")
+    _commit(db, HOLDER, start2, cdr2)
+    due = {row.call_uuid: row.next_attempt_at for row in CdrOutbox.select().execute(db)}
+    assert due["unseen"] >= before + timedelta(seconds=UNSEEN_CDR_HOLD_S)
+    assert due["seen"] <= utc_now()
