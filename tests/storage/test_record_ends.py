@@ -11,7 +11,13 @@ from actors.messages import DbWrite
 from ivr.flow import LOST_HANGUP_CAUSE, UNSEEN_HANGUP_CAUSE
 from ivr.outbound import SOCKET_LOST_CAUSE
 from storage.models import Call, CdrOutbox, utc_from_epoch, utc_now
-from storage.records import ENDED_UNSEEN_CAUSE, UNSEEN_CDR_HOLD_S, commit_batch, hangup_seen, prepare
+from storage.records import (
+    ENDED_UNSEEN_CAUSE,
+    UNSEEN_CDR_HOLD_S,
+    commit_batch,
+    hangup_seen,
+    prepare,
+)
 from tests.storage.helpers import STARTED, one_call
 
 LOSER, HOLDER = "node#1#aaaa", "node#2#bbbb"
