@@ -274,8 +274,11 @@ def _without_unwanted_ends(db: Database, batch: Sequence[Prepared]) -> Sequence[
     if not unseen:
         return batch
     seen = {p.call_uuid for p in batch if p.kind == "cdr" and not p.unseen_end}
-    rows = {row["uuid"]: row for row in Call.select(Call.uuid, Call.hangup_cause, Call.claimed_by)
-            .where(Call.uuid.in_([p.call_uuid for p in unseen])).dicts().execute(db)}
+    query = (Call.select(Call.uuid, Call.hangup_cause, Call.claimed_by)
+             .where(Call.uuid.in_([p.call_uuid for p in unseen])).dicts())
+    if db.for_update:  # the servers: a claim cannot commit between this read and the write
+        query = query.for_update()  # (SQLite's write lock, taken at BEGIN, holds it off)
+    rows = {row["uuid"]: row for row in query.execute(db)}
     unwanted = set()
     for p in unseen:
         row = rows.get(p.call_uuid) or {}
