@@ -114,6 +114,13 @@ class _TakeOver:
     checkpoint: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _FilterOn:
+    """From the event link's reader: the call's events pass from now on (see watch)."""
+
+
+# After its filter is on, a watched call's channel is looked at this much later.
+_FILTER_LOOK_S = 2.0
 # A take-over whose channel could not be read looks again after this many seconds times
 # its attempt number, at most the second figure, for as long as the call lives: acting
 # without reading could touch a caller who left the IVR.
@@ -305,6 +312,8 @@ class CallActor(mailbox.Actor):
             self._send(message.commands, message.tries)
         elif isinstance(message, ConfirmChannel):
             self._confirm_channel()
+        elif isinstance(message, _FilterOn):
+            self._schedule(_FILTER_LOOK_S, ConfirmChannel())
         elif isinstance(message, _TakeOver):
             if message is self._looking:
                 self._take_over(message.checkpoint)
@@ -380,9 +389,10 @@ class CallActor(mailbox.Actor):
             self._write_recent(checkpoint)
             self._apply(self.flow.resume(checkpoint, channel))
             return
+        on_channel = resume.decode(channel.variable(CHECKPOINT_VARIABLE))
         if (self.link is None and channel.variable(ivr.flow_variable) != ivr.flow
-                and (self._close_row_if_gone or checkpoint)):
-            self._listen_outbound(channel, checkpoint)
+                and (self._close_row_if_gone or checkpoint or on_channel is not None)):
+            self._listen_outbound(channel, checkpoint or on_channel or {})
             return
         if self.link is not None:
             verdict = self.link.look(channel, self.flow.final_state)
@@ -410,8 +420,9 @@ class CallActor(mailbox.Actor):
             self._decline(verdict.reason)
 
     def _listen_outbound(self, channel: Event, checkpoint: dict[str, Any]) -> None:
-        """A call of ours (its row is open, or a dead handler had it) with no socket
-        here and without the flow variable: an outbound call alive after a restart.
+        """A call of ours (its row is open, a dead handler had it, or it carries our
+        checkpoint: a process killed before its row was committed) with no socket here
+        and without the flow variable: an outbound call alive after a restart.
         Inside `socket`, another icall process holds it: left alone. Handed off (in a
         queue, bridged, transferred to the dialplan's fallback): never touched, but
         listened to on the event link, so its hangup writes the CDR with its cause."""
@@ -423,7 +434,7 @@ class CallActor(mailbox.Actor):
         if event_link is None:
             self._decline("an outbound call handed off, and no event link to hear its end on")
             return
-        found = checkpoint or resume.decode(channel.variable(CHECKPOINT_VARIABLE)) or {}
+        found = checkpoint
         logger.info("taking over: listening (an outbound call handed off, in %s)", app or "no application")
         self._claim()
         if found:
@@ -435,9 +446,11 @@ class CallActor(mailbox.Actor):
         event_link.watch(self.uuid, self._filter_on)
 
     def _filter_on(self) -> None:
-        """The reader thread: this call's filter is on; look whether it is still up."""
+        """The reader thread: this call's filter is on. A hangup from now on comes as an
+        event; one before it was lost: the channel is looked at a little later (the
+        event of a hangup just after the filter may still be on its way)."""
         try:
-            self.actor_ref.tell(ConfirmChannel())
+            self.actor_ref.tell(_FilterOn())
         except pykka.ActorDeadError:
             pass  # ended meanwhile
 
