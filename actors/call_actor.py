@@ -60,7 +60,7 @@ from ivr.effects import (
     StartTimer,
 )
 from ivr.event import Event, channel_data_event
-from ivr.flow import UNSEEN_HANGUP_CAUSE, Flow
+from ivr.flow import UNSEEN_HANGUP_CAUSE, CallInfo, Flow
 from ivr.resume import CHECKPOINT_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,11 @@ _QUICK_LOOK_S = 0.25
 _TIMERS_KEPT = 32
 # Reads of a channel before a take-over gives up (the next resync tries again).
 _DUMP_TRIES = 3
+# The write number of an actor's claim on its call (storage.records): apart from the
+# flow's own numbers and the supervisor's.
+_CLAIM_SEQ = 800_000
+# ... and of its close of a row left open by an earlier process (storage.records).
+_CLOSING_SEQ = 900_000
 
 
 class _Gone(Exception):
@@ -109,6 +114,13 @@ class _TakeOver:
     checkpoint: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _FilterOn:
+    """From the event link's reader: the call's events pass from now on (see watch)."""
+
+
+# After its filter is on, a watched call's channel is looked at this much later.
+_FILTER_LOOK_S = 2.0
 # A take-over whose channel could not be read looks again after this many seconds times
 # its attempt number, at most the second figure, for as long as the call lives: acting
 # without reading could touch a caller who left the IVR.
@@ -139,6 +151,9 @@ class CallServices:
     # Every live CallActor by actor URN: the supervisor's hang check reads their
     # `busy_since` (actors.supervisor, _check_hung).
     call_actors: dict[str, Any] = field(default_factory=dict)
+    # The event link's reader (inbound mode; None without one): lets through the events
+    # of a call whose channel its filter does not match (actors.esl_reader.watch).
+    event_link: Any = None
     _commander_proxy: Any = None
     _proxies: dict[str, Any] = field(default_factory=dict)  # by actor URN
     _proxied_ref: Any = None
@@ -185,7 +200,7 @@ class CallActor(mailbox.Actor):
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
                  inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
                  parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None,
-                 link: Any = None):
+                 link: Any = None, close_row_if_gone: bool = False):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
@@ -196,11 +211,16 @@ class CallActor(mailbox.Actor):
         `{}` adopts a call found on the switch (its checkpoint is on the channel), a
         dead handler's checkpoint resumes the call where that handler was.
         `link`: outbound mode, the call's own socket (actors.channel_link), which then
-        carries its commands instead of the Commander."""
+        carries its commands instead of the Commander. `close_row_if_gone`: the call
+        has a row an earlier process left open; a take-over that finds the channel
+        gone closes that row (a close record) instead of only declining."""
         super().__init__()
         self.link = link
         self._takeover = takeover
         self._declined = False
+        self._claimed = False  # see _claim
+        self._close_row_if_gone = close_row_if_gone
+        self._watching = False  # the event link lets this call's events through for it
         self.uuid = uuid
         self.flow = flow
         self.services = services
@@ -292,6 +312,8 @@ class CallActor(mailbox.Actor):
             self._send(message.commands, message.tries)
         elif isinstance(message, ConfirmChannel):
             self._confirm_channel()
+        elif isinstance(message, _FilterOn):
+            self._schedule(_FILTER_LOOK_S, ConfirmChannel())
         elif isinstance(message, _TakeOver):
             if message is self._looking:
                 self._take_over(message.checkpoint)
@@ -309,6 +331,7 @@ class CallActor(mailbox.Actor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self.services.call_actors.pop(self.actor_urn, None)
         self._cancel_timers()
+        self._stop_watching()
         if self.abandoned:
             return
         self._settle_acks()
@@ -323,6 +346,7 @@ class CallActor(mailbox.Actor):
     def on_stop(self) -> None:
         self.services.call_actors.pop(self.actor_urn, None)
         self._cancel_timers()
+        self._stop_watching()
         if self._failed or self._declined or self.abandoned:
             return  # on_failure or _decline already told the supervisor
         self._settle_acks()
@@ -355,12 +379,20 @@ class CallActor(mailbox.Actor):
                 self._write_recent(checkpoint)
                 self.flow.resume_after_failure(checkpoint)
                 self._apply(self.flow.on_channel_gone(UNSEEN_HANGUP_CAUSE))
+            elif self._close_row_if_gone:
+                self._close_row()
             else:
                 self._decline("the channel is gone")
             return
         if checkpoint and checkpoint.get("s") != self.flow.final_state:
+            self._claim()
             self._write_recent(checkpoint)
             self._apply(self.flow.resume(checkpoint, channel))
+            return
+        on_channel = resume.decode(channel.variable(CHECKPOINT_VARIABLE))
+        if (self.link is None and channel.variable(ivr.flow_variable) != ivr.flow
+                and (self._close_row_if_gone or checkpoint or on_channel is not None)):
+            self._listen_outbound(channel, checkpoint or on_channel or {})
             return
         if self.link is not None:
             verdict = self.link.look(channel, self.flow.final_state)
@@ -368,6 +400,8 @@ class CallActor(mailbox.Actor):
             verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
+        if found:  # not a fresh start: its "call" record claims it without an urgent write
+            self._claim()
         for known in (checkpoint, verdict.checkpoint):
             if known:  # its records written again, and this actor's numbering after them
                 self._write_recent(known)
@@ -384,6 +418,66 @@ class CallActor(mailbox.Actor):
             self.flow.resume_after_failure(found)
         else:
             self._decline(verdict.reason)
+
+    def _listen_outbound(self, channel: Event, checkpoint: dict[str, Any]) -> None:
+        """A call of ours (its row is open, a dead handler had it, or it carries our
+        checkpoint: a process killed before its row was committed) with no socket here
+        and without the flow variable: an outbound call alive after a restart.
+        Inside `socket`, another icall process holds it: left alone. Handed off (in a
+        queue, bridged, transferred to the dialplan's fallback): never touched, but
+        listened to on the event link, so its hangup writes the CDR with its cause."""
+        app = channel.variable("current_application") or ""
+        if app == "socket":
+            self._decline("inside a socket app: another icall process holds it")
+            return
+        event_link = self.services.event_link
+        if event_link is None:
+            self._decline("an outbound call handed off, and no event link to hear its end on")
+            return
+        found = checkpoint
+        logger.info("taking over: listening (an outbound call handed off, in %s)", app or "no application")
+        self._claim()
+        if found:
+            self._write_recent(found)
+        self.flow.resume_after_failure(found)
+        self.flow.call = CallInfo.from_park(channel)  # for its CDR
+        self._watching = True
+        # Its hangup may come before the filter is on: then the channel is looked at.
+        event_link.watch(self.uuid, self._filter_on)
+
+    def _filter_on(self) -> None:
+        """The reader thread: this call's filter is on. A hangup from now on comes as an
+        event; one before it was lost: the channel is looked at a little later (the
+        event of a hangup just after the filter may still be on its way)."""
+        try:
+            self.actor_ref.tell(_FilterOn())
+        except pykka.ActorDeadError:
+            pass  # ended meanwhile
+
+    def _stop_watching(self) -> None:
+        if self._watching and self.services.event_link is not None:
+            self._watching = False
+            self.services.event_link.unwatch(self.uuid)
+
+    def _close_row(self) -> None:
+        """The call ended while no icall watched it: its row gets the end known (now,
+        when icall saw it gone) and a cause saying so, and nothing else; storage.records
+        leaves a row that has its end alone. Not kept for resend: a close lost with
+        its writer leaves the row open, and the next start closes it."""
+        logger.info("the call ended while icall was down: closing its row")
+        self._write(DbWrite(self.uuid, _CLOSING_SEQ, "close", {"uuid": self.uuid, "at": time.time()}))
+        self._decline("it ended while icall was down")
+
+    def _claim(self) -> None:
+        """This process holds the call from now on (it may have been another worker's
+        or node's): said at once, so that one, if it lost the call unseen, does not
+        write its end (storage.records). Once per actor; a repeat is harmless."""
+        if _CLAIM_SEQ in self._unacked or self._claimed:
+            return
+        self._claimed = True
+        write = DbWrite(self.uuid, _CLAIM_SEQ, "claim", {"uuid": self.uuid}, reply_to=self._acks)
+        self._unacked[write.seq] = write
+        self._write(write)
 
     def _confirm_channel(self) -> None:
         """Not in a resync's listing: gone for good (`uuid_exists` reads the live

@@ -36,6 +36,8 @@ started per wait cost more than the commit it waited for.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -61,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 0.05
 BACKLOG_WARNING_FRACTION = 0.8
-ALWAYS_KEPT_KINDS = frozenset({"call", "cdr", "failure"})
+ALWAYS_KEPT_KINDS = frozenset({"call", "cdr", "failure", "claim", "close"})
 REFUSAL_LOG_EVERY = 1000
 
 
@@ -79,18 +81,28 @@ class _Pending:
     prepared: Prepared
 
 
+def process_claim(node: str) -> str:
+    """A name for this process on the calls it holds: its node, its pid (a worker) and a
+    token of its own (a restarted process, or a second service in one process, differs)."""
+    return f"{node}#{os.getpid()}#{secrets.token_hex(4)}"
+
+
 class DbWriter(mailbox.Actor):
     """Batches DbWrites into transactions and acks each after commit; see module doc."""
 
-    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY, intake: WriteIntake | None = None):
+    def __init__(self, config, telemetry: Telemetry = NO_TELEMETRY, intake: WriteIntake | None = None,
+                 claim: str | None = None):
         """`intake`: where the calls leave their writes; it is bound to this writer
         here, in the starter's thread, so a write put as soon as `start` returns
-        reaches it (a replacement takes over its predecessor's intake)."""
+        reaches it (a replacement takes over its predecessor's intake). `claim`: the
+        process's name on the calls it holds (storage.records), the same for every
+        writer of one service run; None: one of this writer's own."""
         super().__init__()
         self._telemetry = telemetry
         settings = config.database
         self._url = settings.url
         self._node = config.service.node
+        self.claim = claim or process_claim(self._node)
         self._batch_size = settings.batch_size
         self._backlog_max = settings.backlog_max
         self._retry_max_s = settings.retry_max_s
@@ -105,7 +117,7 @@ class DbWriter(mailbox.Actor):
         self._spool = SpoolKeeper(Spool(settings.spool_path), redact(settings.url))
         self._intake = intake if intake is not None else WriteIntake()
         self._intake.batch_size = settings.batch_size
-        self._queued = False  # see _flush_queued
+        self._flush_queued = False  # set by _mark_flush_queued only
         self._intake.bind(self.actor_ref)
         self._timers = TimerService(name="DbWriter-timer")
         self._waits = 0  # numbers the gather and retry waits
@@ -146,7 +158,7 @@ class DbWriter(mailbox.Actor):
             elif isinstance(message, _Flush):
                 if message.wait and message.wait != self._waiting:
                     return  # a wait called off (an urgent write flushed already)
-                self._flush_queued = False  # disarms the intake before it is taken
+                self._mark_flush_queued(False)  # disarms the intake before it is taken
                 self._waiting = 0
                 self._take_intake()
                 self._flush()
@@ -201,14 +213,10 @@ class DbWriter(mailbox.Actor):
 
     # --- taking writes in
 
-    @property
-    def _flush_queued(self) -> bool:
-        """A _Flush is in the mailbox or on a wait: it will take the intake too."""
-        return self._queued
-
-    @_flush_queued.setter
-    def _flush_queued(self, queued: bool) -> None:
-        self._queued = queued
+    def _mark_flush_queued(self, queued: bool) -> None:
+        """Whether a _Flush is in the mailbox or on a wait (it will take the intake
+        too); the intake is armed or disarmed to match, here and only here."""
+        self._flush_queued = queued
         self._arm_intake()
 
     def _arm_intake(self) -> None:
@@ -217,7 +225,7 @@ class DbWriter(mailbox.Actor):
         come in at once to count against `backlog_max` (and be spilled past it), as
         the bound on memory promises."""
         retrying = bool(self._waiting) and not self._gathering
-        self._intake.armed = self._queued and not retrying
+        self._intake.armed = self._flush_queued and not retrying
 
     def _take_intake(self) -> None:
         for write in self._intake.take():
@@ -225,7 +233,7 @@ class DbWriter(mailbox.Actor):
 
     def _accept(self, write: DbWrite) -> None:
         try:
-            prepared = prepare(write.call_uuid, write.seq, write.kind, write.fields, self._node)
+            prepared = prepare(write.call_uuid, write.seq, write.kind, write.fields, self._node, self.claim)
         except BadRecord as exc:
             self._reject(write, str(exc))
             return
@@ -308,7 +316,7 @@ class DbWriter(mailbox.Actor):
         settled: list[int] = []
         for item in self._spool.oldest(self._batch_size):
             try:
-                rows = prepare(item.call_uuid, item.seq, item.kind, item.fields, self._node)
+                rows = prepare(item.call_uuid, item.seq, item.kind, item.fields, self._node, self.claim)
             except BadRecord as exc:
                 self._reject(item, str(exc))
                 settled.append(item.id)
@@ -391,7 +399,7 @@ class DbWriter(mailbox.Actor):
 
     def _queue_flush(self) -> None:
         if not self._flush_queued:
-            self._flush_queued = True
+            self._mark_flush_queued(True)
             self.actor_ref.tell(_Flush())
 
     def _ensure_connected(self) -> None:
@@ -426,7 +434,7 @@ class DbWriter(mailbox.Actor):
         """A _Flush after `delay_s`, from the timer thread."""
         self._waits += 1
         self._waiting, self._gathering = self._waits, gathering
-        self._flush_queued = True
+        self._mark_flush_queued(True)
         self._timers.schedule(delay_s, self.actor_ref, _Flush(self._waiting))
 
     # --- answers

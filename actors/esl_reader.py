@@ -14,13 +14,21 @@ Nothing ends the thread but `stop()`: whatever fails inside the loop (a malforme
 frame at login, at subscribe or mid-stream, a bug) is logged and the link rebuilt.
 `alive` and `down_since` let the health check see a dead thread or a link that stays
 down (plain reads, any thread).
+
+`watch(uuid)` lets one more call's events through (`filter Unique-ID <uuid>`): an
+outbound call alive at a restart, handed off, whose channel lacks the flow variable
+the subscription filters on, but whose hangup must still write its CDR. Any thread
+may ask; the reader thread sends the filter between two reads (within `POLL_MS`), and
+again after every reconnect, until `unwatch(uuid)`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from actors.esl import Backoff, Disconnected, EslError, subscription_commands
@@ -33,6 +41,7 @@ logger = logging.getLogger(__name__)
 # virtual machine (actors.timed_recv), and stop() need not wait for it: it interrupts
 # the read.
 POLL_MS = 2000
+_CALL_UUID = re.compile(r"[0-9A-Za-z-]{1,64}")  # what goes into a filter line, nothing else
 STABLE_S = 30.0  # a link that lived this long resets the backoff
 
 
@@ -62,6 +71,9 @@ class EventReader:
         self._connected = False
         self.last_event_at = time.monotonic()
         self._down_since: float | None = time.monotonic()
+        # Calls watched (reader thread only), each with what to call once its filter is on.
+        self._watched: dict[str, Callable[[], object] | None] = {}
+        self._watch_changes: deque[tuple[str, Callable[[], object] | None, bool]] = deque()
 
     @property
     def connected(self) -> bool:
@@ -77,6 +89,18 @@ class EventReader:
         """`time.monotonic()` when the event link was last lost (or the reader began
         without one); None while it is up and subscribed."""
         return self._down_since
+
+    def watch(self, uuid: str, on_watching: Callable[[], object] | None = None) -> None:
+        """Any thread: let `uuid`'s events through from now on; `on_watching()` runs in
+        the reader thread once the filter is on (and after each reconnect): events
+        before it were not seen."""
+        if not _CALL_UUID.fullmatch(uuid):
+            raise ValueError(f"not a call uuid: {uuid!r}")
+        self._watch_changes.append((uuid, on_watching, True))
+
+    def unwatch(self, uuid: str) -> None:
+        """Any thread: `uuid`'s events no longer needed (its call ended)."""
+        self._watch_changes.append((uuid, None, False))
 
     def start(self) -> None:
         self._stop.clear()
@@ -133,10 +157,36 @@ class EventReader:
                 answer = session.command(line)
                 if not answer.startswith("+OK"):
                     raise EslError(f"the switch refused {line!r}: {answer}")
+            for uuid in self._watched:
+                session.command(f"filter Unique-ID {uuid}")
         except BaseException:
             session.close()
             raise
+        for on_watching in self._watched.values():
+            self._tell_watching(on_watching)
         return session
+
+    def _change_watches(self, session: EventSession) -> None:
+        """Reader thread: send the filters asked for since the last read."""
+        while self._watch_changes:
+            uuid, on_watching, add = self._watch_changes.popleft()
+            if add:
+                self._watched[uuid] = on_watching  # kept first: a reconnect sends it anyway
+                answer = session.command(f"filter Unique-ID {uuid}")
+                if not answer.startswith("+OK"):
+                    logger.error("call %s: the switch refused its event filter: %s", uuid, answer)
+                self._tell_watching(on_watching)
+            elif self._watched.pop(uuid, False) is not False:
+                session.command(f"filter delete Unique-ID {uuid}")
+
+    @staticmethod
+    def _tell_watching(on_watching: Callable[[], object] | None) -> None:
+        if on_watching is None:
+            return
+        try:
+            on_watching()
+        except Exception:  # a callback that fails must not kill the reader
+            logger.exception("ESL watch callback failed")
 
     def _read_until_lost(self, session: EventSession) -> str:
         """Read until the link drops or stop() is called; return why it ended."""
@@ -151,6 +201,8 @@ class EventReader:
         reason = "stopped"
         try:
             while not self._stop.is_set():
+                if self._watch_changes:
+                    self._change_watches(session)
                 event = session.recv_event(self._poll_ms)
                 now = time.monotonic()
                 if event is None:

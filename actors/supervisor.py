@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid as uuidlib
@@ -60,8 +59,6 @@ _SUPERVISOR_SEQ_BASE = 1_000_000
 # transfer to safety); fewer deaths resume it where it was.
 _MAX_RESTARTS = 3
 _RESTART_WINDOW_S = 10.0
-# Write numbers of the record closing a call left open by an earlier process.
-_CLOSING_SEQ = 900_000
 # A failed channel listing is asked again after this many seconds times its attempt
 # number, at most the second figure.
 _LISTING_RETRY_S = 0.5
@@ -124,6 +121,7 @@ class Supervisor(mailbox.Actor):
         self.last_event_at = time.monotonic()
         self.stopping = False
         self._rows_checked = False  # calls left open by an earlier process (once)
+        self._open_rows: set[str] = set()  # those whose actor looks at the channel
         self._resync_number = 0
         self._adopted: Any = None  # a threading.Event to set once a resync has adopted
 
@@ -154,8 +152,11 @@ class Supervisor(mailbox.Actor):
         elif isinstance(message, CallFailed):
             self._call_failed(message)
         elif isinstance(message, CallDeclined):
-            self.counters["calls_declined"] += 1
-            self.counters["calls_adopted"] -= 1
+            if message.call_uuid in self._open_rows:
+                self._open_rows.discard(message.call_uuid)  # closed, or another's: not adopted
+            else:
+                self.counters["calls_declined"] += 1
+                self.counters["calls_adopted"] -= 1
             self._forget(message.call_uuid)
         elif isinstance(message, ServiceDied):
             self._service_died(message)
@@ -350,6 +351,7 @@ class Supervisor(mailbox.Actor):
             call.link.exit()  # outbound: the call's socket goes with its actor
         self.routes.remove(uuid)
         self.unfinished.discard(uuid)
+        self._open_rows.discard(uuid)
         if self.on_call_gone is not None:
             self.on_call_gone(uuid)
 
@@ -440,9 +442,9 @@ class Supervisor(mailbox.Actor):
     def _close_unended_rows(self, live: set[str]) -> None:
         """Calls with a row but no end and no owner: they ended, or are still up, while
         no icall ran (a stop, a crash). Each gets an actor that reads the channel
-        (`uuid_dump`): gone, it closes the row with a cause saying the hangup was not
-        seen and queues its CDR; still there, it takes the call over. Done once per
-        process: later ends are seen."""
+        (`uuid_dump`): gone, it closes the row (a close record: the end columns still
+        empty, a cause saying the end was not seen, its CDR queued); still there, it
+        takes the call over as any adoption. Done once per process: later ends are seen."""
         if self._rows_checked:
             return
         try:
@@ -456,8 +458,6 @@ class Supervisor(mailbox.Actor):
             uuid = row["uuid"]
             if uuid in self.calls:
                 continue
-            path = json.loads(row["path"]) if row.get("path") else []
-            takeover = {"s": self.make_flow(uuid).final_state, "p": path, "n": _CLOSING_SEQ}
             if uuid in live:
                 # Listed, but `show channels` lags: the actor reads the channel and takes
                 # the call over, or closes the row if the channel is gone after all (an
@@ -467,8 +467,9 @@ class Supervisor(mailbox.Actor):
             else:
                 logger.info("call %s has no end and no channel: closing it", uuid)
                 self.counters["calls_closed_unseen"] += 1
-            ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None,
-                                  last_seq=_CLOSING_SEQ, takeover=takeover)
+            ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={},
+                                  close_row_if_gone=True)
+            self._open_rows.add(uuid)
             self._own(uuid, ref)
 
     def _close_vanished_calls(self, live: set[str], listed_at: float) -> None:

@@ -37,7 +37,9 @@ from actors.messages import DbWrite
 # checkpoint on the channel (ivr.flow: the records since the checkpoint before last)
 # and are written again by a successor. A commit, and SQLite's fsync, per call row
 # was a third of the writer's CPU.
-COMMITTED_AT_ONCE = frozenset({"cdr", "failure"})
+# A claim (a process taking a call over) and a close (a call that ended unseen) too: the
+# first must be in before the process that lost the call ends it.
+COMMITTED_AT_ONCE = frozenset({"cdr", "failure", "claim", "close"})
 
 
 @dataclass(frozen=True)

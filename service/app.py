@@ -24,7 +24,7 @@ from actors.cdr_poster import CdrPoster
 from actors.channel_link import ChannelLink, OutboundCall
 from actors.commander import Commander
 from actors.crm import CrmFetcher
-from actors.db_writer import DbWriter
+from actors.db_writer import DbWriter, process_claim
 from actors.esl_reader import EventReader
 from actors.messages import LinkChanged, ServiceDied
 from actors.outbound import OutboundServer
@@ -80,15 +80,17 @@ class Service:
         self.telemetry.watch("service", self._readings)
         # Where the calls leave their writes; each DbWriter started takes it over.
         self.write_intake = WriteIntake()
+        self.claim = ""  # this run's name on the calls it holds (set by start)
 
     # --- start / stop
 
     def start(self) -> None:
         config = self.config
         self._link_down_since = time.monotonic()
+        self.claim = process_claim(config.service.node)  # kept by every DbWriter of this run
         self.timers.start()
         self._on_stop("timers", self.timers.stop)
-        db_writer = self._start_actor("db_writer", DbWriter, intake=self.write_intake)
+        db_writer = self._start_actor("db_writer", DbWriter, intake=self.write_intake, claim=self.claim)
         self.time_conditions = TimeConditionSource(config)
         self.time_conditions.start()
         self._on_stop("time conditions", self.time_conditions.stop)
@@ -122,6 +124,7 @@ class Service:
         if not self.inbound:
             return
         self.reader = EventReader(config, on_event=self._deliver_event, on_link=self._link_changed)
+        self.services.event_link = self.reader
         self.reader.start()
         self._on_stop("event reader", self.reader.stop)
 
@@ -221,7 +224,7 @@ class Service:
         classes: dict[str, type[pykka.Actor]] = {"db_writer": DbWriter, "crm": CrmFetcher,
                                                  "commander": Commander, "cdr_poster": CdrPoster}
         actor_class = classes[kind]
-        extra = {"intake": self.write_intake} if kind == "db_writer" else {}
+        extra = {"intake": self.write_intake, "claim": self.claim} if kind == "db_writer" else {}
         ref = supervised(actor_class, name, self._service_died).start(self.config, telemetry=self.telemetry,
                                                                       **extra)
         if name == "cdr_poster":

@@ -7,11 +7,13 @@
        PostgreSQL ON CONFLICT burns a sequence value); calls.node and cdr_outbox.node
        (which icall took the call); cdr_outbox.claimed_by / claimed_until (the lease
        that lets several icalls share one outbox)
+    4  calls.claimed_by: the icall process holding the call (a worker or node that
+       takes a call over claims it), so that a process that lost a call never writes
+       its end
     5  indexes for the operator's lookups (`icall calls`): calls by (caller_id,
        started_at), (node, started_at), (final_state, started_at) and (ended_at,
        started_at), so each filter reads its newest rows from an index instead of
-       scanning and sorting every call (step 4 is another branch's; this one uses
-       only version 3's columns)
+       scanning and sorting every call
 
 Columns and indexes go through peewee's schema migrator; widening a key is written
 per backend (storage.schema_v3). Each step checks what is already there before
@@ -27,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from peewee import Database, DateTimeField, SchemaManager
+from peewee import CharField, Database, DateTimeField, SchemaManager
 from playhouse.migrate import SchemaMigrator, migrate
 
 from storage import schema_v1, schema_v3
@@ -63,6 +65,12 @@ def _v2(db: Database) -> None:
     migrate(*operations)
 
 
+def _v4(db: Database) -> None:
+    if "claimed_by" not in {column.name for column in db.get_columns("calls")}:
+        migrator = SchemaMigrator.from_database(db)
+        migrate(migrator.add_column("calls", "claimed_by", CharField(max_length=128, null=True)))
+
+
 # schema v5: (table, columns) of the lookup indexes; peewee names each
 # <table>_<column>_<column>.
 LOOKUP_INDEXES = (
@@ -88,7 +96,8 @@ def _v5(db: Database) -> None:
 
 
 # Version reached -> the step that reaches it from the one before.
-STEPS: dict[int, Callable[[Database], None]] = {1: _create_v1, 2: _v2, 3: schema_v3.upgrade, 5: _v5}
+STEPS: dict[int, Callable[[Database], None]] = {1: _create_v1, 2: _v2, 3: schema_v3.upgrade, 4: _v4,
+                                                 5: _v5}
 LATEST = max(STEPS)
 
 
@@ -111,7 +120,7 @@ def upgrade(db: Database, on_wait: Callable[[], None] | None = None,
         if current > LATEST:
             raise SchemaError(_too_new(current))
         applied = []
-        # In order; a number missing from STEPS (4, another branch's step) is skipped.
+        # In order, each version once.
         for version in sorted(v for v in STEPS if v > current):
             logger.info("database schema: upgrading to version %d", version)
             with db.atomic():  # transactional on PostgreSQL and SQLite; MySQL commits DDL anyway

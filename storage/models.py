@@ -70,6 +70,9 @@ class Call(BaseModel):
     path = TextField(null=True)  # JSON list of the flow states the call went through
     updated_at = DateTimeField(null=True)  # schema v2
     node = CharField(max_length=64, null=True)  # schema v3: the icall ([service] node) that took it
+    # schema v4: the icall process holding the call now (node#pid#start token); a
+    # "hangup not seen" CDR from another process is not written (storage.records).
+    claimed_by = CharField(max_length=128, null=True)
 
     class Meta:
         table_name = "calls"

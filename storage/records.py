@@ -5,13 +5,26 @@ writer restarted mid-call) leaves the same rows as one delivery:
   call     the calls row by uuid; fills only columns still empty, so a late or
            repeated start record never erases what the CDR wrote
   cdr      the calls row by uuid, CDR columns overwritten; plus its cdr_outbox row,
-           insert-or-ignore by call uuid, in the same transaction
+           insert-or-ignore by call uuid, in the same transaction. A CDR whose
+           hangup was seen replaces an undelivered, unclaimed outbox row holding a
+           "hangup not seen" one (that process lost track of the call, this one saw
+           its end); such a row is due only UNSEEN_CDR_HOLD_S after it is queued
+  claim    calls.claimed_by set to the writing process (a worker or node that takes
+           a call over); a "hangup not seen" CDR (cause `UNKNOWN (...`) is written
+           only while its process holds the claim and the row has no end yet, so a
+           process that lost the call to another never writes its end
+  close    a call that ended while no icall watched it: only the end columns still
+           empty are filled (ended_at: when icall saw the channel gone, and the
+           cause), never the path or a CDR already there; its outbox row is built
+           from the row, insert-or-ignore
   step / fifo / failure   insert-or-ignore by (call uuid, seq)
 Any write may be the first one seen for its call (its "call" record lost with a
 replaced writer): the calls row is created if missing, unless the writer's KnownCalls
 says it wrote that row already.
 
-`node` (the writer's `[service] node`) goes on the calls row (filled by a start
+`claim` (the writer's process: node#pid#start token) goes on the calls row with the
+start record (if the row has none) and with a claim record. `node` (the writer's
+`[service] node`) goes on the calls row (filled by a start
 record or a write that creates the row, set by the CDR), on the outbox row and into
 the CDR sent to the endpoint, so that with several icalls on one database each call
 says which switch it was on.
@@ -21,9 +34,11 @@ Thread-free: `commit_batch` runs on the caller's thread and connection.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from typing import Any
 
 from peewee import Case, CharField, Database, MySQLDatabase, chunked, fn
@@ -52,6 +67,18 @@ CDR_COLUMNS = (
     "caller_id", "caller_name", "destination", "started_at", "answered_at", "ended_at",
     "duration_s", "billsec_s", "hangup_cause", "final_state", "crm_extension", "path",
 )
+# Columns a start record fills where empty, and those a CDR or a claim overwrites.
+_FILLED_COLUMNS = (*CALL_START_COLUMNS, "claimed_by")
+_OVERWRITTEN_COLUMNS = (*CDR_COLUMNS, "node", "claimed_by")
+# Every cause icall writes for an end it did not see starts so (ivr.flow's
+# LOST_HANGUP_CAUSE and UNSEEN_HANGUP_CAUSE, ivr.outbound's SOCKET_LOST_CAUSE, and
+# ENDED_UNSEEN_CAUSE below); FreeSWITCH's causes are single upper-case words.
+UNSEEN_CAUSE_PREFIX = "UNKNOWN ("
+# The cause of a close record: the call ended while no icall watched it.
+ENDED_UNSEEN_CAUSE = "UNKNOWN (ended while icall was down)"
+# A CDR of an end not seen is posted this long after it is queued, not at once: the
+# process that saw the end (a claim that came late) has that long to replace it.
+UNSEEN_CDR_HOLD_S = 5.0
 _TIME_COLUMNS = {"started_at", "answered_at", "ended_at"}
 _INT_COLUMNS = {"duration_s", "billsec_s"}
 
@@ -71,6 +98,16 @@ class Prepared:
     call_columns: dict[str, Any] = field(default_factory=dict)
     outbox: dict[str, Any] | None = None
     node: str | None = None
+    # A CDR of an end not seen, or a close: written only on the conditions above;
+    # `claim` is the writing process's (None: no claim is checked).
+    unseen_end: bool = False
+    claim: str | None = None
+    close: dict[str, Any] = field(default_factory=dict)  # a close record's end columns
+
+
+def hangup_seen(cause: Any) -> bool:
+    """Whether a CDR's cause is one the switch reported (not icall's `UNKNOWN (...)`)."""
+    return not str(cause or "").startswith(UNSEEN_CAUSE_PREFIX)
 
 
 def _clip(model_field, value: Any) -> Any:
@@ -100,11 +137,13 @@ def _call_value(name: str, value: Any) -> Any:
 
 
 def prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any],
-            node: str | None = None) -> Prepared:
-    """Rows for one write, recorded as taken by `node`; raises BadRecord if they
-    cannot be built."""
+            node: str | None = None, claim: str | None = None) -> Prepared:
+    """Rows for one write, recorded as taken by `node` in the process `claim`; raises
+    BadRecord if they cannot be built."""
     try:
-        return _prepare(call_uuid, seq, kind, fields, _clip(Call.node, node))
+        prepared = _prepare(call_uuid, seq, kind, fields, _clip(Call.node, node))
+        _add_claim(prepared, fields, _clip(Call.claimed_by, claim))
+        return prepared
     except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
         raise BadRecord(f"{kind} record {call_uuid}/{seq}: {type(exc).__name__}: {exc}") from None
 
@@ -122,9 +161,10 @@ def _prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any], node: 
         prepared.call_columns["node"] = node
         now = utc_now()
         payload = {**fields, "node": node} if node else fields
+        due = now if hangup_seen(fields.get("hangup_cause")) else now + timedelta(seconds=UNSEEN_CDR_HOLD_S)
         prepared.outbox = {
             "call_uuid": call_uuid, "payload": to_json(payload), "created_at": now,
-            "attempts": 0, "next_attempt_at": now, "node": node,
+            "attempts": 0, "next_attempt_at": due, "node": node,
         }
     elif kind == "step":
         prepared.row = {
@@ -145,9 +185,25 @@ def _prepare(call_uuid: str, seq: int, kind: str, fields: dict[str, Any], node: 
             "state": _clip(CallFailure.state, fields.get("state")),
             "error": None if fields.get("error") is None else str(fields["error"]),
         }
-    else:
+    elif kind == "close":
+        prepared.close = {"ended_at": at, "hangup_cause": _clip(Call.hangup_cause, fields.get("hangup_cause")
+                                                                 or ENDED_UNSEEN_CAUSE)}
+        prepared.unseen_end = True
+        prepared.outbox = {"call_uuid": call_uuid, "created_at": utc_now(), "attempts": 0, "node": node}
+    elif kind != "claim":
         raise ValueError(f"unknown record kind {kind!r}")
     return prepared
+
+
+def _add_claim(prepared: Prepared, fields: dict[str, Any], claim: str | None) -> None:
+    if prepared.kind == "call" and claim:
+        prepared.call_columns["claimed_by"] = claim
+    elif prepared.kind == "claim":
+        if not claim:
+            raise ValueError("a claim record needs the writer's claim")
+        prepared.call_columns = {"claimed_by": claim}
+    elif prepared.kind == "cdr" and not hangup_seen(fields.get("hangup_cause")):
+        prepared.unseen_end, prepared.claim = True, claim
 
 
 _TABLE_OF_KIND: dict[str, type[CallStep] | type[FifoEvent] | type[CallFailure]] = {
@@ -192,18 +248,98 @@ def commit_batch(db: Database, batch: Sequence[Prepared], known: KnownCalls | No
     record came for a row that was already there (rare); then the other tables."""
     now = utc_now()
     known = KnownCalls() if known is None else known
-    changes = _merge_call_changes(batch)
     with write_transaction(db):
+        batch = _without_unwanted_ends(db, batch)
+        changes = _merge_call_changes(batch)
         for uuid_chunk in chunked(list(changes), INSERT_CHUNK):
             _write_calls(db, {u: changes[u] for u in uuid_chunk}, now, known)
         for kind, model in _TABLE_OF_KIND.items():
             rows = [_own_row(p) for p in batch if p.kind == kind]
             for chunk in chunked(rows, INSERT_CHUNK):
                 _insert_new(db, model, chunk, model.call_uuid)
-        outbox = [p.outbox for p in batch if p.outbox is not None]
-        for chunk in chunked(outbox, INSERT_CHUNK):
-            _insert_new(db, CdrOutbox, chunk, CdrOutbox.call_uuid)
+        cdrs = [p for p in batch if p.kind == "cdr" and p.outbox is not None]
+        for cdr_chunk in chunked(cdrs, INSERT_CHUNK):
+            outbox_rows = [_own_outbox(p) for p in cdr_chunk]
+            if _insert_new(db, CdrOutbox, outbox_rows, CdrOutbox.call_uuid) < len(cdr_chunk):
+                _replace_unseen_cdrs(db, [p for p in cdr_chunk if not p.unseen_end], now)
+        _close(db, [p for p in batch if p.kind == "close"], now)
     known.add(changes)
+
+
+def _without_unwanted_ends(db: Database, batch: Sequence[Prepared]) -> Sequence[Prepared]:
+    """The batch less its "hangup not seen" CDRs that must not be written: for a row
+    that has its end already (a CDR, seen or not), for a call another process has
+    claimed, or beside a seen CDR of the same call. Rare: one query when some come."""
+    unseen = [p for p in batch if p.kind == "cdr" and p.unseen_end]
+    if not unseen:
+        return batch
+    seen = {p.call_uuid for p in batch if p.kind == "cdr" and not p.unseen_end}
+    query = (Call.select(Call.uuid, Call.hangup_cause, Call.claimed_by)
+             .where(Call.uuid.in_([p.call_uuid for p in unseen])).dicts())
+    if db.for_update:  # the servers: a claim cannot commit between this read and the write
+        query = query.for_update()  # (SQLite's write lock, taken at BEGIN, holds it off)
+    rows = {row["uuid"]: row for row in query.execute(db)}
+    unwanted = set()
+    for p in unseen:
+        row = rows.get(p.call_uuid) or {}
+        claimed_by = row.get("claimed_by")
+        if (p.call_uuid in seen or row.get("hangup_cause")
+                or (p.claim and claimed_by and claimed_by != p.claim)):
+            unwanted.add(id(p))
+    return [p for p in batch if id(p) not in unwanted]
+
+
+def _replace_unseen_cdrs(db: Database, seen: list[Prepared], now) -> None:
+    """Seen CDRs whose outbox row was there already: a "hangup not seen" one still
+    waiting, and held by no poster, is replaced (it was written by a process that lost
+    the call, or a close); anything else there stays (a repeat of this very CDR)."""
+    if not seen:
+        return
+    waiting = {row.call_uuid: row for row in CdrOutbox.select(CdrOutbox.id, CdrOutbox.call_uuid, CdrOutbox.payload)
+               .where(CdrOutbox.call_uuid.in_([p.call_uuid for p in seen]), CdrOutbox.delivered_at.is_null(),
+                      CdrOutbox.claimed_until.is_null() | (CdrOutbox.claimed_until < now)).execute(db)}
+    for p in seen:
+        row = waiting.get(p.call_uuid)
+        if row is None or hangup_seen(json.loads(row.payload).get("hangup_cause")):
+            continue
+        (CdrOutbox.update(payload=_own_outbox(p)["payload"], attempts=0, next_attempt_at=now, last_error=None)
+         .where(CdrOutbox.id == row.id, CdrOutbox.delivered_at.is_null()).execute(db))
+
+
+def _close(db: Database, closes: list[Prepared], now) -> None:
+    """Close records: each fills the end columns of a row that has no end yet, and
+    queues a CDR built from that row. Rare (a start after calls ended unseen): a few
+    statements per call."""
+    for p in closes:
+        end = p.close
+        closed = (Call.update(hangup_cause=end["hangup_cause"], updated_at=now)
+                  .where(Call.uuid == p.call_uuid, Call.hangup_cause.is_null()).execute(db))
+        if not closed:
+            continue
+        Call.update(ended_at=end["ended_at"]).where(Call.uuid == p.call_uuid, Call.ended_at.is_null()).execute(db)
+        if p.outbox is None:
+            continue
+        row = Call.select().where(Call.uuid == p.call_uuid).dicts().execute(db)[0]
+        payload = _cdr_of_row(row)
+        if p.node:
+            payload["node"] = p.node
+        due = now + timedelta(seconds=UNSEEN_CDR_HOLD_S)
+        _insert_new(db, CdrOutbox, [{**p.outbox, "payload": to_json(payload), "next_attempt_at": due}],
+                    CdrOutbox.call_uuid)
+
+
+def _cdr_of_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A calls row as the CDR fields the flow would have sent (times in epoch seconds,
+    the path as a list; None where the row knows nothing)."""
+    cdr: dict[str, Any] = {"uuid": row["uuid"]}
+    for name in CDR_COLUMNS:
+        value = row.get(name)
+        if name in _TIME_COLUMNS and value is not None:
+            value = value.replace(tzinfo=UTC).timestamp()
+        elif name == "path":
+            value = json.loads(value) if value else None
+        cdr[name] = value
+    return cdr
 
 
 @dataclass
@@ -230,7 +366,7 @@ def _merge_call_changes(batch: Sequence[Prepared]) -> dict[str, _CallChange]:
         if p.kind == "call":
             for name, value in carried.items():
                 change.fill.setdefault(name, value)
-        elif p.kind == "cdr":
+        elif p.kind in ("cdr", "claim"):
             change.overwrite.update(carried)
     return changes
 
@@ -241,7 +377,7 @@ def _write_calls(db: Database, changes: dict[str, _CallChange], now, known: Know
     unknown = {u: c for u, c in changes.items() if u not in known}
     new_rows = [
         {"uuid": u, "updated_at": now, "node": c.node,
-         **{name: c.fill.get(name) for name in CALL_START_COLUMNS}}
+         **{name: c.fill.get(name) for name in _FILLED_COLUMNS}}
         for u, c in unknown.items()
     ]
     all_inserted = not new_rows or _insert_new(db, Call, new_rows, Call.uuid) == len(new_rows)
@@ -264,7 +400,7 @@ def _overwrite_cdr_columns(db: Database, changes: dict[str, _CallChange], now) -
     rows_by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for uuid, change in changes.items():
         if change.overwrite:
-            names = tuple(name for name in (*CDR_COLUMNS, "node") if name in change.overwrite)
+            names = tuple(name for name in _OVERWRITTEN_COLUMNS if name in change.overwrite)
             row = {"uuid": uuid, "updated_at": now, **change.overwrite}
             rows_by_columns.setdefault(names, []).append(row)
     # MySQL takes no conflict target (peewee refuses one): ON DUPLICATE KEY UPDATE fires
@@ -287,6 +423,11 @@ def _fill_by_uuid(values_by_uuid: dict[str, dict[str, Any]]) -> dict:
                  for u, values in values_by_uuid.items() if name in values]
         updates[column] = fn.COALESCE(column, Case(Call.uuid, whens, column))
     return updates
+
+
+def _own_outbox(prepared: Prepared) -> dict[str, Any]:
+    assert prepared.outbox is not None, f"a prepared {prepared.kind!r} record has no outbox row"
+    return prepared.outbox
 
 
 def _own_row(prepared: Prepared) -> dict[str, Any]:

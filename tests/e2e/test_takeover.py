@@ -3,8 +3,10 @@ no icall ran."""
 
 from __future__ import annotations
 
-from ivr.flow import UNSEEN_HANGUP_CAUSE
-from storage.models import Call
+from datetime import UTC
+
+from storage.models import Call, utc_now
+from storage.records import ENDED_UNSEEN_CAUSE
 from tests.e2e.conftest import WAIT_S
 from tests.waiting import wait_until
 
@@ -30,7 +32,7 @@ def test_a_call_icall_takes_has_its_dead_man_cancelled_first_thing(harness):
     assert r.commands[1:] == [WELCOME, r.commands[2], ("transfer", "fifo_hst XML new_sales")]
 
 
-def test_a_call_that_ended_while_no_icall_ran_is_closed_at_start_with_its_cdr(harness):
+def test_a_call_that_ended_while_no_icall_ran_is_closed_at_start_with_its_cdr(harness, cdr_sink):
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
     uuid = h.place("5551203", "none")
     assert h.switch.wait_parked(uuid, timeout=WAIT_S)
@@ -39,10 +41,20 @@ def test_a_call_that_ended_while_no_icall_ran_is_closed_at_start_with_its_cdr(ha
     h.service.stop()
     h.switch.hangup(uuid, "NORMAL_CLEARING")
     assert h.switch.wait_hangup(uuid, timeout=WAIT_S)
+    gone_by = utc_now()
     again = harness()
     def row() -> dict:
         return list(Call.select().where(Call.uuid == uuid).dicts().execute(again.db))[0]
 
     assert wait_until(lambda: row()["hangup_cause"] is not None, WAIT_S)
-    assert row()["hangup_cause"] == UNSEEN_HANGUP_CAUSE
+    closed = row()
+    assert closed["hangup_cause"] == ENDED_UNSEEN_CAUSE
+    # The best end known: when the new icall saw the channel gone; the path is not
+    # made up (a made-up checkpoint used to write ["final_loop"]).
+    assert closed["ended_at"] is not None and gone_by <= closed["ended_at"] <= utc_now()
+    assert closed["path"] is None and closed["caller_id"] == "5551203"
     assert again.service.stats()["calls_closed_unseen"] == 1
+    assert cdr_sink.wait_for_accepted(1, timeout_s=WAIT_S)
+    cdr = cdr_sink.accepted(uuid)
+    assert (cdr["hangup_cause"], cdr["path"], cdr["caller_id"]) == (ENDED_UNSEEN_CAUSE, None, "5551203")
+    assert cdr["ended_at"] == closed["ended_at"].replace(tzinfo=UTC).timestamp()

@@ -12,6 +12,7 @@ from actors.esl import subscription_commands
 from actors.esl_reader import POLL_MS, EventReader
 from tests.esl.conftest import link_threads, make_config
 from tests.esl.replay import Capture, Knobs
+from tests.waiting import wait_until
 
 IVR = Capture("inbound_plain_ivr")
 
@@ -205,3 +206,30 @@ def test_a_link_silent_past_the_limit_is_rebuilt_as_if_dropped(replay):
     assert [state for state, _ in changes[:3]] == ["up", "down", "up"]
     assert changes[1][1] == "no event for 0.3 s (no HEARTBEAT)"
     assert len(server.connections) >= 2
+
+
+def test_a_watched_call_gets_its_filter_again_after_a_reconnect_until_it_is_unwatched(replay, start_reader):
+    server = replay()
+    link = Link()
+    reader = start_reader(make_config(server.port), link)
+    assert link.wait_for_changes(1) == [("up", "")]
+    uuid = "0b8a7c1e-1111-4222-8333-444455556666"
+    filtered = threading.Semaphore(0)
+
+    reader.watch(uuid, filtered.release)
+
+    assert filtered.acquire(timeout=POLL_MS / 1000 + 10), "the filter was never sent"
+    subscription = ["auth ClueCon", *subscription_commands("ivr_app", "icall")]
+    assert [c.first_line for c in server.commands(0)] == [*subscription, f"filter Unique-ID {uuid}"]
+    server.drop_all()
+    assert filtered.acquire(timeout=10), "not told again after the reconnect"
+    assert [c.first_line for c in server.commands(1)] == [*subscription, f"filter Unique-ID {uuid}"]
+    reader.unwatch(uuid)
+    assert wait_until(lambda: server.commands(1)[-1].first_line == f"filter delete Unique-ID {uuid}",
+                      POLL_MS / 1000 + 10), [c.first_line for c in server.commands(1)]
+
+
+def test_only_a_call_uuid_goes_into_a_filter_line():
+    reader = EventReader(make_config(1), lambda event: None, lambda *args: None)
+    with pytest.raises(ValueError, match="not a call uuid"):
+        reader.watch("x\nevent plain ALL")

@@ -38,6 +38,10 @@ class TcpProxy:
         for sock in sockets:
             _hang_up(sock)
 
+    def retarget(self, target_host: str, target_port: int) -> None:
+        """Connections from now on go to this server (those open stay where they are)."""
+        self._target = (target_host, target_port)
+
     def restore(self) -> None:
         self.refused.clear()
         self._cut.clear()

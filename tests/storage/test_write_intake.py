@@ -154,3 +154,10 @@ def test_while_the_database_is_away_a_write_wakes_the_writer_to_count_against_th
         assert stats()["retries"] == retries  # taken in, not by the next retry
     finally:
         writer.stop()
+
+
+def test_the_intake_is_armed_by_an_explicit_call_never_by_setting_an_attribute():
+    # Issue 22 (the house): a property whose setter armed the intake hid a side effect
+    # behind an assignment.
+    properties = [name for name, value in vars(DbWriter).items() if isinstance(value, property)]
+    assert properties == []
