@@ -340,10 +340,18 @@ class Switch:
             return
         if command == "execute":
             loops = int(message.get("loops", "1") or 1)
-            for _ in range(loops):
-                await self.execute(chan, message.get("execute-app-name", ""),
-                                   message.get("execute-app-arg", ""),
-                                   message.get("Event-UUID"), record=True)
+            event_uuid = message.get("Event-UUID")
+            try:
+                for loop in range(loops):
+                    # switch_ivr_parse_event: the loop counter is set before each run
+                    # and cleared once the loop is over.
+                    chan.set_var("current_loop", str(loop + 1))
+                    chan.set_var("total_loops", str(loops))
+                    await self.execute(chan, message.get("execute-app-name", ""),
+                                       message.get("execute-app-arg", ""), event_uuid, record=True)
+            finally:
+                chan.variables.pop("current_loop", None)
+                chan.variables.pop("total_loops", None)
         pre = [("Command", message.get("_command", f"sendmsg {chan.uuid}"))]
         pre += [(k, v) for k, v in message.items() if not k.startswith("_")]
         if self.wanted("PRIVATE_COMMAND"):

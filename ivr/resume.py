@@ -19,9 +19,15 @@ json`, all read from the live session):
   never clears them), so: not one of ours (fifo, a destination's apps) means someone
   else has the call; our awaited command's name *and* data means it is running or has
   run; anything else (our checkpoint `set`) means it has not started;
-- completion evidence, since FreeSWITCH keeps no "running" flag for an app executed
-  inside park: `variable_current_application_response` (cleared when an app starts,
-  set by playback when it ends), `variable_read_result` (cleared at the start of each
+- `variable_current_loop`: the loop counter of a command sent with `sendmsg`, set
+  before the app starts and cleared once it returns (switch_ivr_parse_event): its
+  absence is the one proof that our command ended whatever its result (a menu ended
+  without a valid entry leaves the `read_result` a failed try in progress leaves too).
+  The command is a new one each time: a checkpoint `set` runs before each, so a match
+  is never an earlier run of the same command;
+- while it is present, what the apps leave tells how far they are:
+  `variable_current_application_response` (cleared when an app starts, set by
+  playback when it ends), `variable_read_result` (cleared at the start of each
   play_and_get_digits try, `success` once a valid entry ended it),
   `variable_originate_disposition` (set when a bridge's originate returns).
 """
@@ -103,6 +109,10 @@ def progress(app: str, arg: str, channel: Event) -> str:
     if (channel.variable("current_application") or "") != app or \
             (channel.variable("current_application_data") or "") != arg:
         return NOT_STARTED
+    if channel.variable("current_loop") is None:
+        # Its execute loop is over: ended, whatever its result (a menu without a
+        # valid entry, a failed ring, a conversation over).
+        return COMPLETED
     if app == "playback":
         return COMPLETED if channel.variable("current_application_response") else RUNNING
     if app == "play_and_get_digits":

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ivr import resume
 from ivr.commands import bridge_settings
 from ivr.effects import (
@@ -25,20 +27,28 @@ MAIN_MENU = ("play_and_get_digits", "1 1 3 5000 # new_sales/1001.wav new_sales/9
 EXTENSION = ("play_and_get_digits", "3 3 3 5000 # new_sales/2002.wav new_sales/9004.wav extn_number [68]\\d\\d")
 
 
-def channel(driver: Driver, **variables: str) -> Event:
-    """The call's `uuid_dump`: its park event's headers with the variables now set."""
+# Apps icall sends that run for a while: while one runs, the switch keeps its
+# `current_loop` counter set (cleared when it returns).
+LOOPED_APPS = ("playback", "play_and_get_digits", "bridge")
+
+
+def channel(driver: Driver, ended: bool = False, **variables: str) -> Event:
+    """The call's `uuid_dump`: its park event's headers with the variables now set. A
+    named app of ours is still running unless `ended` (its loop counter is then gone)."""
     headers = dict(driver.script.park().headers)
     headers["Event-Name"] = "CHANNEL_DATA"
     checkpoint = driver.checkpoints()[-1] if driver.checkpoints() else None
     if checkpoint is not None:
         headers["variable_icall_ckpt"] = json.dumps(checkpoint)
+    if variables.get("current_application") in LOOPED_APPS and not ended:
+        variables = {"current_loop": "1", "total_loops": "1", **variables}
     headers.update({f"variable_{k}": v for k, v in variables.items()})
     return Event(headers)
 
 
-def successor(driver: Driver, **variables: str) -> tuple[Driver, list]:
+def successor(driver: Driver, ended: bool = False, **variables: str) -> tuple[Driver, list]:
     """A fresh flow taking the call over from the channel (what a new process does)."""
-    dump = channel(driver, **variables)
+    dump = channel(driver, ended, **variables)
     verdict = resume.look(dump, "ivr_app", "icall", "final_loop")
     assert verdict.action == resume.RESUME, verdict
     fresh = Driver()
@@ -238,6 +248,32 @@ def test_a_menu_that_ended_unseen_is_played_again_once_then_the_usual_guard_appl
     assert commands(effects) == [("transfer", "fifo_sales XML new_sales")], "then the safe destination"
 
 
+@pytest.mark.parametrize(("entered", "expected"), [
+    ({"read_result": "failure", "menu_number_invalid": "9"}, ("playback", "new_sales/9003.wav")),
+    ({"read_result": "success", "menu_number": "1"}, ("transfer", "fifo_hst XML new_sales")),
+])
+def test_a_menu_that_ended_while_no_one_listened_is_acted_on_at_once_whatever_its_result(entered, expected):
+    """Three wrong keys while icall was down: the menu's loop counter is gone, so it
+    ended (its read_result alone looks like a try in progress): the caller hears the
+    invalid-choice prompt now, not a silence until the guard; a valid entry routes."""
+    driver = Driver()
+    driver.to_main_menu()
+    fresh, effects = successor(driver, ended=True, current_application=MAIN_MENU[0],
+                               current_application_data=MAIN_MENU[1], **entered)
+    assert commands(effects) == [expected]
+
+
+def test_a_cc_menu_left_unanswered_while_no_one_listened_sends_the_caller_where_no_answer_leads():
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="802", read_result="success")
+    driver.complete("bridge", originate_disposition="NO_ANSWER")
+    cc_menu = driver.last("play_and_get_digits")
+    fresh, effects = successor(driver, ended=True, current_application=cc_menu.app,
+                               current_application_data=cc_menu.arg, read_result="failure")
+    assert commands(effects) == [("transfer", "Quit XML new_sales")]
+
+
 def test_a_ringing_bridge_is_waited_for_and_a_failed_one_found_ended_offers_the_cc_menu():
     driver = Driver()
     driver.choose("5")
@@ -330,3 +366,4 @@ def test_a_dead_man_transfer_set_by_the_dialplan_is_cancelled_by_its_id_first_th
     driver.script.variables["variable_icall_deadman_id"] = "42"
     effects = driver.start()
     assert commands(effects)[0] == ("sched_cancel", "42")
+
