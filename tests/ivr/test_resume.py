@@ -354,7 +354,9 @@ def test_the_successor_numbers_its_writes_after_the_dead_handlers():
 def test_a_call_parked_again_in_its_final_state_starts_the_flow_again_as_a_re_entry():
     driver = Driver()
     driver.choose("1")
-    effects = driver.send(driver.script.park())
+    transferred_back = Event({**driver.script.park().headers, resume.PROFILE_INDEX: "3"})
+    assert driver.send(driver.script.park()) == [], "its own park again: no re-entry"
+    effects = driver.send(transferred_back)
     assert commands(effects) == [WELCOME]
     assert ("ReEntry", "2") in driver.steps()
     assert len(driver.records("call")) == 1, "the call keeps its first row"
@@ -367,3 +369,51 @@ def test_a_dead_man_transfer_set_by_the_dialplan_is_cancelled_by_its_id_first_th
     effects = driver.start()
     assert commands(effects)[0] == ("sched_cancel", "42")
 
+
+def offered_again(driver: Driver, profile_index: str) -> Event:
+    """The connect data of a call the dialplan's next `socket` offers: the session runs
+    `socket`, with the caller profile `profile_index`."""
+    dump = channel(driver, current_application="socket",
+                   current_application_data="127.0.0.1:8084 async full")
+    return Event({**dump.headers, resume.PROFILE_INDEX: profile_index})
+
+
+def test_one_look_for_both_modes_sends_a_hand_off_that_never_ran_on_a_call_offered_again():
+    """Outbound: the transfer went out on a socket that closed before it ran, and the
+    dialplan's second `socket` offered the call again, in the same extension (the same
+    caller profile): the caller is transferred, not welcomed again."""
+    driver = Driver()
+    driver.choose("1")
+    assert driver.checkpoints()[-1]["i"] == "1"
+    dump = offered_again(driver, "1")
+    verdict = resume.look(dump, "", "", "final_loop", offered=True)
+    assert verdict.action == resume.RESUME, verdict
+    fresh = Driver()
+    assert verdict.checkpoint is not None
+    effects = fresh._take(fresh.flow.resume(verdict.checkpoint, dump))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+
+
+def test_a_handed_off_call_transferred_back_to_the_socket_re_enters():
+    driver = Driver()
+    driver.choose("1")
+    verdict = resume.look(offered_again(driver, "3"), "", "", "final_loop", offered=True)  # via a queue
+    assert verdict.action == resume.REENTER, verdict
+
+
+def test_a_hand_off_whose_mark_never_reached_the_switch_is_sent_by_the_actor_that_wrote_it():
+    """The socket closed with the mark and the transfer unread: the channel still shows
+    the menu's checkpoint, the actor its newer hand-off, which nothing on the switch ran."""
+    driver = Driver()
+    driver.to_main_menu()
+    dump = offered_again(driver, "1")  # the main menu's checkpoint
+    driver.complete("play_and_get_digits", menu_number="1", read_result="success")
+    written = driver.flow.handler_checkpoint()
+    verdict = resume.look(dump, "", "", "final_loop", offered=True, written=written)
+    assert verdict.action == resume.RESUME and verdict.checkpoint == written, verdict
+    fresh = Driver()
+    effects = fresh._take(fresh.flow.resume(written, dump))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+    older = resume.look(dump, "", "", "final_loop", offered=True, written=driver.checkpoints()[0])
+    assert older.checkpoint is not None and older.checkpoint["s"] == "main_menu_wait_dtmf", \
+        "a checkpoint older than the channel's says nothing"
