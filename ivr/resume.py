@@ -138,8 +138,10 @@ def _generation(checkpoint: dict[str, Any] | None) -> int:
 
 def progress(app: str, arg: str, channel: Event) -> str:
     """Where an awaited command stands, judged from the channel's fields (module doc)."""
-    if (channel.variable("current_application") or "") != app or \
-            (channel.variable("current_application_data") or "") != arg:
+    current = channel.variable("current_application") or ""
+    if current != app or (channel.variable("current_application_data") or "") != arg:
+        if current not in OUR_APPS and answered_behind_checkpoint(app, channel):
+            return COMPLETED
         return NOT_STARTED
     if channel.variable("current_loop") is None:
         # Its execute loop is over: ended, whatever its result (a menu without a
@@ -157,6 +159,28 @@ def progress(app: str, arg: str, channel: Event) -> str:
             return RUNNING
         return TALKING if disposition in ("SUCCESS", "ANSWER") else COMPLETED
     return RUNNING
+
+
+def answered_behind_checkpoint(app: str, channel: Event) -> bool:
+    """The command queued behind the checkpoint ran and ended with a clear answer (a
+    valid entry, a ring that failed), though the channel has moved on since (outbound:
+    the dialplan's next `socket` runs, after the socket closed under the command). The
+    switch appends a variable set again at the end of the channel's list, so an answer
+    listed after `icall_ckpt` was set after the checkpoint ran: by that command, the
+    only one queued behind it. A menu that ended without a valid entry, or was cut
+    short, is no clear answer: it is played again."""
+    if app == "play_and_get_digits":
+        name = "read_result"
+        answered = channel.variable(name) == "success"
+    elif app == "bridge":
+        name = "originate_disposition"
+        answered = channel.variable(name) not in (None, "", "SUCCESS", "ANSWER")
+    else:
+        return False
+    order = [key for key in channel.headers if key.startswith("variable_")]
+    answer, checkpoint = "variable_" + name, "variable_" + CHECKPOINT_VARIABLE
+    return answered and answer in order and checkpoint in order and \
+        order.index(answer) > order.index(checkpoint)
 
 
 def running_bound_s(app: str, arg: str, command_timeout_s: float, per_try_s: float) -> float:

@@ -417,3 +417,52 @@ def test_a_hand_off_whose_mark_never_reached_the_switch_is_sent_by_the_actor_tha
     older = resume.look(dump, "", "", "final_loop", offered=True, written=driver.checkpoints()[0])
     assert older.checkpoint is not None and older.checkpoint["s"] == "main_menu_wait_dtmf", \
         "a checkpoint older than the channel's says nothing"
+
+
+def socket_runs_with(driver: Driver, before: dict[str, str], after: dict[str, str]) -> Event:
+    """The connect data of a call offered again, its variables in the switch's order:
+    `before` set before the last checkpoint ran, `after` since (the switch appends a
+    variable set again at the end of the list)."""
+    headers = {**driver.script.park().headers, "Event-Name": "CHANNEL_DATA"}
+    headers.update({f"variable_{k}": v for k, v in before.items()})
+    headers["variable_icall_ckpt"] = json.dumps(driver.checkpoints()[-1])
+    headers.update({f"variable_{k}": v for k, v in after.items()})
+    headers.update(variable_current_application="socket",
+                   variable_current_application_data="127.0.0.1:8084 async full")
+    return Event(headers)
+
+
+def resumed_on(dump: Event) -> list:
+    verdict = resume.look(dump, "", "", "final_loop", offered=True)
+    assert verdict.action == resume.RESUME and verdict.checkpoint is not None, verdict
+    fresh = Driver()
+    return fresh._take(fresh.flow.resume(verdict.checkpoint, dump))
+
+
+def test_keys_a_menu_took_after_its_socket_closed_count_when_the_call_is_offered_again():
+    """The menu ran on after the socket closed (the switch finishes the app before the
+    dialplan's next `socket`) and the caller chose: that choice is acted on, the menu
+    is not played again."""
+    driver = Driver()
+    driver.to_main_menu()
+    dump = socket_runs_with(driver, {}, {"read_result": "success", "menu_number": "1"})
+    assert commands(resumed_on(dump)) == [("transfer", "fifo_hst XML new_sales")]
+
+
+def test_a_ring_that_failed_after_its_socket_closed_offers_the_cc_menu_when_offered_again():
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="802", read_result="success")
+    dump = socket_runs_with(driver, {}, {"originate_disposition": "NO_ANSWER"})
+    sent = commands(resumed_on(dump))
+    assert len(sent) == 1 and sent[0][0] == "play_and_get_digits" and "8802.wav" in sent[0][1]
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ({"read_result": "success", "menu_number": "5"}, {}),  # the main menu's, before this state
+    ({}, {"read_result": "failure"}),  # no valid entry, or cut short by the socket's close
+])
+def test_a_menu_offered_again_without_a_clear_answer_of_its_own_is_played_again(before, after):
+    driver = Driver()
+    driver.choose("5")
+    assert commands(resumed_on(socket_runs_with(driver, before, after))) == [EXTENSION]
