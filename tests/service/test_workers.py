@@ -35,15 +35,23 @@ def switch():
 
 @pytest.fixture
 def two_workers(tmp_path, switch, run_icall, notify_socket):
+    return run_two_workers(tmp_path, switch, run_icall, notify_socket)
+
+
+def run_two_workers(tmp_path, switch, run_icall, notify_socket, **overrides: dict[str, str]):
+    """`icall` with two workers on the switch's outbound target, open all day;
+    `overrides`: more config, by section."""
     port = free_port()
     switch.switch.outbound_target = ("127.0.0.1", port)
     state = tmp_path / "state"
     state.mkdir()
-    config = write_config(tmp_path / "config.ini", switch.port,
-                          service={"workers": "2"}, outbound={"listen": f"127.0.0.1:{port}"},
-                          ivr={"hangup_linger_s": "0.2"},
-                          schedule={"timezone": "UTC", "weekday_open": "00:00-24:00",
-                                    "weekend_open": "00:00-24:00", "evening": "closed"})
+    sections = {"service": {"workers": "2"}, "outbound": {"listen": f"127.0.0.1:{port}"},
+                "ivr": {"hangup_linger_s": "0.2"},
+                "schedule": {"timezone": "UTC", "weekday_open": "00:00-24:00",
+                             "weekend_open": "00:00-24:00", "evening": "closed"}}
+    for section, keys in overrides.items():
+        sections.setdefault(section, {}).update(keys)
+    config = write_config(tmp_path / "config.ini", switch.port, **sections)
     settings = service_settings()
     env = service_env(state, **unit_environment(settings), NOTIFY_SOCKET=notify_socket.address,
                       WATCHDOG_USEC="2000000")
