@@ -278,10 +278,10 @@ class Switch:
         if index >= len(plan) or plan[index] in ("", "none"):
             return
         for i, digit in enumerate(plan[index]):
-            self.loop.call_later(self.scaled(0.3 + 0.1 * i), self._press, chan, digit)
+            self.loop.call_later(self.scaled(0.3 + 0.1 * i), self._press, chan, digit, chan.rt.cuts)
 
-    def _press(self, chan: Channel, digit: str) -> None:
-        if chan.alive:
+    def _press(self, chan: Channel, digit: str, cuts: int = 0) -> None:
+        if chan.alive and chan.rt.cuts == cuts:  # not for a prompt cut short since
             self.queue_dtmf(chan, digit)
 
     # -- app execution -----------------------------------------------------------------
@@ -377,6 +377,7 @@ class Switch:
             callback(chan)
         chan.on_park.clear()
         while True:
+            chan.rt.cut = False  # a cut app has returned here: the park goes on to its end
             why = await media.wait(chan, None)
             if why == media.HANGUP:
                 break

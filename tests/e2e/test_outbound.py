@@ -58,13 +58,13 @@ def test_both_modes_run_at_once_and_each_call_is_driven_by_one_of_them(outbound)
 def test_the_switch_closing_a_socket_mid_prompt_loses_nothing_when_the_call_comes_back(
         outbound, real_time_switch, cdr_sink):
     h = outbound(on=real_time_switch)
-    uuid = h.place("5551003", "2")
+    uuid = h.place("5551003", "2|2")
     assert prompting(h, uuid), "the main menu never started"
     assert real_time_switch.close_outbound(uuid)
     r = h.finish(uuid)
-    # The prompt ran on unheard by icall and took the caller's key; the dialplan's second
-    # `socket` brought the call back, and icall read the answer off the channel.
-    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_sales XML new_sales")]
+    # The switch's reset (socket_resume) cut the prompt short, with no answer; the
+    # dialplan's second `socket` brought the call back, and icall asked again.
+    assert r.commands == [WELCOME, MAIN_MENU, MAIN_MENU, ("transfer", "fifo_sales XML new_sales")]
     assert r.steps.count(("MainMenu", "2")) == 1
     assert ("SalesFifo", "") in r.steps
     assert r.row["hangup_cause"] == "NORMAL_CLEARING"

@@ -439,10 +439,9 @@ def resumed_on(dump: Event) -> list:
     return fresh._take(fresh.flow.resume(verdict.checkpoint, dump))
 
 
-def test_keys_a_menu_took_after_its_socket_closed_count_when_the_call_is_offered_again():
-    """The menu ran on after the socket closed (the switch finishes the app before the
-    dialplan's next `socket`) and the caller chose: that choice is acted on, the menu
-    is not played again."""
+def test_a_valid_entry_a_menu_took_as_its_socket_closed_counts_when_the_call_is_offered_again():
+    """The caller's entry ended the menu as its socket closed (before the switch's reset
+    could cut it short): that choice is acted on, the menu is not played again."""
     driver = Driver()
     driver.to_main_menu()
     dump = socket_runs_with(driver, {}, {"read_result": "success", "menu_number": "1"})

@@ -56,8 +56,8 @@ def test_a_worker_sigkilled_under_load_costs_its_callers_one_repeated_prompt_at_
     for uuid in live:
         try:
             held[uuid] = holder_of(switch, uuid, pids)
-        except AssertionError:
-            pass  # between sockets, or handed off: no worker holds it
+        except (AssertionError, OSError):
+            pass  # between sockets, handed off, or its socket closed as it was looked up
     victim = max(set(held.values()), key=list(held.values()).count)
     os.kill(pids[victim], signal.SIGKILL)
     for uuid, keys_pressed in placed.items():
