@@ -95,12 +95,16 @@ def look(channel: Event, flow_variable: str, flow: str, final_state: str,
     re-enters. In both, a hand-off that never ran is sent (`handoff_never_ran`).
     `written`: the last checkpoint the controller that had the call wrote, when it is
     known (the actor whose socket closed, a dead handler's): newer than the channel's,
-    it never ran, nor did anything queued behind it (one command stream, in order)."""
+    it never ran, nor did anything queued behind it (one command stream, in order),
+    unless it is still on its way ("q": a dead handler's commands, which its
+    Commander sends all the same): then the transfer will run, and is not sent twice."""
     if not offered and channel.variable(flow_variable) != flow:
         return Verdict(SKIP, f"{flow_variable} is not {flow}")
     checkpoint = decode(channel.variable(CHECKPOINT_VARIABLE))
     app = channel.variable("current_application") or ""
     if written is not None and written.get("x") and _generation(written) > _generation(checkpoint):
+        if written.get("q"):
+            return Verdict(SKIP, "handed off: the mark and its transfer are on their way", written)
         return Verdict(RESUME, "handed off, but the hand-off mark never reached the switch", written)
     if checkpoint is not None and (checkpoint.get("h") or checkpoint.get("s") == final_state):
         if (offered or app in OUR_APPS) and handoff_never_ran(checkpoint, channel):
