@@ -394,10 +394,8 @@ class CallActor(mailbox.Actor):
                 and (self._close_row_if_gone or checkpoint or on_channel is not None)):
             self._listen_outbound(channel, checkpoint or on_channel or {})
             return
-        if self.link is not None:
-            verdict = self.link.look(channel, self.flow.final_state)
-        else:
-            verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state)
+        verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state,
+                              offered=self.link is not None, written=checkpoint or None)
         logger.info("taking over: %s (%s)", verdict.action, verdict.reason)
         found = checkpoint or verdict.checkpoint
         if found:  # not a fresh start: its "call" record claims it without an urgent write
@@ -409,7 +407,7 @@ class CallActor(mailbox.Actor):
             self._apply(self.flow.start(channel))
         elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
             self._apply(self.flow.resume(verdict.checkpoint, channel))
-        elif verdict.action == outbound.REENTER and verdict.checkpoint is not None:
+        elif verdict.action == resume.REENTER and verdict.checkpoint is not None:
             self.flow.resume_after_failure(verdict.checkpoint)
             self._apply(self.flow.on_event(outbound.park_of(channel)))
         elif found:

@@ -45,7 +45,6 @@ from actors.esl import execute_message, hangup_message, sendmsg_head
 from actors.esl_wire import Disconnected, Frame, FrameParser, event_of
 from actors.messages import CommandFailed, EslEvent
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
-from ivr import outbound
 from ivr.event import Event
 
 logger = logging.getLogger(__name__)
@@ -110,8 +109,6 @@ class _LetGoIfRefused:
 
 class ChannelLink:
     """One call's socket; see the module doc."""
-
-    look = staticmethod(outbound.look)
 
     def __init__(self, sock: socket.socket, peer: str, on_ready: Callable[[ChannelLink], None],
                  send_timeout_s: float, telemetry: Telemetry = NO_TELEMETRY, linger_s: int = LINGER_S):

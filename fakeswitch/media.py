@@ -30,6 +30,10 @@ class ChannelRuntime:
         self.inbox: deque[dict[str, str]] = deque()
         self.dtmf = ""
         self.broken = False
+        # The controller's socket closed under `socket_resume=true`: the switch resets the
+        # channel (CS_RESET), which cuts the running app short, every try of it.
+        self.cut = False
+        self.cuts = 0  # how many times: keys a caller was to press into a cut app are dropped
         self.waiter: asyncio.Future | None = None
         self.task: asyncio.Task | None = None
         self.prompts_seen = 0
@@ -54,7 +58,7 @@ async def wait(chan: Channel, seconds: float | None, *, on_dtmf: bool = False,
     while True:
         if not chan.alive:
             return HANGUP
-        if rt.broken:
+        if rt.broken or rt.cut:
             rt.broken = False
             return BREAK
         if chan.pending_transfer:  # a transfer from outside (the scheduler) ends the wait

@@ -104,7 +104,12 @@ class OutboundSession(Listener):
             self.finished.set_result(True)
         chan = self.session
         if chan.alive and chan.parked:
-            # The controller is gone: the park ends, the socket app returns.
+            # The controller is gone: the park ends, the socket app returns; with
+            # socket_resume the reset cuts the app that runs (mod_event_socket.c sets
+            # CS_RESET; seen on a real switch: a menu ends at once with read_result failure).
+            if chan.variables.get("socket_resume") == "true":
+                chan.rt.cut = True
+                chan.rt.cuts += 1
             chan.rt.inbox.append({CONTROLLER_GONE: "true", "event-lock": "true"})
             chan.rt.wake("controller gone")
 

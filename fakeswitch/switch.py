@@ -278,10 +278,10 @@ class Switch:
         if index >= len(plan) or plan[index] in ("", "none"):
             return
         for i, digit in enumerate(plan[index]):
-            self.loop.call_later(self.scaled(0.3 + 0.1 * i), self._press, chan, digit)
+            self.loop.call_later(self.scaled(0.3 + 0.1 * i), self._press, chan, digit, chan.rt.cuts)
 
-    def _press(self, chan: Channel, digit: str) -> None:
-        if chan.alive:
+    def _press(self, chan: Channel, digit: str, cuts: int = 0) -> None:
+        if chan.alive and chan.rt.cuts == cuts:  # not for a prompt cut short since
             self.queue_dtmf(chan, digit)
 
     # -- app execution -----------------------------------------------------------------
@@ -340,10 +340,18 @@ class Switch:
             return
         if command == "execute":
             loops = int(message.get("loops", "1") or 1)
-            for _ in range(loops):
-                await self.execute(chan, message.get("execute-app-name", ""),
-                                   message.get("execute-app-arg", ""),
-                                   message.get("Event-UUID"), record=True)
+            event_uuid = message.get("Event-UUID")
+            try:
+                for loop in range(loops):
+                    # switch_ivr_parse_event: the loop counter is set before each run
+                    # and cleared once the loop is over.
+                    chan.set_var("current_loop", str(loop + 1))
+                    chan.set_var("total_loops", str(loops))
+                    await self.execute(chan, message.get("execute-app-name", ""),
+                                       message.get("execute-app-arg", ""), event_uuid, record=True)
+            finally:
+                chan.variables.pop("current_loop", None)
+                chan.variables.pop("total_loops", None)
         pre = [("Command", message.get("_command", f"sendmsg {chan.uuid}"))]
         pre += [(k, v) for k, v in message.items() if not k.startswith("_")]
         if self.wanted("PRIVATE_COMMAND"):
@@ -369,6 +377,7 @@ class Switch:
             callback(chan)
         chan.on_park.clear()
         while True:
+            chan.rt.cut = False  # a cut app has returned here: the park goes on to its end
             why = await media.wait(chan, None)
             if why == media.HANGUP:
                 break

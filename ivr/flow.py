@@ -205,12 +205,16 @@ class Flow:
         self._resumed: set[str] = set()  # awaited commands a resumed flow did not start itself
         self._queued: set[str] = set()  # ... and found not started, maybe queued (QUEUED_PREFIX)
         self.entries = 1  # how many times the call has entered the flow (see on_event)
+        # The channel's caller profile as this entry found it (resume.PROFILE_INDEX): a
+        # hand-off mark carries it, so a successor sees whether the transfer ever ran.
+        self._profile_index = ""
 
     # --- entry points (the CallActor's thread)
 
     def start(self, park_event: Event) -> list[Effect]:
         """The call's CHANNEL_PARK: enter the initial state."""
         self.call = CallInfo.from_park(park_event)
+        self._profile_index = park_event.get(resume.PROFILE_INDEX, "") or ""
         self._cancel_deadman(park_event)
         self.goto(self.initial_state)
         return self._outcome()
@@ -220,7 +224,12 @@ class Flow:
         if event.uuid != self.uuid:
             self.note(f"ignored {event.name} of another channel {event.uuid}")
         elif event.name == "CHANNEL_PARK" and self.state == self.final_state and not self.hung_up:
-            self._reenter(event)
+            if self._profile_index and event.get(resume.PROFILE_INDEX) == self._profile_index:
+                # The park of this very entry (outbound: the `socket` that just offered
+                # the call parks it); a call sent back into the IVR has a new profile.
+                self.note("the park of this entry, not a re-entry")
+            else:
+                self._reenter(event)
         elif self.handle_common(event):
             pass
         elif event.name == "CHANNEL_EXECUTE_COMPLETE":
@@ -354,6 +363,7 @@ class Flow:
         unseen and is issued again once), or has ended (its completion is taken from the
         channel's variables). Nothing is started while an app of ours runs."""
         self.call = CallInfo.from_park(channel)
+        self._profile_index = channel.get(resume.PROFILE_INDEX, "") or ""
         self._restore(checkpoint)
         self.state = str(checkpoint.get("s") or self.initial_state)
         self.note(f"resumed in {self.state}")
@@ -647,6 +657,7 @@ class Flow:
         """The call was transferred back into the IVR's park extension (a queue's orbit,
         an agent, a time condition): it starts the flow again, recorded as a re-entry."""
         self.entries += 1
+        self._profile_index = park.get(resume.PROFILE_INDEX, "") or ""
         self.note(f"re-entry {self.entries}")
         self.record_step("ReEntry", str(self.entries))
         self.reenter_data()
@@ -686,6 +697,8 @@ class Flow:
             handoff = self._effects[commands[-1]]
             assert isinstance(handoff, Execute)
             snapshot["x"] = [handoff.app, handoff.arg]
+            if self._profile_index:
+                snapshot["i"] = self._profile_index
         self._last_written = resume.encode(snapshot)
         checkpoint = Checkpoint(self._last_written, self.ctx.new_id())
         self._effects.insert(commands[0] if commands else len(self._effects), checkpoint)

@@ -7,7 +7,8 @@ state (so it rides in the call's own command stream, in order, at no extra round
 
     {"v": 1, "s": state, "g": generation, "p": path, "n": records written so far,
      "w": [[event_uuid, app, arg, label], ...] the commands the state waits on,
-     "d": the flow's own data, "h": 1 when handed off, "x": [app, arg] the hand-off}
+     "d": the flow's own data, "h": 1 when handed off, "x": [app, arg] the hand-off,
+     "i": the channel's Caller-Profile-Index when the hand-off was written}
 
 Which channel fields are read to know where a call is (FreeSWITCH, `uuid_dump <uuid>
 json`, all read from the live session):
@@ -19,9 +20,15 @@ json`, all read from the live session):
   never clears them), so: not one of ours (fifo, a destination's apps) means someone
   else has the call; our awaited command's name *and* data means it is running or has
   run; anything else (our checkpoint `set`) means it has not started;
-- completion evidence, since FreeSWITCH keeps no "running" flag for an app executed
-  inside park: `variable_current_application_response` (cleared when an app starts,
-  set by playback when it ends), `variable_read_result` (cleared at the start of each
+- `variable_current_loop`: the loop counter of a command sent with `sendmsg`, set
+  before the app starts and cleared once it returns (switch_ivr_parse_event): its
+  absence is the one proof that our command ended whatever its result (a menu ended
+  without a valid entry leaves the `read_result` a failed try in progress leaves too).
+  The command is a new one each time: a checkpoint `set` runs before each, so a match
+  is never an earlier run of the same command;
+- while it is present, what the apps leave tells how far they are:
+  `variable_current_application_response` (cleared when an app starts, set by
+  playback when it ends), `variable_read_result` (cleared at the start of each
   play_and_get_digits try, `success` once a valid entry ended it),
   `variable_originate_disposition` (set when a bridge's originate returns).
 """
@@ -46,8 +53,11 @@ VERSION = 1
 OUR_APPS = frozenset({"park", "answer", "set", "export", "sched_transfer", "sched_cancel",
                       "playback", "play_and_get_digits", "bridge", "transfer", "hangup"})
 
-# What a look at a channel found (see `look`).
-SKIP, START, RESUME = "skip", "start", "resume"
+# What a look at a channel found (see `look`); REENTER: outbound, a handed-off call the
+# switch offered again.
+SKIP, START, RESUME, REENTER = "skip", "start", "resume", "reenter"
+# The channel's caller profile number: each transfer gives the channel a new profile.
+PROFILE_INDEX = "Caller-Profile-Index"
 # Where an awaited command stands (see `progress`).
 NOT_STARTED, RUNNING, COMPLETED, TALKING = "not_started", "running", "completed", "talking"
 
@@ -74,35 +84,73 @@ class Verdict:
     checkpoint: dict[str, Any] | None = None
 
 
-def look(channel: Event, flow_variable: str, flow: str, final_state: str) -> Verdict:
-    """Decide, from a channel dump, whether a controller may act on this call."""
-    if channel.variable(flow_variable) != flow:
+def look(channel: Event, flow_variable: str, flow: str, final_state: str,
+         offered: bool = False, written: dict[str, Any] | None = None) -> Verdict:
+    """Decide, from a channel dump, whether a controller may act on this call, in either
+    mode. Inbound, a parked channel may belong to someone else: it must carry
+    `flow_variable` = `flow` and run none but our apps. `offered` (outbound mode): the
+    dialplan's `socket` gave the call to us, and while it runs the channel runs nothing
+    else, so only the checkpoint decides, and a handed-off call offered again came back
+    into the IVR (a queue or a time condition sent it to the socket extension): it
+    re-enters. In both, a hand-off that never ran is sent (`handoff_never_ran`).
+    `written`: the last checkpoint the controller that had the call wrote, when it is
+    known (the actor whose socket closed, a dead handler's): newer than the channel's,
+    it never ran, nor did anything queued behind it (one command stream, in order),
+    unless it is still on its way ("q": a dead handler's commands, which its
+    Commander sends all the same): then the transfer will run, and is not sent twice."""
+    if not offered and channel.variable(flow_variable) != flow:
         return Verdict(SKIP, f"{flow_variable} is not {flow}")
     checkpoint = decode(channel.variable(CHECKPOINT_VARIABLE))
     app = channel.variable("current_application") or ""
+    if written is not None and written.get("x") and _generation(written) > _generation(checkpoint):
+        if written.get("q"):
+            return Verdict(SKIP, "handed off: the mark and its transfer are on their way", written)
+        return Verdict(RESUME, "handed off, but the hand-off mark never reached the switch", written)
     if checkpoint is not None and (checkpoint.get("h") or checkpoint.get("s") == final_state):
-        if handoff_never_ran(checkpoint, channel):
+        if (offered or app in OUR_APPS) and handoff_never_ran(checkpoint, channel):
             return Verdict(RESUME, "handed off, but the hand-off never ran", checkpoint)
+        if offered:
+            return Verdict(REENTER, "handed off before, offered again", checkpoint)
         # Never touched again, but still listened to: its hangup writes the CDR.
         return Verdict(SKIP, f"handed off ({app or 'no application'})", checkpoint)
-    if app not in OUR_APPS:
+    if not offered and app not in OUR_APPS:
         return Verdict(SKIP, f"running {app}, not ours")
     if checkpoint is None:
-        return Verdict(START, "parked, never touched")
+        return Verdict(START, "a new call on its own socket" if offered else "parked, never touched")
     return Verdict(RESUME, f"in {checkpoint.get('s')}", checkpoint)
 
 
 def handoff_never_ran(checkpoint: dict[str, Any], channel: Event) -> bool:
-    """The hand-off mark was the last thing the session ran: the controller died between
-    writing it and sending the transfer (both are sent back to back)."""
-    return bool(checkpoint.get("x")) and checkpoint_ran_last(channel)
+    """The hand-off mark was written but its command (a transfer) never ran: the
+    controller died between writing it and sending the transfer (both are sent back to
+    back), or the transfer went out on a socket that closed before it ran. Either the
+    mark is the last thing the session ran (inbound, parked), or the channel still has
+    the caller profile it had when the mark was written: every transfer gives it a new
+    one (outbound, back on the dialplan's next `socket`, which changes no profile).
+    Asked only of a channel that runs nothing but ours."""
+    if not checkpoint.get("x"):
+        return False
+    if checkpoint_ran_last(channel):
+        return True
+    written_in = checkpoint.get("i")
+    return written_in is not None and channel.get(PROFILE_INDEX) == str(written_in)
+
+
+def _generation(checkpoint: dict[str, Any] | None) -> int:
+    return int(checkpoint.get("g") or 0) if checkpoint is not None else -1
 
 
 def progress(app: str, arg: str, channel: Event) -> str:
     """Where an awaited command stands, judged from the channel's fields (module doc)."""
-    if (channel.variable("current_application") or "") != app or \
-            (channel.variable("current_application_data") or "") != arg:
+    current = channel.variable("current_application") or ""
+    if current != app or (channel.variable("current_application_data") or "") != arg:
+        if current not in OUR_APPS and answered_behind_checkpoint(app, channel):
+            return COMPLETED
         return NOT_STARTED
+    if channel.variable("current_loop") is None:
+        # Its execute loop is over: ended, whatever its result (a menu without a
+        # valid entry, a failed ring, a conversation over).
+        return COMPLETED
     if app == "playback":
         return COMPLETED if channel.variable("current_application_response") else RUNNING
     if app == "play_and_get_digits":
@@ -115,6 +163,28 @@ def progress(app: str, arg: str, channel: Event) -> str:
             return RUNNING
         return TALKING if disposition in ("SUCCESS", "ANSWER") else COMPLETED
     return RUNNING
+
+
+def answered_behind_checkpoint(app: str, channel: Event) -> bool:
+    """The command queued behind the checkpoint ran and ended with a clear answer (a
+    valid entry, a ring that failed), though the channel has moved on since (outbound:
+    the dialplan's next `socket` runs, after the socket closed under the command). The
+    switch appends a variable set again at the end of the channel's list, so an answer
+    listed after `icall_ckpt` was set after the checkpoint ran: by that command, the
+    only one queued behind it. A menu that ended without a valid entry, or was cut
+    short, is no clear answer: it is played again."""
+    if app == "play_and_get_digits":
+        name = "read_result"
+        answered = channel.variable(name) == "success"
+    elif app == "bridge":
+        name = "originate_disposition"
+        answered = channel.variable(name) not in (None, "", "SUCCESS", "ANSWER")
+    else:
+        return False
+    order = [key for key in channel.headers if key.startswith("variable_")]
+    answer, checkpoint = "variable_" + name, "variable_" + CHECKPOINT_VARIABLE
+    return answered and answer in order and checkpoint in order and \
+        order.index(answer) > order.index(checkpoint)
 
 
 def running_bound_s(app: str, arg: str, command_timeout_s: float, per_try_s: float) -> float:

@@ -62,8 +62,8 @@ def test_the_switch_closing_a_socket_mid_prompt_loses_nothing_when_the_call_come
     assert prompting(h, uuid), "the main menu never started"
     assert real_time_switch.close_outbound(uuid)
     r = h.finish(uuid)
-    # The prompt ran on unheard by icall; the dialplan's second `socket` brought the call
-    # back, and icall asked again where it was.
+    # The switch's reset (socket_resume) cut the prompt short, with no answer; the
+    # dialplan's second `socket` brought the call back, and icall asked again.
     assert r.commands == [WELCOME, MAIN_MENU, MAIN_MENU, ("transfer", "fifo_sales XML new_sales")]
     assert r.steps.count(("MainMenu", "2")) == 1
     assert ("SalesFifo", "") in r.steps

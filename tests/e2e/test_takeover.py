@@ -58,3 +58,31 @@ def test_a_call_that_ended_while_no_icall_ran_is_closed_at_start_with_its_cdr(ha
     cdr = cdr_sink.accepted(uuid)
     assert (cdr["hangup_cause"], cdr["path"], cdr["caller_id"]) == (ENDED_UNSEEN_CAUSE, None, "5551203")
     assert cdr["ended_at"] == closed["ended_at"].replace(tzinfo=UTC).timestamp()
+
+
+MAIN_MENU_APP = "play_and_get_digits"
+
+
+def test_a_menu_that_ended_without_an_entry_while_no_icall_ran_takes_its_invalid_branch_at_once(harness):
+    """No key in any try while icall is down: the menu's result is on the channel and
+    its execute loop is over, so the next icall plays the invalid-choice prompt and hangs
+    up, instead of waiting out the menu's bound in silence and playing it again."""
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")  # 1 s a try at the stand-in's scale
+    uuid = h.place("5551204", "none")
+
+    def variables() -> dict[str, str]:
+        return h.switch.call_record(uuid).variables
+
+    assert wait_until(lambda: variables().get("current_application") == MAIN_MENU_APP, WAIT_S)
+    h.service.reader.stop()  # icall is gone while the caller is in the menu
+    h.service.stop()
+    assert variables().get("current_loop"), "the menu was still running when icall went"
+    assert wait_until(lambda: "current_loop" not in variables(), WAIT_S), "the menu never ended"
+    assert variables().get("read_result") == "failure"
+    again = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="20000")
+    r = again.finish(uuid)
+    prompts = [c for c in r.commands if c[0] in ("playback", MAIN_MENU_APP)]
+    assert prompts == [WELCOME, prompts[1], ("playback", "new_sales/9003.wav")], \
+        "the menu once, then the invalid-choice prompt"
+    assert r.hangup_cause == "NORMAL_CLEARING"
+    assert ("InvalidChoice", "menu_number= read_result=failure") in r.steps

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ivr import resume
 from ivr.commands import bridge_settings
 from ivr.effects import (
@@ -25,20 +27,28 @@ MAIN_MENU = ("play_and_get_digits", "1 1 3 5000 # new_sales/1001.wav new_sales/9
 EXTENSION = ("play_and_get_digits", "3 3 3 5000 # new_sales/2002.wav new_sales/9004.wav extn_number [68]\\d\\d")
 
 
-def channel(driver: Driver, **variables: str) -> Event:
-    """The call's `uuid_dump`: its park event's headers with the variables now set."""
+# Apps icall sends that run for a while: while one runs, the switch keeps its
+# `current_loop` counter set (cleared when it returns).
+LOOPED_APPS = ("playback", "play_and_get_digits", "bridge")
+
+
+def channel(driver: Driver, ended: bool = False, **variables: str) -> Event:
+    """The call's `uuid_dump`: its park event's headers with the variables now set. A
+    named app of ours is still running unless `ended` (its loop counter is then gone)."""
     headers = dict(driver.script.park().headers)
     headers["Event-Name"] = "CHANNEL_DATA"
     checkpoint = driver.checkpoints()[-1] if driver.checkpoints() else None
     if checkpoint is not None:
         headers["variable_icall_ckpt"] = json.dumps(checkpoint)
+    if variables.get("current_application") in LOOPED_APPS and not ended:
+        variables = {"current_loop": "1", "total_loops": "1", **variables}
     headers.update({f"variable_{k}": v for k, v in variables.items()})
     return Event(headers)
 
 
-def successor(driver: Driver, **variables: str) -> tuple[Driver, list]:
+def successor(driver: Driver, ended: bool = False, **variables: str) -> tuple[Driver, list]:
     """A fresh flow taking the call over from the channel (what a new process does)."""
-    dump = channel(driver, **variables)
+    dump = channel(driver, ended, **variables)
     verdict = resume.look(dump, "ivr_app", "icall", "final_loop")
     assert verdict.action == resume.RESUME, verdict
     fresh = Driver()
@@ -238,6 +248,32 @@ def test_a_menu_that_ended_unseen_is_played_again_once_then_the_usual_guard_appl
     assert commands(effects) == [("transfer", "fifo_sales XML new_sales")], "then the safe destination"
 
 
+@pytest.mark.parametrize(("entered", "expected"), [
+    ({"read_result": "failure", "menu_number_invalid": "9"}, ("playback", "new_sales/9003.wav")),
+    ({"read_result": "success", "menu_number": "1"}, ("transfer", "fifo_hst XML new_sales")),
+])
+def test_a_menu_that_ended_while_no_one_listened_is_acted_on_at_once_whatever_its_result(entered, expected):
+    """Three wrong keys while icall was down: the menu's loop counter is gone, so it
+    ended (its read_result alone looks like a try in progress): the caller hears the
+    invalid-choice prompt now, not a silence until the guard; a valid entry routes."""
+    driver = Driver()
+    driver.to_main_menu()
+    fresh, effects = successor(driver, ended=True, current_application=MAIN_MENU[0],
+                               current_application_data=MAIN_MENU[1], **entered)
+    assert commands(effects) == [expected]
+
+
+def test_a_cc_menu_left_unanswered_while_no_one_listened_sends_the_caller_where_no_answer_leads():
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="802", read_result="success")
+    driver.complete("bridge", originate_disposition="NO_ANSWER")
+    cc_menu = driver.last("play_and_get_digits")
+    fresh, effects = successor(driver, ended=True, current_application=cc_menu.app,
+                               current_application_data=cc_menu.arg, read_result="failure")
+    assert commands(effects) == [("transfer", "Quit XML new_sales")]
+
+
 def test_a_ringing_bridge_is_waited_for_and_a_failed_one_found_ended_offers_the_cc_menu():
     driver = Driver()
     driver.choose("5")
@@ -318,7 +354,9 @@ def test_the_successor_numbers_its_writes_after_the_dead_handlers():
 def test_a_call_parked_again_in_its_final_state_starts_the_flow_again_as_a_re_entry():
     driver = Driver()
     driver.choose("1")
-    effects = driver.send(driver.script.park())
+    transferred_back = Event({**driver.script.park().headers, resume.PROFILE_INDEX: "3"})
+    assert driver.send(driver.script.park()) == [], "its own park again: no re-entry"
+    effects = driver.send(transferred_back)
     assert commands(effects) == [WELCOME]
     assert ("ReEntry", "2") in driver.steps()
     assert len(driver.records("call")) == 1, "the call keeps its first row"
@@ -330,3 +368,115 @@ def test_a_dead_man_transfer_set_by_the_dialplan_is_cancelled_by_its_id_first_th
     driver.script.variables["variable_icall_deadman_id"] = "42"
     effects = driver.start()
     assert commands(effects)[0] == ("sched_cancel", "42")
+
+
+def offered_again(driver: Driver, profile_index: str) -> Event:
+    """The connect data of a call the dialplan's next `socket` offers: the session runs
+    `socket`, with the caller profile `profile_index`."""
+    dump = channel(driver, current_application="socket",
+                   current_application_data="127.0.0.1:8084 async full")
+    return Event({**dump.headers, resume.PROFILE_INDEX: profile_index})
+
+
+def test_one_look_for_both_modes_sends_a_hand_off_that_never_ran_on_a_call_offered_again():
+    """Outbound: the transfer went out on a socket that closed before it ran, and the
+    dialplan's second `socket` offered the call again, in the same extension (the same
+    caller profile): the caller is transferred, not welcomed again."""
+    driver = Driver()
+    driver.choose("1")
+    assert driver.checkpoints()[-1]["i"] == "1"
+    dump = offered_again(driver, "1")
+    verdict = resume.look(dump, "", "", "final_loop", offered=True)
+    assert verdict.action == resume.RESUME, verdict
+    fresh = Driver()
+    assert verdict.checkpoint is not None
+    effects = fresh._take(fresh.flow.resume(verdict.checkpoint, dump))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+
+
+def test_a_handed_off_call_transferred_back_to_the_socket_re_enters():
+    driver = Driver()
+    driver.choose("1")
+    verdict = resume.look(offered_again(driver, "3"), "", "", "final_loop", offered=True)  # via a queue
+    assert verdict.action == resume.REENTER, verdict
+
+
+def test_a_hand_off_whose_mark_never_reached_the_switch_is_sent_by_the_actor_that_wrote_it():
+    """The socket closed with the mark and the transfer unread: the channel still shows
+    the menu's checkpoint, the actor its newer hand-off, which nothing on the switch ran."""
+    driver = Driver()
+    driver.to_main_menu()
+    dump = offered_again(driver, "1")  # the main menu's checkpoint
+    driver.complete("play_and_get_digits", menu_number="1", read_result="success")
+    written = driver.flow.handler_checkpoint()
+    del written["q"]  # as the actor does: what the closed socket carried may be lost
+    verdict = resume.look(dump, "", "", "final_loop", offered=True, written=written)
+    assert verdict.action == resume.RESUME and verdict.checkpoint == written, verdict
+    fresh = Driver()
+    effects = fresh._take(fresh.flow.resume(written, dump))
+    assert commands(effects) == [("transfer", "fifo_hst XML new_sales")]
+    older = resume.look(dump, "", "", "final_loop", offered=True, written=driver.checkpoints()[0])
+    assert older.checkpoint is not None and older.checkpoint["s"] == "main_menu_wait_dtmf", \
+        "a checkpoint older than the channel's says nothing"
+
+
+def socket_runs_with(driver: Driver, before: dict[str, str], after: dict[str, str]) -> Event:
+    """The connect data of a call offered again, its variables in the switch's order:
+    `before` set before the last checkpoint ran, `after` since (the switch appends a
+    variable set again at the end of the list)."""
+    headers = {**driver.script.park().headers, "Event-Name": "CHANNEL_DATA"}
+    headers.update({f"variable_{k}": v for k, v in before.items()})
+    headers["variable_icall_ckpt"] = json.dumps(driver.checkpoints()[-1])
+    headers.update({f"variable_{k}": v for k, v in after.items()})
+    headers.update(variable_current_application="socket",
+                   variable_current_application_data="127.0.0.1:8084 async full")
+    return Event(headers)
+
+
+def resumed_on(dump: Event) -> list:
+    verdict = resume.look(dump, "", "", "final_loop", offered=True)
+    assert verdict.action == resume.RESUME and verdict.checkpoint is not None, verdict
+    fresh = Driver()
+    return fresh._take(fresh.flow.resume(verdict.checkpoint, dump))
+
+
+def test_a_valid_entry_a_menu_took_as_its_socket_closed_counts_when_the_call_is_offered_again():
+    """The caller's entry ended the menu as its socket closed (before the switch's reset
+    could cut it short): that choice is acted on, the menu is not played again."""
+    driver = Driver()
+    driver.to_main_menu()
+    dump = socket_runs_with(driver, {}, {"read_result": "success", "menu_number": "1"})
+    assert commands(resumed_on(dump)) == [("transfer", "fifo_hst XML new_sales")]
+
+
+def test_a_ring_that_failed_after_its_socket_closed_offers_the_cc_menu_when_offered_again():
+    driver = Driver()
+    driver.choose("5")
+    driver.complete("play_and_get_digits", extn_number="802", read_result="success")
+    dump = socket_runs_with(driver, {}, {"originate_disposition": "NO_ANSWER"})
+    sent = commands(resumed_on(dump))
+    assert len(sent) == 1 and sent[0][0] == "play_and_get_digits" and "8802.wav" in sent[0][1]
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ({"read_result": "success", "menu_number": "5"}, {}),  # the main menu's, before this state
+    ({}, {"read_result": "failure"}),  # no valid entry, or cut short by the socket's close
+])
+def test_a_menu_offered_again_without_a_clear_answer_of_its_own_is_played_again(before, after):
+    driver = Driver()
+    driver.choose("5")
+    assert commands(resumed_on(socket_runs_with(driver, before, after))) == [EXTENSION]
+
+
+def test_a_dead_handlers_hand_off_still_on_its_way_is_not_sent_a_second_time():
+    """In-process, the Commander still sends what the dead handler gave it (the mark and
+    the transfer): the successor only listens, the caller is transferred once."""
+    driver = Driver()
+    driver.to_main_menu()
+    dump = channel(driver, current_application="set",
+                   current_application_data="icall_ckpt=" + json.dumps(driver.checkpoints()[-1]))
+    driver.complete("play_and_get_digits", menu_number="1", read_result="success")
+    on_its_way = json.loads(json.dumps(driver.flow.handler_checkpoint()))
+    assert on_its_way["q"] == 1 and on_its_way["x"]
+    verdict = resume.look(dump, "ivr_app", "icall", "final_loop", written=on_its_way)
+    assert verdict.action == resume.SKIP, verdict

@@ -41,15 +41,23 @@ def switch():
 
 @pytest.fixture
 def two_workers(tmp_path, switch, run_icall, notify_socket):
+    return run_two_workers(tmp_path, switch, run_icall, notify_socket)
+
+
+def run_two_workers(tmp_path, switch, run_icall, notify_socket, **overrides: dict[str, str]):
+    """`icall` with two workers on the switch's outbound target, open all day;
+    `overrides`: more config, by section."""
     port = free_port()
     switch.switch.outbound_target = ("127.0.0.1", port)
     state = tmp_path / "state"
     state.mkdir()
-    config = write_config(tmp_path / "config.ini", switch.port,
-                          service={"workers": "2"}, outbound={"listen": f"127.0.0.1:{port}"},
-                          ivr={"hangup_linger_s": "0.2"},
-                          schedule={"timezone": "UTC", "weekday_open": "00:00-24:00",
-                                    "weekend_open": "00:00-24:00", "evening": "closed"})
+    sections = {"service": {"workers": "2"}, "outbound": {"listen": f"127.0.0.1:{port}"},
+                "ivr": {"hangup_linger_s": "0.2"},
+                "schedule": {"timezone": "UTC", "weekday_open": "00:00-24:00",
+                             "weekend_open": "00:00-24:00", "evening": "closed"}}
+    for section, keys in overrides.items():
+        sections.setdefault(section, {}).update(keys)
+    config = write_config(tmp_path / "config.ini", switch.port, **sections)
     settings = service_settings()
     env = service_env(state, **unit_environment(settings), NOTIFY_SOCKET=notify_socket.address,
                       WATCHDOG_USEC="2000000")
@@ -127,7 +135,10 @@ def test_a_worker_killed_mid_call_is_restarted_and_its_callers_resumed_by_a_live
         rows = Call.select().where(Call.uuid.in_(uuids), Call.hangup_cause.is_null(False))
         return rows.count(db) == len(uuids)
 
-    assert wait_until(all_recorded, TIMEOUT_S), "every call's CDR is written once it ended"
+    assert wait_until(all_recorded, TIMEOUT_S), ("every call's CDR is written once it ended", [
+        (r["uuid"][:8], held[r["uuid"]] == victim, switch.call_record(r["uuid"]).commands[-2:],
+         [line for _, line in two_workers.lines if r["uuid"][:8] in line])
+        for r in Call.select().where(Call.uuid.in_(uuids), Call.hangup_cause.is_null()).dicts().execute(db)])
     for uuid in uuids:
         record = switch.call_record(uuid)
         assert record.transferred_to == "fifo_sales", (uuid, record.commands)
