@@ -52,22 +52,38 @@ _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 REFUSAL_LOG_S = 10.0
 
 
+def listening_socket(address: tuple[str, int]) -> socket.socket:
+    """A socket listening on `address` (OSError when the port is taken). With workers
+    the main process makes it once and every worker accepts from it (service.workers):
+    one queue, so a connection waiting in it when a worker dies is taken by another
+    worker, where each worker's own SO_REUSEPORT queue was reset with its process."""
+    sock = socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class OutboundServer:
     """Accepts the switch's per-call connections; one thread reads them all."""
 
     def __init__(self, address: tuple[str, int], on_call: Callable[[ChannelLink], None],
                  send_timeout_s: float, telemetry: Telemetry = NO_TELEMETRY,
-                 reuse_port: bool = False, linger_s: int = LINGER_S, allow: Networks | None = None,
-                 connect_timeout_s: float = CONNECT_TIMEOUT_S):
+                 listener: socket.socket | None = None, linger_s: int = LINGER_S,
+                 allow: Networks | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S):
         """`on_call(link)` runs in this server's thread once a call's `connect` is
-        answered. `reuse_port`: several processes accept on the same port and the
-        kernel spreads the calls (SO_REUSEPORT). `allow`: the peers let in (default:
-        this machine only)."""
+        answered. `listener`: a socket already listening on `address`, shared with
+        other workers (listening_socket); without it `start` makes one. `allow`: the
+        peers let in (default: this machine only)."""
         self._address = address
         self._on_call = on_call
         self._send_timeout_s = send_timeout_s
         self._telemetry = telemetry
-        self._reuse_port = reuse_port
+        self._given = listener
         self._linger_s = linger_s
         self._allow = allow if allow is not None else networks(LOOPBACK)
         self._connect_timeout_s = connect_timeout_s
@@ -90,18 +106,10 @@ class OutboundServer:
         self.counters = {"peers_refused": 0, "connects_timed_out": 0, "accept_pauses": 0}
 
     def start(self) -> None:
-        """Bind and listen (a port in use raises OSError here, before any call), then
-        start the thread."""
-        sock = socket.socket(socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self._reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind(self._address)
-            sock.listen(_BACKLOG)
-        except OSError:
-            sock.close()
-            raise
+        """Bind and listen (a port in use raises OSError here, before any call), or take
+        the listening socket handed in, then start the thread."""
+        sock = self._given or listening_socket(self._address)
+        self._given = None
         sock.setblocking(False)
         self._listener = sock
         self.port = sock.getsockname()[1]
@@ -115,7 +123,7 @@ class OutboundServer:
 
     def stop_listening(self, timeout_s: float = 5.0) -> None:
         """The first step of a stop: close the listening socket, so that with
-        SO_REUSEPORT the kernel sends new calls to the other workers, and with one
+        workers the others take the new calls from the queue they share, and with one
         process the switch's `socket` is refused and the dialplan's next action runs at
         once. A connection that answers `connect` from now on is let go (`exit`) without
         a command: this process is going and would drop the call mid-flow."""

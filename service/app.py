@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -50,14 +51,15 @@ class Service:
     def __init__(self, config: Config, observer: Callable[[str, list[str]], None] | None = None,
                  clock: Callable[[str], datetime] | None = None,
                  on_call_gone: Callable[[str], None] | None = None,
-                 inbound: bool = True, reuse_port: bool = False):
+                 inbound: bool = True, listener: socket.socket | None = None):
         """`observer(uuid, history)` hears each finished call (the demo prints it);
         `clock(uuid)` replaces the office clock for one call (the demo and tests place
         calls at chosen times of day). `inbound`: run the event connection (inbound
-        mode); `reuse_port`: share the outbound port with other workers (service.workers)."""
+        mode); `listener`: the outbound port's socket, made by the main process of
+        `[service] workers` and shared by every worker (service.workers)."""
         self.config = config
         self.inbound = inbound
-        self.reuse_port = reuse_port
+        self.listener = listener
         self.observer = observer
         self.clock = clock
         self.on_call_gone = on_call_gone
@@ -111,7 +113,7 @@ class Service:
             # closing socket ends no flow: the switch runs the dialplan after `socket`.
             self.outbound = OutboundServer(config.outbound.listen, self._outbound_call,
                                            config.freeswitch.sendmsg_timeout_s, self.telemetry,
-                                           reuse_port=self.reuse_port,
+                                           listener=self.listener,
                                            linger_s=config.outbound.linger_s,
                                            allow=config.outbound.allow,
                                            connect_timeout_s=config.outbound.connect_timeout_s)

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Set by the main process of [service] workers for each worker it starts.
     run.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     run.add_argument("--control-fd", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     run.set_defaults(func=_cmd_run)
 
     show = sub.add_parser("config", help="print the effective configuration, secrets masked")
@@ -88,7 +89,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from service.runner import run_service
 
-    return run_service(args.config_obj, args.worker, args.control_fd)
+    return run_service(args.config_obj, args.worker, args.control_fd, args.listen_fd)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 
@@ -91,10 +92,12 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def run_service(config: Config, worker: int | None = None, control_fd: int | None = None) -> int:
+def run_service(config: Config, worker: int | None = None, control_fd: int | None = None,
+                listen_fd: int | None = None) -> int:
     """The service in this process; with `[service] workers` > 1 (and no `worker`),
     the main process of that many workers instead (service.workers). `worker` and
-    `control_fd`: this process is worker number `worker` of such a main process."""
+    `control_fd`: this process is worker number `worker` of such a main process;
+    `listen_fd`: the outbound port's listening socket that main process shares."""
     setup_logging(config.logging.level)
     install_stack_dump_on_sigusr1()
     if worker is not None or config.service.workers == 1:
@@ -118,7 +121,8 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
     if worker is None and config.service.workers > 1:
         return _run_main(config, stop_requested)
     # A worker other than the first takes outbound calls only (service.workers).
-    service = Service(config, inbound=worker in (None, 0), reuse_port=worker is not None)
+    listener = socket.socket(fileno=listen_fd) if listen_fd is not None else None
+    service = Service(config, inbound=worker in (None, 0), listener=listener)
     watchdog = Watchdog(service.process_health)
     listen = config.metrics.listen
     if listen and worker:  # each worker serves its own /metrics and /health
@@ -155,7 +159,13 @@ def _run_main(config: Config, stop_requested: threading.Event) -> int:
     all are up, look after them (service.workers) and feed the watchdog while the
     pool says every worker is healthy or being mended."""
     count = config.service.workers
-    pool = WorkerPool(config, count)
+    try:
+        pool = WorkerPool(config, count)
+    except OSError as exc:  # the shared outbound port: taken, or not this machine's
+        host, port = config.outbound.listen or ("?", 0)
+        logger.error("outbound/listen: cannot listen on %s:%d (%s); no worker started",
+                     host, port, exc.strerror or exc)
+        return 1
     watchdog = Watchdog(pool.unit_health)
     logger.info("icall starting %d workers (config %s)", count, config.source)
     try:

@@ -3,9 +3,15 @@ all under the one systemd unit.
 
 Why processes: one Python process runs on one core (the GIL). Each worker is a whole
 icall (its own actors, CRM cache and breaker, DbWriter and spool file) sharing the
-database (SQLite in WAL mode, or a server) and accepting on the same `[outbound] listen`
-port with SO_REUSEPORT, so the kernel spreads the switch's per-call connections across
-them. Inbound mode runs in worker 0 only: its event connection, the adoption of parked
+database (SQLite in WAL mode, or a server) and accepting from one `[outbound] listen`
+socket, made by the main process and inherited by every worker (`--listen-fd`): the
+switch's per-call connections wait in one queue, and whichever worker is free takes
+the next. One queue and not a socket per worker (SO_REUSEPORT): the kernel resets the
+connections waiting in a dying worker's own queue, and a caller whose second `socket`
+was waiting there went on to the dialplan's fallback whatever their keys. The main
+process keeps its copy open while it runs (a restarted worker is handed the same
+socket; while no worker accepts, connections wait in the queue) and closes it first
+when the unit stops. Inbound mode runs in worker 0 only: its event connection, the adoption of parked
 calls and the checkpoints all assume one controller per switch, and partitioning by
 `filter Unique-ID /regex/` would split the adoption after a restart too; outbound mode
 is the one that scales across cores.
@@ -45,6 +51,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from actors.outbound import listening_socket
 from ivr.config import Config
 from storage.spool import worker_spool_path
 
@@ -103,7 +110,8 @@ class Worker:
     """One worker process, the main process's end of its control socket, and what the
     main process last heard from it. Main thread only."""
 
-    def __init__(self, index: int, config_path: str):
+    def __init__(self, index: int, config_path: str, listener: socket.socket | None = None):
+        self._listener = listener  # the shared outbound socket, when there is one
         self.index = index
         self._config_path = config_path
         self.process: subprocess.Popen | None = None
@@ -127,8 +135,11 @@ class Worker:
         env = {k: v for k, v in os.environ.items() if k not in _MAIN_ONLY}
         argv = [sys.executable, "-m", "service.cli", "--config", self._config_path, "run",
                 "--worker", str(self.index), "--control-fd", str(theirs.fileno())]
-        self.process = subprocess.Popen(argv, env=env, pass_fds=(theirs.fileno(),),
-                                        stdin=subprocess.DEVNULL)
+        passed = [theirs.fileno()]
+        if self._listener is not None:
+            argv += ["--listen-fd", str(self._listener.fileno())]
+            passed.append(self._listener.fileno())
+        self.process = subprocess.Popen(argv, env=env, pass_fds=passed, stdin=subprocess.DEVNULL)
         theirs.close()
         ours.setblocking(False)
         self.control, self._buffer = ours, b""
@@ -208,7 +219,11 @@ class WorkerPool:
     from the Watchdog thread."""
 
     def __init__(self, config: Config, count: int, environ: Mapping[str, str] | None = None):
-        self._workers = [Worker(i, config.source) for i in range(count)]
+        """Makes the shared outbound socket when `[outbound] listen` is set (OSError
+        when its port is taken: the unit cannot serve outbound calls at all)."""
+        self._listener = (listening_socket(config.outbound.listen)
+                          if config.outbound.listen else None)
+        self._workers = [Worker(i, config.source, self._listener) for i in range(count)]
         self._lock = threading.Lock()  # the watchdog's look vs the ticks
         self.unanswered_limit_s = unanswered_limit_s(os.environ if environ is None else environ)
         self._last_tick = time.monotonic()
@@ -302,6 +317,8 @@ class WorkerPool:
 
     def stop(self) -> None:
         with self._lock:
+            if self._listener is not None:  # first: no new call into a stopping unit
+                self._listener.close()
             for worker in self._workers:
                 worker.stop()
             for worker in self._workers:

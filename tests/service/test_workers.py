@@ -215,14 +215,15 @@ def test_a_worker_that_stops_answering_is_killed_and_restarted_by_the_main_proce
 
 def test_a_worker_that_fails_at_start_is_started_again_backing_off(tmp_path, switch, run_icall):
     port = free_port()
-    holder = socket.socket()  # holds the outbound port without SO_REUSEPORT: workers cannot bind
+    holder = socket.socket()  # holds worker 0's /metrics port: that worker cannot start
     holder.bind(("127.0.0.1", port))
     holder.listen()
     try:
         state = tmp_path / "state"
         state.mkdir()
         config = write_config(tmp_path / "config.ini", switch.port, service={"workers": "2"},
-                              outbound={"listen": f"127.0.0.1:{port}"})
+                              outbound={"listen": f"127.0.0.1:{free_port()}"},
+                              metrics={"listen": f"127.0.0.1:{port}"})
         env = service_env(state)
         upgrade_database(config, env)
         icall = run_icall([str(ROOT / ".venv" / "bin" / "icall"), "run", "--config", str(config)],
@@ -233,6 +234,73 @@ def test_a_worker_that_fails_at_start_is_started_again_backing_off(tmp_path, swi
         assert icall.terminate(30) == 0
     finally:
         holder.close()
+
+
+def test_a_main_process_that_cannot_listen_on_the_outbound_port_says_so_and_exits(
+        tmp_path, switch, run_icall):
+    holder = socket.socket()  # the outbound port is taken before icall starts
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        state = tmp_path / "state"
+        state.mkdir()
+        config = write_config(tmp_path / "config.ini", switch.port, service={"workers": "2"},
+                              outbound={"listen": f"127.0.0.1:{port}"})
+        env = service_env(state)
+        upgrade_database(config, env)
+        icall = run_icall([str(ROOT / ".venv" / "bin" / "icall"), "run", "--config", str(config)],
+                          env, ROOT)
+        icall.wait_for_line(rf"outbound/listen: cannot listen on 127.0.0.1:{port} "
+                            r"\(.+\); no worker started", TIMEOUT_S)
+        assert icall.process.wait(TIMEOUT_S) == 1
+        assert not icall.matching(WORKER_STARTED)
+    finally:
+        holder.close()
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed while we looked
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def listening_inodes(port: int) -> set[str]:
+    """Inodes of the sockets listening on 127.0.0.1:`port` (state 0A in /proc/net/tcp)."""
+    found = set()
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
+            found.add(fields[9])
+    return found
+
+
+def test_every_worker_accepts_from_the_one_socket_the_main_process_listens_on(
+        two_workers, notify_socket, switch):
+    # One queue: a connection waiting in it when a worker dies is taken by another
+    # worker (each worker's own SO_REUSEPORT queue was reset with its process, and the
+    # caller's second `socket` went to the dialplan's fallback).
+    two_workers.wait_for_line(r"icall ready: 2 workers", TIMEOUT_S)  # both workers' first ready
+    port = switch.switch.outbound_target[1]
+    listening = listening_inodes(port)
+    assert len(listening) == 1, f"one listening socket on {port}, not {len(listening)}"
+    pids = worker_pids(two_workers)
+    for index, pid in pids.items():
+        assert listening <= socket_inodes(pid), f"worker {index} listens on a socket of its own"
+    assert listening <= socket_inodes(two_workers.process.pid)
+    os.kill(pids[1], signal.SIGKILL)
+    two_workers.wait_for_line(r"worker 1 ready", TIMEOUT_S)
+    restarted = worker_pids(two_workers)[1]
+    assert restarted != pids[1]
+    assert listening_inodes(port) == listening
+    assert listening <= socket_inodes(restarted), "the restarted worker got the same socket"
+    assert two_workers.terminate(30) == 0
 
 
 def test_the_restart_back_off_doubles_to_its_cap_and_starts_afresh_after_a_long_run():
