@@ -41,7 +41,17 @@ from dataclasses import dataclass, field
 
 import ESL
 
-from bench.scenarios import Scenario, Step, caller_id, judge, scenario_for
+from bench.scenarios import (
+    REAL_SWITCH_EXTENSIONS,
+    STAND_IN_EXTENSIONS,
+    Scenario,
+    Step,
+    caller_id,
+    ends_talking,
+    judge,
+    lab_scenarios,
+    scenario_for,
+)
 
 # icall's checkpoint write (ivr.resume.CHECKPOINT_VARIABLE), seen as `set` data.
 CHECKPOINT_PREFIX = "icall_ckpt="
@@ -51,6 +61,10 @@ WATCHED = ("event plain CHANNEL_PARK CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE "
 FILTERS = ("filter variable_ivr_app icall", "filter Event-Name BACKGROUND_JOB")
 PRESS_AFTER_S = 0.5  # a caller presses this long (scaled) after the prompt starts
 NOT_WAITED_ON = ("set", "park")
+# The dialplan's own apps around a controller in outbound mode (the second `socket`, run
+# when the first one's controller let the call go): not the controller's commands.
+DIALPLAN_APPS = ("socket",)
+HANG_UP = ""  # a due action that hangs the caller up instead of pressing keys
 MAX_BURST = 500  # events read in a row before the pacing is looked at again
 
 
@@ -84,13 +98,17 @@ class Driver:
         self.reaction_us: list[int] = []
         self._due: list[tuple[float, int, str, str]] = []  # (when, seq, uuid, digits)
         self._seq = 0
+        self.scenarios = lab_scenarios(REAL_SWITCH_EXTENSIONS if args.lab == "real"
+                                       else STAND_IN_EXTENSIONS)
+        # Tags unique to this run: another driver on the same switch sees other names.
+        self.run_tag = f"bench{time.time_ns() % 10**6:06d}"
 
     # --- placing calls and pressing keys (commands connection)
 
     def place(self, index: int) -> None:
-        scenario = scenario_for(index)
+        scenario = scenario_for(index, self.scenarios)
         call = CallSeen(index, scenario)
-        tag = f"bench-{index}"
+        tag = f"{self.run_tag}-{index}"
         self.calls[tag] = call
         job = f"bench-job-{index}"
         self.by_job[job] = call
@@ -109,6 +127,9 @@ class Driver:
     def press_due(self, now: float) -> None:
         while self._due and self._due[0][0] <= now:
             _, _, uuid, digits = heapq.heappop(self._due)
+            if digits == HANG_UP:
+                self.commands.sendRecv(f"api uuid_kill {uuid} NORMAL_CLEARING")
+                continue
             reply = self.commands.sendRecv(f"api uuid_recv_dtmf {uuid} {digits}")
             if reply is None or (reply.getBody() or "").startswith("-ERR"):
                 self.dtmf_refused += 1
@@ -137,10 +158,10 @@ class Driver:
             call.parked_us = at_us
         elif name == "CHANNEL_EXECUTE" and call.parked_us and not call.handed_over:
             app, arg = get("Application") or "", get("Application-Data") or ""
-            if not (app == "set" and arg.startswith(CHECKPOINT_PREFIX)):
+            if not (app == "set" and arg.startswith(CHECKPOINT_PREFIX)) and app not in DIALPLAN_APPS:
                 self.executed(call, app, arg, at_us)
         elif name == "CHANNEL_EXECUTE_COMPLETE" and call.parked_us and not call.handed_over:
-            if (get("Application") or "") not in NOT_WAITED_ON:
+            if (get("Application") or "") not in (*NOT_WAITED_ON, *DIALPLAN_APPS):
                 call.last_completed_us = at_us
         elif name == "CHANNEL_HANGUP_COMPLETE":
             self.end(call)
@@ -154,14 +175,19 @@ class Driver:
         call.path.append((app, arg))
         if app == "transfer":
             call.handed_over = True
+        if app == "bridge" and self.args.hangup_talking_s > 0 and ends_talking(call.scenario):
+            self.due(self.args.hangup_talking_s, call.uuid, HANG_UP)
         if app == "play_and_get_digits":
             presses = call.scenario.presses
             digits = presses[call.prompts] if call.prompts < len(presses) else None
             call.prompts += 1
             if digits:
-                self._seq += 1
-                when = time.monotonic() + PRESS_AFTER_S * self.args.time_scale
-                heapq.heappush(self._due, (when, self._seq, call.uuid, digits))
+                self.due(PRESS_AFTER_S * self.args.time_scale, call.uuid, digits)
+
+    def due(self, after_s: float, uuid: str, digits: str) -> None:
+        """Keys to press on `uuid` (or HANG_UP) `after_s` from now."""
+        self._seq += 1
+        heapq.heappush(self._due, (time.monotonic() + after_s, self._seq, uuid, digits))
 
     def end(self, call: CallSeen) -> None:
         call.ended = True
@@ -191,10 +217,10 @@ class Driver:
                 "reaction_ms": [us / 1000 for us in self.reaction_us]}
 
 
-def connect(port: int, password: str) -> ESL.ESLconnection:
-    connection = ESL.ESLconnection("127.0.0.1", str(port), password)
+def connect(host: str, port: int, password: str) -> ESL.ESLconnection:
+    connection = ESL.ESLconnection(host, str(port), password)
     if not connection.connected():
-        raise SystemExit(f"cannot log in to 127.0.0.1:{port}")
+        raise SystemExit(f"cannot log in to {host}:{port}")
     return connection
 
 
@@ -212,7 +238,7 @@ def read_burst(events: ESL.ESLconnection, driver: Driver, first_wait_ms: int) ->
 
 
 def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
-    events, commands = connect(args.port, args.password), connect(args.port, args.password)
+    events, commands = (connect(args.host, args.port, args.password) for _ in range(2))
     # Outbound calls carry no ivr_app; the README's extension sets socket_resume.
     filters = FILTERS if args.dest == "fsm" else ("filter variable_socket_resume true", FILTERS[1])
     for line in (WATCHED, *filters):
@@ -252,7 +278,13 @@ def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8021)
+    parser.add_argument("--lab", default="stand-in", choices=("stand-in", "real"),
+                        help="which switch: its extensions differ (bench.scenarios)")
+    parser.add_argument("--hangup-talking-s", type=float, default=0.0,
+                        help="hang up a caller this long after an answered bridge starts "
+                             "(0: the callee ends the call, as the stand-in's does)")
     parser.add_argument("--dest", default="fsm", choices=("fsm", "icall_out"),
                         help="the extension called: fsm (inbound mode) or icall_out (outbound)")
     parser.add_argument("--password", default="ClueCon")
