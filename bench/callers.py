@@ -79,6 +79,8 @@ class CallSeen:
     path: list[Step] = field(default_factory=list)
     prompts: int = 0  # play_and_get_digits started so far
     last_completed_us: int = 0  # a waited-on app finished, no command since
+    max_wait_us: int = 0  # the longest the caller waited for the controller's next command
+    hangup_cause: str = ""
     handed_over: bool = False  # transferred: later apps are the dialplan's, not the controller's
     ended: bool = False
     originate_failed: str = ""
@@ -164,13 +166,18 @@ class Driver:
             if (get("Application") or "") not in (*NOT_WAITED_ON, *DIALPLAN_APPS):
                 call.last_completed_us = at_us
         elif name == "CHANNEL_HANGUP_COMPLETE":
+            if call.last_completed_us and not call.handed_over:  # hung up waiting
+                call.max_wait_us = max(call.max_wait_us, at_us - call.last_completed_us)
+            call.hangup_cause = get("Hangup-Cause") or ""
             self.end(call)
 
     def executed(self, call: CallSeen, app: str, arg: str, at_us: int) -> None:
         if not call.path:
             self.takeover_us.append(at_us - call.parked_us)
+            call.max_wait_us = max(call.max_wait_us, at_us - call.parked_us)
         elif call.last_completed_us:
             self.reaction_us.append(at_us - call.last_completed_us)
+            call.max_wait_us = max(call.max_wait_us, at_us - call.last_completed_us)
         call.last_completed_us = 0
         call.path.append((app, arg))
         if app == "transfer":
@@ -214,7 +221,14 @@ class Driver:
                 "by_scenario": {k: dict(v) for k, v in sorted(by_scenario.items())},
                 "not_right": wrong,
                 "takeover_ms": [us / 1000 for us in self.takeover_us],
-                "reaction_ms": [us / 1000 for us in self.reaction_us]}
+                "reaction_ms": [us / 1000 for us in self.reaction_us],
+                **({"calls": [self.seen(call) for call in self.calls.values()]} if self.args.paths else {})}
+
+    @staticmethod
+    def seen(call: CallSeen) -> dict:
+        return {"uuid": call.uuid, "scenario": call.scenario.name, "path": call.path,
+                "ended": call.ended, "hangup_cause": call.hangup_cause,
+                "max_wait_ms": call.max_wait_us / 1000, "originate": call.originate_failed}
 
 
 def connect(host: str, port: int, password: str) -> ESL.ESLconnection:
@@ -296,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="the stand-in's time scale (scales when callers press keys)")
     parser.add_argument("--out", required=True, help="where to write the JSON result")
+    parser.add_argument("--paths", action="store_true",
+                        help="also write every call's path, longest wait and hangup cause")
     args = parser.parse_args(argv)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
