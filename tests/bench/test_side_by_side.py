@@ -50,3 +50,19 @@ def test_rounds_print_each_ratio_of_neighbours_and_their_spread(capsys):
     assert "icall/baseline at 200/20 (round 2): CPU per call 4.0x" in out
     assert "icall/baseline at 200/20 (round 3): CPU per call 2.0x" in out
     assert "CPU per call over 3 rounds 2.0x-4.0x, median 3.0x" in out
+
+
+def test_the_worker_kill_bench_counts_a_prompt_heard_twice_and_judges_the_end_where_the_keys_lead():
+    from bench.scenarios import REAL_SWITCH_EXTENSIONS, lab_scenarios
+    from bench.worker_kill import judge_call, longest_gap
+
+    voicemail = next(s for s in lab_scenarios(REAL_SWITCH_EXTENSIONS) if s.name == "cc_menu_voicemail")
+    menu = list(voicemail.path[1])
+    resumed = {"path": [list(voicemail.path[0]), menu, menu, *map(list, voicemail.path[2:])],
+               "max_wait_ms": 40.0}
+    to_safety = {"path": [list(voicemail.path[0]), menu, ["transfer", "fifo_sales XML new_sales"]],
+                 "max_wait_ms": 6000.0}
+
+    assert judge_call(resumed, voicemail.path) == {"repeats": 1, "wrong_end": False, "waited_long": False}
+    assert judge_call(to_safety, voicemail.path) == {"repeats": 0, "wrong_end": True, "waited_long": True}
+    assert longest_gap([1.0, 2.0, 9.0], start=0.0, end=10.0) == 7.0
