@@ -50,7 +50,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -141,6 +140,7 @@ def run_one(controller: str, calls: int, cps: float, duration_s: float,
             switch = real
             switch_pid = read_pid(args.switch_pid_file)
             args.outbound_listen = args.outbound_listen or REAL_SWITCH_OUTBOUND
+            wait_for_quiet_switch(switch, args.outbound_listen, getattr(args, "wait_quiet_s", 0.0))
             check_switch_is_ours(switch, args.outbound_listen)
         else:
             switch = SwitchAddress("127.0.0.1", free_port())
@@ -221,12 +221,7 @@ def check_switch_is_ours(switch: SwitchAddress, outbound_listen: str) -> None:
     """A real switch is shared: refuse to measure while another controller listens on
     the dialplan's outbound port (it would take half the calls, SO_REUSEPORT) and say
     how many channels others have up (their load is in the switch's CPU)."""
-    host, _, port = outbound_listen.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=1).close()
-    except OSError:
-        pass
-    else:
+    if listening(outbound_listen):
         raise SystemExit(f"something already listens on {outbound_listen} (another "
                          "controller?): the switch's outbound calls would be split")
     channels = switch_api(switch, "show channels count").strip()
@@ -248,6 +243,35 @@ def esl_clients(port: int) -> int:
         if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
             count += 1
     return count
+
+
+def wait_for_quiet_switch(switch: SwitchAddress, outbound_listen: str, at_most_s: float) -> None:
+    """A shared lab switch: wait (at most `at_most_s`) for a moment when it has no
+    channel and nothing listens on the outbound port for 3 s in a row, so that this
+    run starts on a switch nobody else loads."""
+    deadline = time.monotonic() + at_most_s
+    quiet_since = None
+    while time.monotonic() < deadline:
+        idle = (switch_api(switch, "show channels count").strip().startswith("0 total")
+                and not listening(outbound_listen))
+        now = time.monotonic()
+        quiet_since = (quiet_since or now) if idle else None
+        if quiet_since is not None and now - quiet_since >= 3.0:
+            return
+        time.sleep(0.5)  # polling another's load: nothing to await
+    if at_most_s:
+        print(f"  warning: the switch was not quiet for 3 s within {at_most_s:g} s", flush=True)
+
+
+def listening(address: str) -> bool:
+    """Someone listens on `address` (host:port), by /proc/net/tcp (a probe connection
+    would be a call to turn away for whoever listens)."""
+    port = int(address.rpartition(":")[2])
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            return True
+    return False
 
 
 def switch_api(switch: SwitchAddress, command: str) -> str:
@@ -337,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                              "instead of a stand-in started for each run")
     parser.add_argument("--switch-pid-file", default="/opt/fslab/run/freeswitch.pid",
                         help="the real switch's pid file (its CPU is read from /proc)")
+    parser.add_argument("--wait-quiet-s", type=float, default=0.0,
+                        help="a shared real switch: before each run, wait at most this long "
+                             "for 3 s without a channel or an outbound listener")
     parser.add_argument("--outbound-listen", default="",
                         help=f"where outbound controllers listen (real switch: {REAL_SWITCH_OUTBOUND})")
     parser.add_argument("--talk-s", type=float, default=5.0,

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from bench.scenarios import REAL_SWITCH_EXTENSIONS, crm_table
+from bench.side_by_side import listening
 from fakeswitch.fake_cdr import FakeCdrSink
 from fakeswitch.fake_crm import FakeCrm
 from storage.db import open_database
@@ -84,17 +85,6 @@ def cdr_sink() -> Iterator[FakeCdrSink]:
 
 def outbound_listen() -> str:
     return os.environ.get(OUTBOUND_VARIABLE, "127.0.0.1:8084")
-
-
-def listening(address: str) -> bool:
-    """Someone listens on `address` (host:port), by /proc/net/tcp: connecting to find out
-    would be a connection icall has to turn away."""
-    port = int(address.rpartition(":")[2])
-    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = row.split()
-        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-            return True
-    return False
 
 
 class LabIcall:
