@@ -53,6 +53,7 @@ from bench.side_by_side import (
     check_switch_is_ours,
     child_env,
     parse_switch,
+    wait_for_quiet_switch,
 )
 
 PROMPTS = ("playback", "play_and_get_digits")
@@ -113,6 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     from storage.models import Call
 
     child_env()
+    wait_for_quiet_switch(args.switch, REAL_SWITCH_OUTBOUND, args.wait_quiet_s)
     check_switch_is_ours(args.switch, REAL_SWITCH_OUTBOUND)
     workdir = Path(tempfile.mkdtemp(prefix="icall-worker-kill-"))
     notify = NotifyListener(workdir)
@@ -232,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-s", type=float, default=5.0,
                         help="after the last call, time for the last CDRs to be posted")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--wait-quiet-s", type=float, default=0.0,
+                        help="a shared switch: first wait at most this long for a quiet moment")
     parser.add_argument("--json", help="also write the result to this file")
     parser.add_argument("--keep", action="store_true", help="keep the logs and the database")
     args = parser.parse_args(argv)
