@@ -42,6 +42,7 @@ def test_inbound_icall_killed_in_the_main_menu_and_started_again_takes_the_calle
     assert one.steps(call.uuid).count(("MainMenu", "2")) == 1, one.steps(call.uuid)
 
 
+@pytest.mark.xfail(reason="issue 22: outbound calls live at a restart never get a CDR", strict=False)
 def test_outbound_icall_killed_in_the_main_menu_and_started_again_closes_the_call_with_its_cdr(
         lab, icall, cdr_sink):
     # One process, no SO_REUSEPORT: the kill closes the call's socket and the dialplan's
