@@ -1,11 +1,15 @@
 """The callers: a load driver that plays callers through what FreeSWITCH offers.
 
-It would run unchanged against a real switch: two inbound ESL connections (one reads
-events, one sends commands, both from this one thread), `bgapi originate
-{origination_caller_id_number=..,origination_caller_id_name=bench-<n>}loopback/fsm/default
-&park` (the `fsm` extension sets ivr_app=icall, answers and parks), and the caller's
-keys sent with `api uuid_recv_dtmf <uuid> <digits>` shortly after the leg starts a
-`play_and_get_digits`. Calls are placed at --cps while fewer than --calls are up, for
+It runs unchanged against the stand-in and a real switch (--lab real: the lab's
+extensions, bench.scenarios): two inbound ESL connections (one reads events, one sends
+commands, both from this one thread), `bgapi originate
+{origination_caller_id_number=..,origination_caller_id_name=bench<run>-<n>}loopback/fsm/default
+&park` (the `fsm` extension sets ivr_app=icall, answers and parks; `icall_out` hands
+the call to an outbound controller), and the caller's keys sent with `api
+uuid_recv_dtmf <uuid> <digits>` shortly after the leg starts a `play_and_get_digits`;
+with --hangup-talking-s, `api uuid_kill` ends an answered bridge's talk (the lab's
+callee talks 60 s). The names carry a tag of this run, so a driver sharing the switch
+with another sees only its own calls. Calls are placed at --cps while fewer than --calls are up, for
 --duration seconds; then it waits, at most --drain-s, for every call to end.
 
 Each call's path is read from the switch's events on the controlled leg (matched by
@@ -21,7 +25,8 @@ icall_ckpt=...`) is not part of a path: takeover and reaction run to the next co
 the caller hears or that moves the call, so the bookkeeping's cost shows in them.
 
     .venv/bin/python -m bench.callers --port 8021 --cps 20 --calls 200 --duration 60
-        [--time-scale 1] --out result.json
+        [--time-scale 1] [--host H --password P --dest fsm|icall_out --lab stand-in|real
+        --hangup-talking-s 5 --paths] --out result.json
 
 The result (JSON) also holds the monotonic times of the measured window and of the
 peak of live calls, for the harness that samples /proc (bench.side_by_side).
