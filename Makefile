@@ -4,13 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CONFIG ?= config.ini
 
-.PHONY: setup test lint run demo bench clean
+.PHONY: setup test test-freeswitch lint run demo bench clean
 
 setup:
 	@bash scripts/setup.sh
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The real-switch suite (tests/freeswitch) against the FreeSWITCH at ICALL_FREESWITCH
+# (host:port[:password]; by default the lab's, ../shared/freeswitch/README.md). It needs
+# the switch to itself while it runs. Without the variable, `make test` skips it.
+ICALL_FREESWITCH ?= 127.0.0.1:8021:ClueCon
+test-freeswitch: setup
+	ICALL_FREESWITCH=$(ICALL_FREESWITCH) $(PY) -m pytest -m freeswitch tests/freeswitch $(PYTEST_ARGS)
 
 # ruff, then mypy on the packages (its settings are in pyproject.toml).
 lint: setup

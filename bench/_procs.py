@@ -33,12 +33,12 @@ def free_port() -> int:
 class Child:
     """One process we started, its output in files under `workdir`."""
 
-    def __init__(self, name: str, argv: list[str], workdir: Path):
+    def __init__(self, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None):
         self.name = name
         self.out_path = workdir / f"{name}.out"
         self.err_path = workdir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
         self.pid = self.proc.pid
 
     def alive(self) -> bool:

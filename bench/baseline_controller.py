@@ -176,18 +176,29 @@ def connect(host: str, port: int, password: str) -> ESL.ESLconnection:
     return connection
 
 
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """The options both lean controllers (this one and bench.baseline_outbound) take."""
+    parser.add_argument("--crm", default="", help="caller=extension,... (the static CRM)")
+    parser.add_argument("--run-s", type=float, default=3600.0, help="stop after this long")
+
+
+def static_crm_and_stop_flag(args: argparse.Namespace) -> tuple[dict[str, str], threading.Event]:
+    """The --crm table, and a flag SIGTERM/SIGINT set."""
+    crm = dict(pair.split("=", 1) for pair in args.crm.split(",") if "=" in pair)
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    return crm, stopping
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8021)
     parser.add_argument("--password", default="ClueCon")
-    parser.add_argument("--crm", default="", help="caller=extension,... (the static CRM)")
-    parser.add_argument("--run-s", type=float, default=3600.0, help="stop after this long")
+    add_common_options(parser)
     args = parser.parse_args(argv)
-    crm = dict(pair.split("=", 1) for pair in args.crm.split(",") if "=" in pair)
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.set())
+    crm, stopping = static_crm_and_stop_flag(args)
     events = connect(args.host, args.port, args.password)
     commands = connect(args.host, args.port, args.password)
     for line in (EVENTS, *FILTERS):

@@ -1,11 +1,15 @@
 """The callers: a load driver that plays callers through what FreeSWITCH offers.
 
-It would run unchanged against a real switch: two inbound ESL connections (one reads
-events, one sends commands, both from this one thread), `bgapi originate
-{origination_caller_id_number=..,origination_caller_id_name=bench-<n>}loopback/fsm/default
-&park` (the `fsm` extension sets ivr_app=icall, answers and parks), and the caller's
-keys sent with `api uuid_recv_dtmf <uuid> <digits>` shortly after the leg starts a
-`play_and_get_digits`. Calls are placed at --cps while fewer than --calls are up, for
+It runs unchanged against the stand-in and a real switch (--lab real: the lab's
+extensions, bench.scenarios): two inbound ESL connections (one reads events, one sends
+commands, both from this one thread), `bgapi originate
+{origination_caller_id_number=..,origination_caller_id_name=bench<run>-<n>}loopback/fsm/default
+&park` (the `fsm` extension sets ivr_app=icall, answers and parks; `icall_out` hands
+the call to an outbound controller), and the caller's keys sent with `api
+uuid_recv_dtmf <uuid> <digits>` shortly after the leg starts a `play_and_get_digits`;
+with --hangup-talking-s, `api uuid_kill` ends an answered bridge's talk (the lab's
+callee talks 60 s). The names carry a tag of this run, so a driver sharing the switch
+with another sees only its own calls. Calls are placed at --cps while fewer than --calls are up, for
 --duration seconds; then it waits, at most --drain-s, for every call to end.
 
 Each call's path is read from the switch's events on the controlled leg (matched by
@@ -21,7 +25,8 @@ icall_ckpt=...`) is not part of a path: takeover and reaction run to the next co
 the caller hears or that moves the call, so the bookkeeping's cost shows in them.
 
     .venv/bin/python -m bench.callers --port 8021 --cps 20 --calls 200 --duration 60
-        [--time-scale 1] --out result.json
+        [--time-scale 1] [--host H --password P --dest fsm|icall_out --lab stand-in|real
+        --hangup-talking-s 5 --paths] --out result.json
 
 The result (JSON) also holds the monotonic times of the measured window and of the
 peak of live calls, for the harness that samples /proc (bench.side_by_side).
@@ -41,7 +46,17 @@ from dataclasses import dataclass, field
 
 import ESL
 
-from bench.scenarios import Scenario, Step, caller_id, judge, scenario_for
+from bench.scenarios import (
+    REAL_SWITCH_EXTENSIONS,
+    STAND_IN_EXTENSIONS,
+    Scenario,
+    Step,
+    caller_id,
+    ends_talking,
+    judge,
+    lab_scenarios,
+    scenario_for,
+)
 
 # icall's checkpoint write (ivr.resume.CHECKPOINT_VARIABLE), seen as `set` data.
 CHECKPOINT_PREFIX = "icall_ckpt="
@@ -51,6 +66,10 @@ WATCHED = ("event plain CHANNEL_PARK CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE "
 FILTERS = ("filter variable_ivr_app icall", "filter Event-Name BACKGROUND_JOB")
 PRESS_AFTER_S = 0.5  # a caller presses this long (scaled) after the prompt starts
 NOT_WAITED_ON = ("set", "park")
+# The dialplan's own apps around a controller in outbound mode (the second `socket`, run
+# when the first one's controller let the call go): not the controller's commands.
+DIALPLAN_APPS = ("socket",)
+HANG_UP = ""  # a due action that hangs the caller up instead of pressing keys
 MAX_BURST = 500  # events read in a row before the pacing is looked at again
 
 
@@ -65,6 +84,8 @@ class CallSeen:
     path: list[Step] = field(default_factory=list)
     prompts: int = 0  # play_and_get_digits started so far
     last_completed_us: int = 0  # a waited-on app finished, no command since
+    max_wait_us: int = 0  # the longest the caller waited for the controller's next command
+    hangup_cause: str = ""
     handed_over: bool = False  # transferred: later apps are the dialplan's, not the controller's
     ended: bool = False
     originate_failed: str = ""
@@ -84,13 +105,17 @@ class Driver:
         self.reaction_us: list[int] = []
         self._due: list[tuple[float, int, str, str]] = []  # (when, seq, uuid, digits)
         self._seq = 0
+        self.scenarios = lab_scenarios(REAL_SWITCH_EXTENSIONS if args.lab == "real"
+                                       else STAND_IN_EXTENSIONS)
+        # Tags unique to this run: another driver on the same switch sees other names.
+        self.run_tag = f"bench{time.time_ns() % 10**6:06d}"
 
     # --- placing calls and pressing keys (commands connection)
 
     def place(self, index: int) -> None:
-        scenario = scenario_for(index)
+        scenario = scenario_for(index, self.scenarios)
         call = CallSeen(index, scenario)
-        tag = f"bench-{index}"
+        tag = f"{self.run_tag}-{index}"
         self.calls[tag] = call
         job = f"bench-job-{index}"
         self.by_job[job] = call
@@ -109,6 +134,9 @@ class Driver:
     def press_due(self, now: float) -> None:
         while self._due and self._due[0][0] <= now:
             _, _, uuid, digits = heapq.heappop(self._due)
+            if digits == HANG_UP:
+                self.commands.sendRecv(f"api uuid_kill {uuid} NORMAL_CLEARING")
+                continue
             reply = self.commands.sendRecv(f"api uuid_recv_dtmf {uuid} {digits}")
             if reply is None or (reply.getBody() or "").startswith("-ERR"):
                 self.dtmf_refused += 1
@@ -137,31 +165,41 @@ class Driver:
             call.parked_us = at_us
         elif name == "CHANNEL_EXECUTE" and call.parked_us and not call.handed_over:
             app, arg = get("Application") or "", get("Application-Data") or ""
-            if not (app == "set" and arg.startswith(CHECKPOINT_PREFIX)):
+            if not (app == "set" and arg.startswith(CHECKPOINT_PREFIX)) and app not in DIALPLAN_APPS:
                 self.executed(call, app, arg, at_us)
         elif name == "CHANNEL_EXECUTE_COMPLETE" and call.parked_us and not call.handed_over:
-            if (get("Application") or "") not in NOT_WAITED_ON:
+            if (get("Application") or "") not in (*NOT_WAITED_ON, *DIALPLAN_APPS):
                 call.last_completed_us = at_us
         elif name == "CHANNEL_HANGUP_COMPLETE":
+            if call.last_completed_us and not call.handed_over:  # hung up waiting
+                call.max_wait_us = max(call.max_wait_us, at_us - call.last_completed_us)
+            call.hangup_cause = get("Hangup-Cause") or ""
             self.end(call)
 
     def executed(self, call: CallSeen, app: str, arg: str, at_us: int) -> None:
         if not call.path:
             self.takeover_us.append(at_us - call.parked_us)
+            call.max_wait_us = max(call.max_wait_us, at_us - call.parked_us)
         elif call.last_completed_us:
             self.reaction_us.append(at_us - call.last_completed_us)
+            call.max_wait_us = max(call.max_wait_us, at_us - call.last_completed_us)
         call.last_completed_us = 0
         call.path.append((app, arg))
         if app == "transfer":
             call.handed_over = True
+        if app == "bridge" and self.args.hangup_talking_s > 0 and ends_talking(call.scenario):
+            self.due(self.args.hangup_talking_s, call.uuid, HANG_UP)
         if app == "play_and_get_digits":
             presses = call.scenario.presses
             digits = presses[call.prompts] if call.prompts < len(presses) else None
             call.prompts += 1
             if digits:
-                self._seq += 1
-                when = time.monotonic() + PRESS_AFTER_S * self.args.time_scale
-                heapq.heappush(self._due, (when, self._seq, call.uuid, digits))
+                self.due(PRESS_AFTER_S * self.args.time_scale, call.uuid, digits)
+
+    def due(self, after_s: float, uuid: str, digits: str) -> None:
+        """Keys to press on `uuid` (or HANG_UP) `after_s` from now."""
+        self._seq += 1
+        heapq.heappush(self._due, (time.monotonic() + after_s, self._seq, uuid, digits))
 
     def end(self, call: CallSeen) -> None:
         call.ended = True
@@ -188,13 +226,20 @@ class Driver:
                 "by_scenario": {k: dict(v) for k, v in sorted(by_scenario.items())},
                 "not_right": wrong,
                 "takeover_ms": [us / 1000 for us in self.takeover_us],
-                "reaction_ms": [us / 1000 for us in self.reaction_us]}
+                "reaction_ms": [us / 1000 for us in self.reaction_us],
+                **({"calls": [self.seen(call) for call in self.calls.values()]} if self.args.paths else {})}
+
+    @staticmethod
+    def seen(call: CallSeen) -> dict:
+        return {"uuid": call.uuid, "scenario": call.scenario.name, "path": call.path,
+                "ended": call.ended, "hangup_cause": call.hangup_cause,
+                "max_wait_ms": call.max_wait_us / 1000, "originate": call.originate_failed}
 
 
-def connect(port: int, password: str) -> ESL.ESLconnection:
-    connection = ESL.ESLconnection("127.0.0.1", str(port), password)
+def connect(host: str, port: int, password: str) -> ESL.ESLconnection:
+    connection = ESL.ESLconnection(host, str(port), password)
     if not connection.connected():
-        raise SystemExit(f"cannot log in to 127.0.0.1:{port}")
+        raise SystemExit(f"cannot log in to {host}:{port}")
     return connection
 
 
@@ -212,7 +257,7 @@ def read_burst(events: ESL.ESLconnection, driver: Driver, first_wait_ms: int) ->
 
 
 def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
-    events, commands = connect(args.port, args.password), connect(args.port, args.password)
+    events, commands = (connect(args.host, args.port, args.password) for _ in range(2))
     # Outbound calls carry no ivr_app; the README's extension sets socket_resume.
     filters = FILTERS if args.dest == "fsm" else ("filter variable_socket_resume true", FILTERS[1])
     for line in (WATCHED, *filters):
@@ -252,7 +297,13 @@ def run(args: argparse.Namespace, stopping: threading.Event) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8021)
+    parser.add_argument("--lab", default="stand-in", choices=("stand-in", "real"),
+                        help="which switch: its extensions differ (bench.scenarios)")
+    parser.add_argument("--hangup-talking-s", type=float, default=0.0,
+                        help="hang up a caller this long after an answered bridge starts "
+                             "(0: the callee ends the call, as the stand-in's does)")
     parser.add_argument("--dest", default="fsm", choices=("fsm", "icall_out"),
                         help="the extension called: fsm (inbound mode) or icall_out (outbound)")
     parser.add_argument("--password", default="ClueCon")
@@ -264,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="the stand-in's time scale (scales when callers press keys)")
     parser.add_argument("--out", required=True, help="where to write the JSON result")
+    parser.add_argument("--paths", action="store_true",
+                        help="also write every call's path, longest wait and hangup cause")
     args = parser.parse_args(argv)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

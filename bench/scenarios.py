@@ -12,9 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The fake CRM's table: these callers have an account manager. 801 answers, 802 rings
-# without answer, 803 is not registered (the bridge fails at once).
-CRM_TABLE = {"5550801": "801", "5550802": "802", "5550803": "803"}
+# The extensions by what they do when bridged. The stand-in's (bench.side_by_side
+# starts it so): 801 answers and talks, 802 rings without answer, 803 is not registered.
+# The lab's real FreeSWITCH (../shared/freeswitch/README.md): 803 is a callee that
+# answers (and talks 60 s: the callers hang up first), 801 and 802 are never registered.
+STAND_IN_EXTENSIONS = {"answers": "801", "fails": "802", "unregistered": "803"}
+REAL_SWITCH_EXTENSIONS = {"answers": "803", "fails": "802", "unregistered": "801"}
+
+
+def crm_table(extensions: dict[str, str]) -> dict[str, str]:
+    """The fake CRM's table: these callers have an account manager."""
+    return {"5550801": extensions["answers"], "5550802": extensions["fails"],
+            "5550803": extensions["unregistered"]}
+
+
+CRM_TABLE = crm_table(STAND_IN_EXTENSIONS)
 
 WELCOME = ("playback", "new_sales/1000.wav")
 MAIN_MENU = ("play_and_get_digits",
@@ -50,31 +62,42 @@ class Scenario:
     path: tuple[Step, ...]
 
 
-SCENARIOS = (
-    Scenario("menu_1_evening", None, ("1",), (WELCOME, MAIN_MENU, transfer("fifo_hst"))),
-    Scenario("sales_crm_answers", "5550801", ("2",),
-             (WELCOME, MAIN_MENU, TRANSFERRING, *bridge("801"))),
-    Scenario("sales_unknown_caller", None, ("3",),
-             (WELCOME, MAIN_MENU, transfer("fifo_sales"))),
-    Scenario("cc_menu_cellphone", "5550802", ("4", "1"),
-             (WELCOME, MAIN_MENU, TRANSFERRING, *bridge("802"), cc_menu("802"),
-              transfer("Playcell_802"))),
-    Scenario("cc_menu_voicemail", "5550802", ("2", "2"),
-             (WELCOME, MAIN_MENU, TRANSFERRING, *bridge("802"), cc_menu("802"),
-              transfer("VM_802"))),
-    Scenario("cc_menu_no_answer", "5550803", ("2", None),
-             (WELCOME, MAIN_MENU, TRANSFERRING, *bridge("803"), cc_menu("803"),
-              transfer("Quit"))),
-    Scenario("extension_801", None, ("5", "801"),
-             (WELCOME, MAIN_MENU, EXTENSION_ENTRY, *bridge("801"))),
-    Scenario("invalid_key", None, ("9",), (WELCOME, MAIN_MENU, INVALID_CHOICE)),
-    Scenario("no_input", None, (None,), (WELCOME, MAIN_MENU, INVALID_CHOICE)),
-)
+def lab_scenarios(extensions: dict[str, str]) -> tuple[Scenario, ...]:
+    """Every branch of the flow, with the extensions of one lab (see above)."""
+    answers, fails, unregistered = (extensions[k] for k in ("answers", "fails", "unregistered"))
+    return (
+        Scenario("menu_1_evening", None, ("1",), (WELCOME, MAIN_MENU, transfer("fifo_hst"))),
+        Scenario("sales_crm_answers", "5550801", ("2",),
+                 (WELCOME, MAIN_MENU, TRANSFERRING, *bridge(answers))),
+        Scenario("sales_unknown_caller", None, ("3",),
+                 (WELCOME, MAIN_MENU, transfer("fifo_sales"))),
+        Scenario("cc_menu_cellphone", "5550802", ("4", "1"),
+                 (WELCOME, MAIN_MENU, TRANSFERRING, *bridge(fails), cc_menu(fails),
+                  transfer(f"Playcell_{fails}"))),
+        Scenario("cc_menu_voicemail", "5550802", ("2", "2"),
+                 (WELCOME, MAIN_MENU, TRANSFERRING, *bridge(fails), cc_menu(fails),
+                  transfer(f"VM_{fails}"))),
+        Scenario("cc_menu_no_answer", "5550803", ("2", None),
+                 (WELCOME, MAIN_MENU, TRANSFERRING, *bridge(unregistered), cc_menu(unregistered),
+                  transfer("Quit"))),
+        Scenario(f"extension_{answers}", None, ("5", answers),
+                 (WELCOME, MAIN_MENU, EXTENSION_ENTRY, *bridge(answers))),
+        Scenario("invalid_key", None, ("9",), (WELCOME, MAIN_MENU, INVALID_CHOICE)),
+        Scenario("no_input", None, (None,), (WELCOME, MAIN_MENU, INVALID_CHOICE)),
+    )
 
 
-def scenario_for(call_index: int) -> Scenario:
+SCENARIOS = lab_scenarios(STAND_IN_EXTENSIONS)
+
+
+def scenario_for(call_index: int, scenarios: tuple[Scenario, ...] = SCENARIOS) -> Scenario:
     """Round robin, so every load of 9 calls or more covers every branch."""
-    return SCENARIOS[call_index % len(SCENARIOS)]
+    return scenarios[call_index % len(scenarios)]
+
+
+def ends_talking(scenario: Scenario) -> bool:
+    """The path ends with an answered bridge: the call lasts as long as the talk."""
+    return scenario.path[-1][0] == "bridge"
 
 
 def caller_id(scenario: Scenario, call_index: int) -> str:
