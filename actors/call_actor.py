@@ -60,7 +60,13 @@ from ivr.effects import (
     StartTimer,
 )
 from ivr.event import Event, channel_data_event
-from ivr.flow import UNSEEN_HANGUP_CAUSE, CallInfo, Flow
+from ivr.flow import (
+    ENDED_UNWATCHED_CAUSE,
+    LOST_HANGUP_CAUSE,
+    UNSEEN_HANGUP_CAUSE,
+    CallInfo,
+    Flow,
+)
 from ivr.resume import CHECKPOINT_VARIABLE
 
 logger = logging.getLogger(__name__)
@@ -117,6 +123,12 @@ class _TakeOver:
 @dataclass(frozen=True)
 class _FilterOn:
     """From the event link's reader: the call's events pass from now on (see watch)."""
+
+
+@dataclass(frozen=True)
+class _LookAfterFilter:
+    """To itself: a watched call's filter has been on a while; a channel gone by now
+    ended before it was on (while icall was starting), its hangup never seen."""
 
 
 # After its filter is on, a watched call's channel is looked at this much later.
@@ -313,7 +325,9 @@ class CallActor(mailbox.Actor):
         elif isinstance(message, ConfirmChannel):
             self._confirm_channel()
         elif isinstance(message, _FilterOn):
-            self._schedule(_FILTER_LOOK_S, ConfirmChannel())
+            self._schedule(_FILTER_LOOK_S, _LookAfterFilter())
+        elif isinstance(message, _LookAfterFilter):
+            self._confirm_channel(ENDED_UNWATCHED_CAUSE, "hung up before its events were let through")
         elif isinstance(message, _TakeOver):
             if message is self._looking:
                 self._take_over(message.checkpoint)
@@ -378,7 +392,7 @@ class CallActor(mailbox.Actor):
             if checkpoint:  # ours, and it ended while no handler listened
                 self._write_recent(checkpoint)
                 self.flow.resume_after_failure(checkpoint)
-                self._apply(self.flow.on_channel_gone(UNSEEN_HANGUP_CAUSE))
+                self._apply(self.flow.on_channel_gone(UNSEEN_HANGUP_CAUSE, time.time()))
             elif self._close_row_if_gone:
                 self._close_row()
             else:
@@ -477,9 +491,10 @@ class CallActor(mailbox.Actor):
         self._unacked[write.seq] = write
         self._write(write)
 
-    def _confirm_channel(self) -> None:
-        """Not in a resync's listing: gone for good (`uuid_exists` reads the live
-        session), its hangup was lost while the link was down."""
+    def _confirm_channel(self, cause: str = LOST_HANGUP_CAUSE,
+                         why: str = "hung up while the event link was down") -> None:
+        """Not in a resync's listing, or watched and silent: gone for good
+        (`uuid_exists` reads the live session), its hangup lost (`why`, `cause`)."""
         if self.flow.finished:
             return
         try:
@@ -488,8 +503,8 @@ class CallActor(mailbox.Actor):
             logger.warning("could not check whether the channel still exists: %s", exc)
             return
         if exists.strip() == "false":
-            logger.warning("hung up while the event link was down")
-            self._apply(self.flow.on_channel_gone())
+            logger.warning(why)
+            self._apply(self.flow.on_channel_gone(cause, time.time()))
 
     def _read_channel_again(self) -> None:
         try:

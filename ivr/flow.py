@@ -65,6 +65,9 @@ UNAWAITED_APPS = ("set", "answer")
 LOST_HANGUP_CAUSE = "UNKNOWN (hangup not seen: event link down)"
 # ... and when it ended while no icall ran (a restart, a crash, a stop).
 UNSEEN_HANGUP_CAUSE = "UNKNOWN (hangup not seen: icall not running)"
+# An outbound call handed off before a restart, alive at the new process's look but
+# gone before its events were let through on the event link (the call actor's watch).
+ENDED_UNWATCHED_CAUSE = "UNKNOWN (hangup not seen: it ended while icall was starting)"
 
 
 # Per try of a prompt found running on resume: its sound files and the bad-input prompt.
@@ -322,14 +325,19 @@ class Flow:
             self.rescue("CommandFailed", f"{command}: {reply}")
         return self._outcome()
 
-    def on_channel_gone(self, cause: str = LOST_HANGUP_CAUSE) -> list[Effect]:
+    def on_channel_gone(self, cause: str = LOST_HANGUP_CAUSE,
+                        seen_gone_at: float | None = None) -> list[Effect]:
         """The channel no longer exists, yet its hangup never reached us: the event link
         was down when it happened, and FreeSWITCH does not replay events. Close the call
-        as a hangup of unknown cause, so its CDR is still written."""
+        as a hangup of unknown cause, so its CDR is still written; `seen_gone_at` (epoch
+        seconds), when icall found the channel gone, is the best end time known."""
         if not self.finished:
             self.note("the channel is gone; its hangup was lost while the link was down")
-            self.handle_common(Event({"Event-Name": "CHANNEL_HANGUP_COMPLETE", "Unique-ID": self.uuid,
-                                      "Hangup-Cause": self.hangup_cause or cause}))
+            headers = {"Event-Name": "CHANNEL_HANGUP_COMPLETE", "Unique-ID": self.uuid,
+                       "Hangup-Cause": self.hangup_cause or cause}
+            if seen_gone_at is not None:
+                headers["variable_end_uepoch"] = str(int(seen_gone_at * 1_000_000))
+            self.handle_common(Event(headers))
         return self._outcome()
 
     def handler_checkpoint(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import signal
 import pytest
 
 from bench.scenarios import REAL_SWITCH_EXTENSIONS, caller_id, lab_scenarios
+from ivr.flow import ENDED_UNWATCHED_CAUSE
+from storage.records import ENDED_UNSEEN_CAUSE
 from tests.freeswitch.conftest import CALL_TIMEOUT_S
 
 pytestmark = pytest.mark.freeswitch
@@ -42,7 +44,6 @@ def test_inbound_icall_killed_in_the_main_menu_and_started_again_takes_the_calle
     assert one.steps(call.uuid).count(("MainMenu", "2")) == 1, one.steps(call.uuid)
 
 
-@pytest.mark.xfail(reason="issue 22: outbound calls live at a restart never get a CDR", strict=False)
 def test_outbound_icall_killed_in_the_main_menu_and_started_again_closes_the_call_with_its_cdr(
         lab, icall, cdr_sink):
     # One process, no SO_REUSEPORT: the kill closes the call's socket and the dialplan's
@@ -61,5 +62,9 @@ def test_outbound_icall_killed_in_the_main_menu_and_started_again_closes_the_cal
     assert call.ended.wait(CALL_TIMEOUT_S), f"never ended: {call.path}"
     assert call.path[-1] == ("transfer", "fifo_sales XML new_sales") or call.sockets == 2, call.path
     row = one.wait_recorded(call.uuid, cdr_sink)
-    assert row["hangup_cause"] == call.hangup_cause == "NORMAL_CLEARING", row
+    assert call.hangup_cause == "NORMAL_CLEARING"
+    # The fallback's tone lasts 1 s: the caller may hang up before the new icall lets
+    # the call's events through; then its end is honest about not being seen.
+    assert row["hangup_cause"] in ("NORMAL_CLEARING", ENDED_UNWATCHED_CAUSE, ENDED_UNSEEN_CAUSE), row
+    assert row["ended_at"] is not None, row
     assert cdr_sink.accept_counts()[call.uuid] == 1

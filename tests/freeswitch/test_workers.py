@@ -66,8 +66,6 @@ def test_a_worker_killed_mid_call_has_its_callers_resumed_by_the_other_one(
         assert one.steps(call.uuid).count(("MainMenu", "2")) == 1, one.steps(call.uuid)
 
 
-@pytest.mark.xfail(reason="issue 22: the main process never feeds the watchdog again after "
-                          "a worker's restart", strict=False)
 def test_after_a_worker_is_killed_and_started_again_the_main_process_feeds_the_watchdog(
         icall, notify_socket):
     _, main = start_two_workers(icall, notify_socket)

@@ -299,3 +299,15 @@ def test_a_set_cannot_be_awaited_because_its_completion_is_filtered_out_at_the_s
     driver.start()
     with pytest.raises(FlowError, match="never delivered"):
         driver.flow.execute("set", "x=1", await_as="never")
+
+
+def test_a_channel_found_gone_ends_its_call_at_the_time_it_was_seen_gone_with_the_cause_given():
+    # The best end known for a hangup nobody saw: when icall found the channel gone
+    # (an empty ended_at made the CDR useless to billing).
+    d = Driver()
+    d.start()
+    d.to_main_menu()
+    d._take(d.flow.on_channel_gone("UNKNOWN (hangup not seen: test)", 1_765_000_000.25))
+    (cdr,) = d.records("cdr")
+    assert cdr.fields["ended_at"] == 1_765_000_000.25
+    assert cdr.fields["hangup_cause"] == "UNKNOWN (hangup not seen: test)"
