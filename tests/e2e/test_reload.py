@@ -10,6 +10,8 @@ import time
 import pytest
 
 from fakeswitch.fake_crm import FakeCrm, Reply
+from ivr.flow import Enter
+from ivr.icall import IcallFlow
 from service.reload import Reloader
 from tests.e2e.conftest import CRM_TABLE, WAIT_S
 from tests.e2e.test_branches import EXTN_MENU, GOODBYE, TRANSFERRING, WELCOME, bridge_commands
@@ -40,6 +42,12 @@ def rewritten(h, path, changes: dict[str, dict[str, str]]) -> str:
     return str(path)
 
 
+def reloader_for(h, path, changes: dict[str, dict[str, str]]) -> Reloader:
+    """A Reloader for the harness's service, reading `path` (written with `changes`)."""
+    return Reloader(h.service.config, h.service.apply_config, environ={"ICALL_FREESWITCH_PASSWORD": "ClueCon"},
+                    path=rewritten(h, path, changes))
+
+
 def commands_of(h, uuid: str) -> list[tuple[str, str]]:
     return h.result(uuid).commands
 
@@ -50,8 +58,7 @@ def test_a_reload_under_load_touches_no_live_call_and_the_next_calls_use_the_new
     h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="60000", ICALL_IVR_CRM_GRACE_MS="30000",
                 ICALL_CRM_READ_TIMEOUT_S="10")
     switch.set_fifo_queue("fifo_sales", "real")
-    reloader = Reloader(h.service.config, h.service.apply_config, environ={"ICALL_FREESWITCH_PASSWORD": "ClueCon"},
-                        path=rewritten(h, tmp_path / "config.ini", {}))
+    reloader = reloader_for(h, tmp_path / "config.ini", {})
     h.service.telemetry.watch("config", reloader.readings)
     # Calls in every state: in the main menu (no key yet), in the sales queue, talking
     # to extension 803 (4 s), and waiting for a CRM that answers after 3 s.
@@ -66,7 +73,7 @@ def test_a_reload_under_load_touches_no_live_call_and_the_next_calls_use_the_new
 
     def state_of(uuid: str) -> str:
         ref = h.service.supervisor.proxy().call_ref(uuid).get(timeout=5)
-        return ref.proxy().state().get(timeout=5)
+        return ref.proxy().state().get(timeout=5) if ref is not None else "not taken yet"
 
     assert wait_until(lambda: state_of(waiting) == "call_sales", WAIT_S)
     live = [in_menu, queued, talking, waiting]
@@ -110,3 +117,27 @@ def test_a_reload_under_load_touches_no_live_call_and_the_next_calls_use_the_new
     print(f"\nreload under load: {len(live)} live calls (menu, CRM wait, queue, talking), 0 touched; "
           f"reload applied in {reload_s:.3f} s; after it: {NEW_MAIN_MENU[1].split()[5]}")
 
+
+
+def test_a_live_call_whose_handler_dies_after_a_reload_is_resumed_with_the_settings_it_started_with(
+        harness, monkeypatch, tmp_path):
+    original = IcallFlow.main_menu_wait_dtmf
+    died = []
+
+    def dies_once(self, happened):
+        if self.call.caller_id == "5551170" and not isinstance(happened, Enter) and not died:
+            died.append(self.state)
+            raise RuntimeError("injected failure in main_menu_wait_dtmf")
+        return original(self, happened)
+
+    monkeypatch.setattr(IcallFlow, "main_menu_wait_dtmf", dies_once)
+    h = harness(ICALL_IVR_PROMPT_TIMEOUT_MS="60000")
+    uuid = h.place("5551170", "")
+    assert wait_until(lambda: MAIN_MENU in commands_of(h, uuid), WAIT_S)
+    reloader = reloader_for(h, tmp_path / "config.ini", {"ivr": {"queue_hst": "fifo_night"}})
+    assert reloader.reload().ok
+    h.switch.press(uuid, "1")  # the menu's answer reaches a handler that dies on it
+    r = h.finish(uuid)
+    assert died == ["main_menu_wait_dtmf"] and len(r.failures) == 1
+    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")], \
+        "the fresh handler resumes the call with the queue it started with"
