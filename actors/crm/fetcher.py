@@ -174,6 +174,7 @@ class CrmFetcher(mailbox.Actor):
         """Counts since start, the breaker's state and the HTTP requests made."""
         with self._counts_lock:
             counts = dict(self._counts)
+            retiring = len(self._retired)
         return {
             "lookups": counts.get("lookups", 0),
             "answers": counts.get("answers", 0),
@@ -186,6 +187,7 @@ class CrmFetcher(mailbox.Actor):
             "breaker": self._breaker.state,
             "breaker_open": int(self._breaker.state != CircuitBreaker.CLOSED),
             "breaker_opened": self._breaker.times_opened,
+            "clients_retiring": retiring,  # replaced by a reload, lookups still on them
         }
 
     # --- worker threads
