@@ -575,7 +575,7 @@ class CallActor(mailbox.Actor):
         self._socket_generation += 1
         if isinstance(message, SocketClosed):
             if not self.flow.finished:
-                self._schedule(self.services.config.outbound.socket_grace_s,
+                self._schedule(self.flow.ctx.config.outbound.socket_grace_s,
                                TimerFired(_SOCKET_GONE, self._socket_generation))
             return
         checkpoint = self._safe_checkpoint()
@@ -698,7 +698,7 @@ class CallActor(mailbox.Actor):
         stops once its writes are acknowledged (the CDR is committed at once), so its
         thread and memory are not held for seconds (at 20 calls/s and 5 s, 100 idle
         actors beside the live calls)."""
-        linger_s = self.services.config.ivr.hangup_linger_s
+        linger_s = self.flow.ctx.config.ivr.hangup_linger_s
         if self.flow.queue_seen or not self._saw_whole_call:
             return linger_s
         return min(linger_s, _QUICK_LOOK_S)
@@ -709,7 +709,7 @@ class CallActor(mailbox.Actor):
         self._lingers += 1
         self._settle_acks()
         if self._unacked and self._lingers < _MAX_LINGERS:
-            self._schedule(self.services.config.ivr.hangup_linger_s or 1.0, TimerFired(_LINGER, 0))
+            self._schedule(self.flow.ctx.config.ivr.hangup_linger_s or 1.0, TimerFired(_LINGER, 0))
             return
         self.actor_ref.stop(block=False)
 

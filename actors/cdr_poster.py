@@ -51,6 +51,7 @@ from peewee import Database, DatabaseError
 from actors import mailbox
 from actors.http_deadline import RequestDeadlines, watched_pool
 from actors.messages import CdrQueued
+from actors.reconfigure import Reconfigure
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import close_quietly, open_database, redact
@@ -104,6 +105,8 @@ class CdrPoster(mailbox.Actor):
         # the scrape thread reads it in one step.
         self._backlog: tuple[int, datetime | None] | None = None
         self._backlog_read_at = float("-inf")
+        # A reloaded configuration, taken by the cdr-poster thread between two rounds.
+        self._next_config: Config | None = None
 
     # --- life cycle (actor thread)
 
@@ -112,17 +115,20 @@ class CdrPoster(mailbox.Actor):
         if not cdr.url:
             logger.info("no [cdr] url: CDRs are kept in the database only")
             return
-        # One pool for the one endpoint, its connections watched: a POST is bounded by
-        # timeout_s as a whole, not per read (actors.http_deadline).
         self._deadlines.start()
-        self._pool = watched_pool(cdr.url, self._deadlines, maxsize=cdr.max_concurrent, retries=False)
-        parts = urlsplit(cdr.url)
-        self._path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        self._posters = ThreadPoolExecutor(max_workers=cdr.max_concurrent, thread_name_prefix="cdr-post")
+        self._open_endpoint(cdr)
         self._telemetry.watch("cdr", self._backlog_reading)
         self._thread = threading.Thread(target=self._run, name="cdr-poster", daemon=True)
         self._thread.start()
         logger.info("CDR poster delivering to %s", redact(cdr.url))
+
+    def _open_endpoint(self, cdr: Any) -> None:
+        # One pool for the one endpoint, its connections watched: a POST is bounded by
+        # timeout_s as a whole, not per read (actors.http_deadline).
+        self._pool = watched_pool(cdr.url, self._deadlines, maxsize=cdr.max_concurrent, retries=False)
+        parts = urlsplit(cdr.url)
+        self._path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        self._posters = ThreadPoolExecutor(max_workers=cdr.max_concurrent, thread_name_prefix="cdr-post")
 
     def on_stop(self) -> None:
         self._shut_down()
@@ -150,6 +156,12 @@ class CdrPoster(mailbox.Actor):
     def on_receive(self, message: Any) -> None:
         if isinstance(message, CdrQueued):
             self.poke()
+        elif isinstance(message, Reconfigure):
+            if self._thread is None:  # nothing posts: nothing to hand over
+                self.config = message.config
+                return
+            self._next_config = message.config
+            self._wake.set()
         else:
             logger.warning("CDR poster ignores %r", message)
 
@@ -171,9 +183,10 @@ class CdrPoster(mailbox.Actor):
         """The cdr-poster thread: deliver what is due, then wait for a reason to look
         again. Its catch-all keeps delivery alive through anything one round hits."""
         db = open_database(self.config.database.url)
-        poll_s = self.config.cdr.poll_interval_s
         try:
             while not self._stopping.is_set():
+                self._take_new_config()
+                poll_s = self.config.cdr.poll_interval_s
                 wait_s = poll_s
                 try:
                     if time.monotonic() >= self._endpoint_retry_at:
@@ -208,6 +221,25 @@ class CdrPoster(mailbox.Actor):
         pending, oldest = backlog
         age_s = max(0.0, (utc_now() - oldest).total_seconds()) if oldest is not None else 0.0
         return {"pending": pending, "oldest_pending_age_s": age_s}
+    def _take_new_config(self) -> None:
+        """The cdr-poster thread, between two rounds: a reload's [cdr] applies from the
+        next POST on. A new endpoint (or pool size) gets a pool of its own and starts
+        without the old one's back-off; the old pool is closed, nothing being posted."""
+        config, self._next_config = self._next_config, None
+        if config is None:
+            return
+        old, new = self.config.cdr, config.cdr
+        self.config = config
+        if (new.url, new.max_concurrent) == (old.url, old.max_concurrent):
+            return
+        old_pool, old_posters = self._pool, self._posters
+        self._open_endpoint(new)
+        self._endpoint_failures, self._endpoint_retry_at = 0, 0.0
+        if old_posters is not None:
+            old_posters.shutdown(wait=True)
+        if old_pool is not None:
+            old_pool.close()
+        logger.info("CDR poster delivering to %s from now on", redact(new.url))
 
     def _deliver_round(self, db: Database) -> float:
         """Claim the due rows, oldest first, post them, record what happened; seconds

@@ -47,6 +47,7 @@ from actors.messages import (
     ServiceDied,
     WriterReplaced,
 )
+from actors.reconfigure import Reconfigure
 from actors.routes import CallRoutes, RouteReady
 from ivr.event import Event
 from ivr.flow import Flow
@@ -88,6 +89,9 @@ class _Call:
     failed: bool = False
     extra_seq: int = field(default=_SUPERVISOR_SEQ_BASE)
     link: Any = None  # outbound mode: the call's own socket (actors.channel_link)
+    # What makes this call's flow again (a resume, a new socket): the maker it started
+    # with, so a reload never changes a live call's settings.
+    make_flow: Any = None
 
 
 class Supervisor(mailbox.Actor):
@@ -172,8 +176,17 @@ class Supervisor(mailbox.Actor):
             if message.up:
                 self._adopted = message.adopted
                 self._resync()
+        elif isinstance(message, Reconfigure):
+            self._reconfigure(message)
         else:
             logger.warning("unexpected message %r", message)
+
+    def _reconfigure(self, message: Reconfigure) -> None:
+        """A reload: the calls started from now on get flows from `message.make_flow`;
+        each live call keeps the maker it started with (`_Call.make_flow`)."""
+        self.config = self.services.config = message.config
+        if message.make_flow is not None:
+            self.make_flow = message.make_flow
 
     def _route(self, event: Event, read_at: float = 0.0) -> None:
         self.last_event_at = time.monotonic()
@@ -244,7 +257,7 @@ class Supervisor(mailbox.Actor):
             if old.link is not None:
                 old.link.retire()
             old.link = link
-            old.ref.tell(Reoffered(link, self.make_flow(uuid)))
+            old.ref.tell(Reoffered(link, (old.make_flow or self.make_flow)(uuid)))
             link.attach(old.ref)
             return
         if old is not None:  # an ended call's actor lingers: the new socket wins
@@ -253,14 +266,14 @@ class Supervisor(mailbox.Actor):
         if self._overflowed(uuid, link):
             return
         ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={}, link=link)
-        self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic(), link=link)
+        self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic(), link=link, make_flow=self.make_flow)
         link.attach(ref)
         self.unfinished.add(uuid)
         self.counters["calls_started"] += 1
 
     def _own(self, uuid: str, ref: pykka.ActorRef) -> None:
         """`ref` handles `uuid` from now on; its route opens behind the events queued here."""
-        call = self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic())
+        call = self.calls[uuid] = _Call(ref=ref, started_at=time.monotonic(), make_flow=self.make_flow)
         self.routes.attach(uuid, call, self.actor_ref)
 
     def _call_stopped(self, message: CallStopped) -> None:
@@ -297,13 +310,13 @@ class Supervisor(mailbox.Actor):
         while call.deaths and now - call.deaths[0] > _RESTART_WINDOW_S:
             del call.deaths[0]
         call.restarts += 1
-        flow = self.make_flow(uuid)
+        flow = (call.make_flow or self.make_flow)(uuid)
         if finished or len(call.deaths) > _MAX_RESTARTS or not checkpoint:
             if not finished:
                 # A crash loop: no caller sits in silence. The last actor listens in
                 # final_loop so the hangup still writes the CDR.
                 self.counters["calls_given_up"] += 1
-                self._transfer(uuid, self.config.ivr.safe_destination, call.link)
+                self._transfer(uuid, flow.ctx.config.ivr.safe_destination, call.link)
             flow.resume_after_failure(checkpoint)
             call.ref = CallActor.start(uuid, flow, self.services, None, (*unacked, failure), last_seq,
                                        link=call.link)

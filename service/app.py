@@ -29,6 +29,7 @@ from actors.db_writer import DbWriter, process_claim
 from actors.esl_reader import EventReader
 from actors.messages import LinkChanged, ServiceDied
 from actors.outbound import OutboundServer
+from actors.reconfigure import Reconfigure
 from actors.routes import CallRoutes
 from actors.supervisor import Supervisor, supervised
 from actors.timeconditions import TimeConditionSource
@@ -118,7 +119,7 @@ class Service:
                                            allow=config.outbound.allow,
                                            connect_timeout_s=config.outbound.connect_timeout_s)
             self._on_stop("outbound server", self.outbound.stop)
-        self.supervisor = Supervisor.start(self.services, self._make_flow, self._replace_service,
+        self.supervisor = Supervisor.start(self.services, self._flow_maker(config), self._replace_service,
                                            self.on_call_gone, self.routes)
         self._on_stop("supervisor", self._stop_supervisor)
         if self.outbound is not None:
@@ -130,15 +131,38 @@ class Service:
         self.reader.start()
         self._on_stop("event reader", self.reader.stop)
 
-    def _make_flow(self, uuid: str) -> Flow:
-        """Runs in the supervisor's thread."""
-        clock = self.clock
-        now = (lambda: clock(uuid)) if clock else (lambda: local_now(self.config.schedule))
-        assert self.time_conditions is not None
-        ctx = FlowContext(config=self.config, now=now, time_conditions=self.time_conditions.current,
-                          new_id=new_event_id, keep_history=self.observer is not None,
-                          rescued=self.telemetry.call_rescued)
-        return make_flow(self.config.ivr.flow, uuid, ctx)
+    def _flow_maker(self, config: Config) -> Callable[[str], Flow]:
+        """What makes a call's flow with `config`, which the call keeps to its end."""
+
+        def make(uuid: str) -> Flow:
+            """Runs in the supervisor's thread."""
+            clock = self.clock
+            now = (lambda: clock(uuid)) if clock else (lambda: local_now(config.schedule))
+            assert self.time_conditions is not None
+            ctx = FlowContext(config=config, now=now, time_conditions=self.time_conditions.current,
+                              new_id=new_event_id, keep_history=self.observer is not None,
+                              rescued=self.telemetry.call_rescued)
+            return make_flow(config.ivr.flow, uuid, ctx)
+
+        return make
+
+    def apply_config(self, config: Config) -> None:
+        """A reloaded configuration (service.reload, which keeps the keys only a
+        restart changes): calls that start from now on use it, live ones keep theirs.
+        Each actor takes it in its own thread, between two of its messages: the
+        supervisor for the calls it starts, the CRM fetcher and the CDR poster for
+        their next lookup or POST. Any thread."""
+        self.config = config  # what a replaced service actor starts with
+        targets = [("supervisor", self.supervisor, Reconfigure(config, self._flow_maker(config))),
+                   ("crm", getattr(self.services, "crm", None), Reconfigure(config)),
+                   ("cdr_poster", self.cdr_poster, Reconfigure(config))]
+        for name, ref, message in targets:
+            if ref is None:
+                continue
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:  # being replaced: the new one starts with self.config
+                logger.info("%s is being replaced: it starts with the new configuration", name)
 
     def stop(self) -> None:
         """Stop everything in reverse start order; never raises. The outbound port

@@ -35,9 +35,20 @@ def setup_logging(level: str = "info", environ: Mapping[str, str] | None = None)
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    _set_level(level)
+
+
+def _set_level(level: str) -> None:
+    root = logging.getLogger()
     root.setLevel(level.upper())
     # pykka logs every actor start/stop at debug: keep it quiet unless asked for.
     logging.getLogger("pykka").setLevel(max(root.level, logging.INFO))
+
+
+def set_log_level(level: str) -> None:
+    """`[logging] level` changed by a reload (service.reload); any thread."""
+    logging.getLogger("icall.reload").info("log level now %s", level)  # before: it may hide this
+    _set_level(level)
 
 
 def log_thread_stacks() -> None:

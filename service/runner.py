@@ -1,7 +1,8 @@
 """`icall run`: the process around the Service — logging, signals, systemd, metrics.
 
 SIGTERM or SIGINT stops the service cleanly (actors stopped in reverse start order);
-SIGUSR1 logs every thread's stack. Under systemd, READY=1 is sent once the actors are
+SIGHUP reads the configuration again (service.reload; with workers, the main process
+passes it to each); SIGUSR1 logs every thread's stack. Under systemd, READY=1 is sent once the actors are
 up and the watchdog is fed only while Service.health says healthy (the supervisor
 answers, the ESL reader runs, the event link is not down too long).
 """
@@ -19,9 +20,10 @@ import time
 from ivr.config import INSTALLED_STATE_DIR, Config, default_state_dir
 from service.affinity import pin_process
 from service.app import Service
-from service.logsetup import install_stack_dump_on_sigusr1, setup_logging
+from service.logsetup import install_stack_dump_on_sigusr1, set_log_level, setup_logging
 from service.metrics import MetricsServer
 from service.open_files import fit_open_files
+from service.reload import Reloader
 from service.systemd import Watchdog, notify
 from service.workers import WorkerPool, serve_control, worker_config
 from storage.db import open_database, redact
@@ -98,6 +100,9 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
     the main process of that many workers instead (service.workers). `worker` and
     `control_fd`: this process is worker number `worker` of such a main process;
     `listen_fd`: the outbound port's listening socket that main process shares."""
+    # First thing: a SIGHUP's default action ends the process, calls and all.
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reload_requested.set())
     setup_logging(config.logging.level)
     install_stack_dump_on_sigusr1()
     if worker is not None or config.service.workers == 1:
@@ -119,7 +124,7 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
     signal.signal(signal.SIGINT, request_stop)
 
     if worker is None and config.service.workers > 1:
-        return _run_main(config, stop_requested)
+        return _run_main(config, stop_requested, reload_requested)
     # A worker other than the first takes outbound calls only (service.workers).
     listener = socket.socket(fileno=listen_fd) if listen_fd is not None else None
     service = Service(config, inbound=worker in (None, 0), listener=listener)
@@ -129,6 +134,9 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
         listen = (listen[0], listen[1] + worker)
     metrics = (MetricsServer(listen, service.telemetry.registry, service.health)
                if listen else None)
+    reloader = Reloader(config, apply=lambda new: _apply(service, new), on_level=set_log_level,
+                        prepare=(lambda new: worker_config(new, worker)) if worker is not None else _same)
+    service.telemetry.watch("config", reloader.readings)
     try:
         logger.info("icall starting (config %s, FreeSWITCH %s:%d, database %s)", config.source,
                     config.freeswitch.host, config.freeswitch.port, redact(config.database.url))
@@ -140,10 +148,14 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
         tune_garbage_collector()
         notify("READY=1\nSTATUS=running")
         if control_fd is not None:
-            serve_control(control_fd, service.process_health, stop_requested).sendall(b"ready\n")
+            serve_control(control_fd, service.process_health, stop_requested,
+                          reload=lambda: reloader.reload().answer()).sendall(b"ready\n")
         logger.info("icall ready")
-        while not stop_requested.wait(1.0):
-            pass
+        while not stop_requested.wait(_LOOP_S):
+            if reload_requested.is_set():
+                reload_requested.clear()
+                logger.info("SIGHUP received: reloading the configuration")
+                reloader.reload()
         notify("STOPPING=1")
     finally:
         watchdog.stop()
@@ -154,10 +166,26 @@ def run_service(config: Config, worker: int | None = None, control_fd: int | Non
     return 0
 
 
-def _run_main(config: Config, stop_requested: threading.Event) -> int:
+_LOOP_S = 0.2  # how often the main thread looks for a stop or a reload asked for
+
+
+def _same(config: Config) -> Config:
+    return config
+
+
+def _apply(service: Service, config: Config) -> None:
+    """A reload in this process: to the service's actors; the open-file limit is
+    fitted to the new numbers of calls and connections."""
+    service.apply_config(config)
+    fit_open_files(config)
+
+
+def _run_main(config: Config, stop_requested: threading.Event, reload_requested: threading.Event) -> int:
     """The main process of `[service] workers` workers: start them, say READY=1 when
     all are up, look after them (service.workers) and feed the watchdog while the
-    pool says every worker is healthy or being mended."""
+    pool says every worker is healthy or being mended. A SIGHUP is checked here (a
+    broken file is reported once, and not passed on), then passed to every worker,
+    each of which reads the file again itself and answers."""
     count = config.service.workers
     try:
         pool = WorkerPool(config, count)
@@ -166,12 +194,17 @@ def _run_main(config: Config, stop_requested: threading.Event) -> int:
         logger.error("outbound/listen: cannot listen on %s:%d (%s); no worker started",
                      host, port, exc.strerror or exc)
         return 1
+    reloader = Reloader(config, apply=lambda _new: pool.reload(), on_level=set_log_level)
     watchdog = Watchdog(pool.unit_health)
     logger.info("icall starting %d workers (config %s)", count, config.source)
     try:
         pool.start()
         ready, shown = False, -1
-        while not stop_requested.wait(0.2):
+        while not stop_requested.wait(_LOOP_S):
+            if reload_requested.is_set():
+                reload_requested.clear()
+                logger.info("SIGHUP received: checking the configuration, then passing it to the workers")
+                reloader.reload()
             pool.tick(time.monotonic())
             if not ready and pool.all_ready():
                 ready, shown = True, count

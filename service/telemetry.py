@@ -121,6 +121,12 @@ READINGS: dict[str, Declared] = {
                                             "Seconds the ESL event link has been down (0 while up)"),
     "service.esl_reader_alive": _gauge("esl_reader_alive", "1 while the ESL reader thread runs"),
     "service.timers_pending": _gauge("timers_pending", "Timers scheduled and not fired yet"),
+    "config.generation": _gauge("config_generation",
+                                "Generation of the configuration in force (1 at start, +1 per reload applied)"),
+    "config.reloads_applied": Declared("config_reloads", "counter", "Configuration reloads (SIGHUP) by result",
+                                       ("result", "applied")),
+    "config.reloads_failed": Declared("config_reloads", "counter", "Configuration reloads (SIGHUP) by result",
+                                      ("result", "failed")),
 }
 
 

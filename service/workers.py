@@ -31,6 +31,10 @@ systemd kill every worker's calls.
 The main process talks to each worker over a socketpair (`--control-fd`): the worker
 writes `ready` once started and answers each `ping` with `ok <why>` or `sick <why>`; a
 worker whose main process is gone (EOF) stops itself, so no worker outlives the unit.
+A reload (SIGHUP to the main process) is a `reload` line to each ready worker, which
+reads the file again itself (service.reload) and answers `reloaded <generation>` or
+`failed <errors>`; the main process logs each answer, and a worker that does not
+answer within `RELOAD_ANSWER_S`.
 
 Threads: everything here runs in the main process's main thread (`tick` every 0.2 s),
 except `unit_health`, which the systemd Watchdog thread calls: it reads what the ticks
@@ -66,6 +70,7 @@ PING_EVERY_S = 1.0
 _KILL_WAIT_S = 10.0  # a worker still there this long after SIGKILL: not ours to mend
 _LOOP_STALE_S = 5.0  # the main loop not run for this long: the main process is stuck
 _STOP_TIMEOUT_S = 20.0
+RELOAD_ANSWER_S = 10.0  # a worker that has not answered a reload by then is logged
 # Variables only the main process may use: systemd accepts notifications from it alone
 # (NotifyAccess=main), and a worker must not feed the watchdog on its behalf.
 _MAIN_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
@@ -124,6 +129,7 @@ class Worker:
         self.killed_at: float | None = None
         self.restart_at: float | None = None  # dead, to be started again then
         self.failures = 0  # deaths in a row, each after a short run
+        self.reload_asked_at: float | None = None  # a `reload` sent, not answered yet
         self._buffer = b""
 
     @property
@@ -144,6 +150,7 @@ class Worker:
         ours.setblocking(False)
         self.control, self._buffer = ours, b""
         self.ready, self.problem, self.killed_at, self.restart_at = False, "", None, None
+        self.reload_asked_at = None
         self.started_at = self.last_ok_at = self.last_ping_at = now
         logger.info("worker %d started (pid %d)", self.index, self.process.pid)
 
@@ -151,7 +158,8 @@ class Worker:
         return None if self.process is None else self.process.poll()
 
     def read_control(self, now: float) -> None:
-        """Take in every line the worker wrote: `ready`, `ok <why>`, `sick <why>`."""
+        """Take in every line the worker wrote: `ready`, `ok <why>`, `sick <why>`,
+        `reloaded <generation>`, `failed <errors>`."""
         if self.control is None:
             return
         try:
@@ -175,6 +183,29 @@ class Worker:
                 if why != self.problem:
                     logger.warning("worker %d unhealthy: %s", self.index, why)
                 self.problem = why or "sick"
+            elif status == "reloaded":
+                self.reload_asked_at = None
+                logger.info("worker %d reloaded the configuration: generation %s in force", self.index, why)
+            elif status == "failed":
+                self.reload_asked_at = None
+                logger.error("worker %d could not reload the configuration (it keeps its settings): %s",
+                             self.index, why)
+
+    def ask_reload(self, now: float) -> None:
+        if not self.ready or self.control is None:
+            logger.info("worker %d is not running yet: it reads the file as it starts", self.index)
+            return
+        try:
+            self.control.send(b"reload\n")
+        except OSError as exc:
+            logger.error("worker %d: the reload could not be passed on (%s)", self.index, exc)
+            return
+        self.reload_asked_at = now
+
+    def reload_overdue(self, now: float) -> None:
+        if self.reload_asked_at is not None and now - self.reload_asked_at > RELOAD_ANSWER_S:
+            logger.error("worker %d has not answered the reload within %.0f s", self.index, RELOAD_ANSWER_S)
+            self.reload_asked_at = None
 
     def ping(self, now: float) -> None:
         self.last_ping_at = now
@@ -255,8 +286,16 @@ class WorkerPool:
                 self._look_after(worker, now)
             self._last_tick = now
 
+    def reload(self) -> None:
+        """Pass a reload to every worker; their answers are read by the ticks."""
+        now = time.monotonic()
+        with self._lock:
+            for worker in self._workers:
+                worker.ask_reload(now)
+
     def _look_after(self, worker: Worker, now: float) -> None:
         worker.read_control(now)
+        worker.reload_overdue(now)
         if worker.restart_at is not None:
             if now >= worker.restart_at:
                 self.restarts += 1
@@ -325,12 +364,21 @@ class WorkerPool:
                 worker.wait(_STOP_TIMEOUT_S)
 
 
-def serve_control(fd: int, health: Callable[[], tuple[bool, str]], stop: threading.Event) -> socket.socket:
-    """In a worker: answer the main process's pings from a daemon thread; set `stop`
-    when the main process is gone. Returns the socket (the caller writes `ready`)."""
+def serve_control(fd: int, health: Callable[[], tuple[bool, str]], stop: threading.Event,
+                  reload: Callable[[], str] | None = None) -> socket.socket:
+    """In a worker: answer the main process's pings (and reloads: `reload()` returns
+    the answer line) from a daemon thread; set `stop` when the main process is gone.
+    Returns the socket (the caller writes `ready`)."""
     control = socket.socket(fileno=fd)
 
+    def answer(line: str) -> None:
+        try:
+            control.sendall(f"{line}\n".encode())
+        except OSError:
+            pass
+
     def run() -> None:
+        pending = b""
         while True:
             try:
                 data = control.recv(4096)
@@ -340,12 +388,12 @@ def serve_control(fd: int, health: Callable[[], tuple[bool, str]], stop: threadi
                 logger.error("the main process is gone: stopping")
                 stop.set()
                 return
-            if b"ping\n" in data:  # pings that piled up (a stopped worker) get one answer
+            *lines, pending = (pending + data).split(b"\n")
+            if b"reload" in lines and reload is not None:
+                answer(reload())
+            if b"ping" in lines:  # pings that piled up (a stopped worker) get one answer
                 ok, why = health()
-                try:
-                    control.sendall(f"{'ok' if ok else 'sick'} {why}\n".encode())
-                except OSError:
-                    pass
+                answer(f"{'ok' if ok else 'sick'} {why}")
 
     threading.Thread(target=run, name="worker-control", daemon=True).start()
     return control

@@ -35,6 +35,7 @@ from actors import mailbox
 from actors.crm.guards import AnswerCache, CircuitBreaker, DeadlineWatch, PendingLookup
 from actors.crm.http_client import CrmClient
 from actors.messages import CrmAnswer, CrmLookup
+from actors.reconfigure import Reconfigure
 from actors.telemetry import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import redact
@@ -55,6 +56,11 @@ class CrmFetcher(mailbox.Actor):
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self._client: CrmClient | None = None
+        # Clients a reload replaced, each with its lookups still running: closed when
+        # the last one ends (closing cuts a client's retries short).
+        self._retired: set[CrmClient] = set()
+        self._in_flight: Counter[CrmClient] = Counter()
+        self._requests_before = 0  # made by the clients a reload replaced
         self._workers: ThreadPoolExecutor | None = None
         self._watch: DeadlineWatch | None = None
 
@@ -80,8 +86,10 @@ class CrmFetcher(mailbox.Actor):
     def _shut_down(self) -> None:
         if self._watch is not None:
             self._watch.stop("crm fetcher stopping")
-        if self._client is not None:
-            self._client.close()
+        with self._counts_lock:
+            retired, self._retired = list(self._retired), set()
+        for client in [*retired, *([self._client] if self._client is not None else [])]:
+            client.close()
         if self._workers is not None:
             self._workers.shutdown(wait=True, cancel_futures=True)
         self._watch = self._client = self._workers = None
@@ -89,6 +97,9 @@ class CrmFetcher(mailbox.Actor):
     # --- messages (actor thread)
 
     def on_receive(self, message: Any) -> None:
+        if isinstance(message, Reconfigure):
+            self._reconfigure(message.config)
+            return
         if not isinstance(message, CrmLookup):
             logger.warning("CRM fetcher ignores a %s", type(message).__name__)
             return
@@ -96,6 +107,40 @@ class CrmFetcher(mailbox.Actor):
             self.lookup(message)
         except Exception:  # actor edge: one bad lookup must not stop the fetcher
             logger.exception("CRM lookup for call %s failed", message.call_uuid)
+
+    def _reconfigure(self, config: Config) -> None:
+        """A reload: lookups admitted from now on use a new client (a new CRM, pattern,
+        timeouts); those under way finish on the old one, closed after the last. A
+        changed [crm] starts a fresh cache and breaker: they speak of the old CRM."""
+        old, new = self.config.crm, config.crm
+        pattern_changed = config.ivr.extension_pattern != self.config.ivr.extension_pattern
+        self.config = config
+        if vars(old) == vars(new) and not pattern_changed:
+            return
+        self._breaker = CircuitBreaker(new.breaker_failures, new.breaker_cooldown_s)
+        self._cache = AnswerCache(new.cache_ttl_s)
+        if new.max_concurrent != old.max_concurrent:
+            assert self._workers is not None
+            # The old pool runs what it was given, then its threads end.
+            self._workers.shutdown(wait=False)
+            self._workers = ThreadPoolExecutor(max_workers=new.max_concurrent,
+                                               thread_name_prefix="crm-lookup")
+        assert self._client is not None
+        retiring = self._client
+        self._client = CrmClient(new, config.ivr.extension_pattern)
+        with self._counts_lock:
+            self._requests_before += retiring.requests_made
+            self._retired.add(retiring)
+            idle = self._in_flight[retiring] == 0
+        if idle:
+            self._close_retired(retiring)
+        logger.info("CRM fetcher: new lookups go to %s", redact(new.base_url + new.path))
+
+    def _close_retired(self, client: CrmClient) -> None:
+        with self._counts_lock:
+            self._retired.discard(client)
+            self._in_flight.pop(client, None)
+        client.close()
 
     def lookup(self, request: CrmLookup) -> None:
         """Admit one lookup: answer at once if we can, else hand it to a worker."""
@@ -118,12 +163,18 @@ class CrmFetcher(mailbox.Actor):
             return
         assert self._watch is not None and self._workers is not None
         self._watch.watch(pending)
-        self._workers.submit(self._run_lookup, request.caller_id, pending, admitted == "probe")
+        assert self._client is not None
+        client = self._client
+        with self._counts_lock:
+            self._in_flight[client] += 1
+        self._workers.submit(self._run_lookup, request.caller_id, pending, admitted == "probe", client,
+                             self._breaker, self._cache)
 
     def stats(self) -> dict[str, Any]:
         """Counts since start, the breaker's state and the HTTP requests made."""
         with self._counts_lock:
             counts = dict(self._counts)
+            retiring = len(self._retired)
         return {
             "lookups": counts.get("lookups", 0),
             "answers": counts.get("answers", 0),
@@ -132,35 +183,48 @@ class CrmFetcher(mailbox.Actor):
             "failures": counts.get("failures", 0),
             "cache_hits": counts.get("cache_hits", 0),
             "dead_callers": counts.get("dead_callers", 0),
-            "requests": self._client.requests_made if self._client else 0,
+            "requests": self._requests_before + (self._client.requests_made if self._client else 0),
             "breaker": self._breaker.state,
             "breaker_open": int(self._breaker.state != CircuitBreaker.CLOSED),
             "breaker_opened": self._breaker.times_opened,
+            "clients_retiring": retiring,  # replaced by a reload, lookups still on them
         }
 
     # --- worker threads
 
-    def _run_lookup(self, caller_id: str, pending: PendingLookup, is_probe: bool) -> None:
-        """Runs in a crm-lookup worker thread."""
+    def _run_lookup(self, caller_id: str, pending: PendingLookup, is_probe: bool, client: CrmClient,
+                    breaker: CircuitBreaker, cache: AnswerCache) -> None:
+        """Runs in a crm-lookup worker thread, on the client, breaker and cache in force
+        when the lookup was admitted."""
+        try:
+            self._ask(caller_id, pending, is_probe, client, breaker, cache)
+        finally:
+            with self._counts_lock:
+                self._in_flight[client] -= 1
+                done = client in self._retired and self._in_flight[client] == 0
+            if done:
+                self._close_retired(client)
+
+    def _ask(self, caller_id: str, pending: PendingLookup, is_probe: bool, client: CrmClient,
+             breaker: CircuitBreaker, cache: AnswerCache) -> None:
         try:
             if pending.settled:  # its deadline passed while it waited for a worker
                 if is_probe:
-                    self._breaker.abandoned()
+                    breaker.abandoned()
                 return
-            if not is_probe and self._breaker.state != CircuitBreaker.CLOSED:
+            if not is_probe and breaker.state != CircuitBreaker.CLOSED:
                 # Admitted while the breaker was closed, but it opened while this
                 # lookup waited for a worker: do not add to the CRM's troubles.
                 pending.settle(None, "breaker open")
                 return
-            assert self._client is not None
-            outcome = self._client.fetch(caller_id, pending.deadline)
+            outcome = client.fetch(caller_id, pending.deadline)
             if outcome.reachable:
-                self._breaker.succeeded()
+                breaker.succeeded()
             else:
                 self._count("failures")
-                self._breaker.failed()
+                breaker.failed()
             if outcome.cacheable:
-                self._cache.put(caller_id, outcome.extension, outcome.reason)
+                cache.put(caller_id, outcome.extension, outcome.reason)
             pending.settle(outcome.extension, outcome.reason)
         except Exception:  # edge of the worker: the caller still gets an answer
             logger.exception("a CRM lookup crashed")  # the caller id is personal data: not here

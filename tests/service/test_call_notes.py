@@ -12,7 +12,7 @@ BASE = {"ICALL_FREESWITCH_PASSWORD": "x"}
 def flow_of(service: Service):
     # The flow factory only reads the time-condition snapshot: no thread, no database.
     service.time_conditions = TimeConditionSource(service.config)
-    return service._make_flow("0d9e4b8e-57a4-4b6e-9f8e-3c1a2b5d7e01")
+    return service._flow_maker(service.config)("0d9e4b8e-57a4-4b6e-9f8e-3c1a2b5d7e01")
 
 
 def test_without_an_observer_the_service_keeps_no_notes_per_call():

@@ -88,6 +88,12 @@ def test_the_unit_migrates_the_database_before_it_runs_the_service():
     assert settings["ExecStart"] == ["/opt/icall/.venv/bin/icall run --config /etc/icall/config.ini"]
 
 
+def test_the_unit_reloads_with_a_sighup_to_the_main_process():
+    # icall reads its configuration again on SIGHUP (service.reload); without
+    # ExecReload= `systemctl reload icall` is refused.
+    assert service_settings()["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_finds_nothing_wrong_but_the_missing_install(tmp_path):
     result = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True, text=True,
