@@ -15,7 +15,7 @@ import logging
 from actors.messages import DbWrite
 from storage.spool import Spool, Spooled, SpoolError
 
-logger = logging.getLogger("actors.db_writer")
+logger = logging.getLogger(__name__)
 
 
 class SpoolKeeper:

@@ -47,13 +47,13 @@ def _set_level(level: str) -> None:
 
 def set_log_level(level: str) -> None:
     """`[logging] level` changed by a reload (service.reload); any thread."""
-    logging.getLogger("icall.reload").info("log level now %s", level)  # before: it may hide this
+    logging.getLogger("service.reload").info("log level now %s", level)  # before: it may hide this
     _set_level(level)
 
 
 def log_thread_stacks() -> None:
     """Log the traceback of every live thread (the SIGUSR1 handler)."""
-    logger = logging.getLogger("icall.threads")
+    logger = logging.getLogger(__name__)
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame))

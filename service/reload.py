@@ -29,7 +29,7 @@ from typing import Any
 
 from ivr.config import Config, ConfigError, load_config
 
-logger = logging.getLogger("icall.reload")
+logger = logging.getLogger(__name__)
 
 # Sections no reload changes, and single keys. Why each cannot change live:
 RESTART_ONLY_SECTIONS = frozenset({

@@ -30,7 +30,7 @@ from storage.db import open_database, redact
 from storage.migrations import SchemaError, check_schema
 from storage.spool import SpoolError, adopt_orphans
 
-logger = logging.getLogger("icall")
+logger = logging.getLogger(__name__)
 
 
 EXIT_NEEDS_OPERATOR = 2  # the unit does not restart on it (RestartPreventExitStatus)

@@ -147,7 +147,7 @@ def test_under_journald_log_lines_carry_no_timestamp(start_service, refused_port
     service = start_service(refused_port, JOURNAL_STREAM="8:12345")
     line = service.wait_for_line(r"icall starting")
     assert not TIMESTAMP.match(line), line
-    assert re.match(r"^INFO +icall \[MainThread\] icall starting", line), line
+    assert re.match(r"^INFO +service.runner \[MainThread\] icall starting", line), line
     assert_clean_stop(service)
 
 
