@@ -64,12 +64,24 @@ _RESTART_WINDOW_S = 10.0
 # number, at most the second figure.
 _LISTING_RETRY_S = 0.5
 _LISTING_RETRY_MAX_S = 5.0
+# A resync lists the channels a second time this long after its first listing: the
+# switch lists from its core database, filled a little after the fact, so a call
+# parked just before the event link came up (its CHANNEL_PARK never seen) may be
+# missing from the first listing; missing from both, it waited in silence for ever.
+_LAG_LOOK_S = 2.0
 
 
 @dataclass(frozen=True)
 class _ListAgain:
     resync: int
     attempt: int
+
+
+@dataclass(frozen=True)
+class _LagLook:
+    """The supervisor's own: list the channels again for resync `resync` (_LAG_LOOK_S)."""
+
+    resync: int
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,7 @@ class Supervisor(mailbox.Actor):
         self._rows_checked = False  # calls left open by an earlier process (once)
         self._open_rows: set[str] = set()  # those whose actor looks at the channel
         self._resync_number = 0
+        self._lag_looked = 0  # the latest resync whose second listing has been asked
         self._adopted: Any = None  # a threading.Event to set once a resync has adopted
 
     def on_start(self) -> None:
@@ -169,6 +182,9 @@ class Supervisor(mailbox.Actor):
         elif isinstance(message, _ListAgain):
             if message.resync == self._resync_number:
                 self._ask_listing(message.resync, message.attempt)
+        elif isinstance(message, _LagLook):
+            if message.resync == self._resync_number and not self.stopping:
+                self._ask_listing(message.resync, 1)
         elif isinstance(message, _CheckHung):
             self._check_hung()
             self._schedule_hang_check()
@@ -434,17 +450,23 @@ class Supervisor(mailbox.Actor):
             self.services.timers.schedule(delay_s, self.actor_ref,
                                           _ListAgain(answer.resync, answer.attempt + 1))
             return
-        self.counters["resyncs"] += 1
         live = {uuid for uuid, _ in answer.channels}
-        logger.info("resync: %d live channels listed in %.2f s (attempt %d)", len(live),
-                    time.monotonic() - answer.asked_at, answer.attempt)
-        self._close_vanished_calls(live, answer.asked_at)
-        self._close_unended_rows(live)
+        first = answer.resync != self._lag_looked
+        if first:
+            self.counters["resyncs"] += 1
+            logger.info("resync: %d live channels listed in %.2f s (attempt %d)", len(live),
+                        time.monotonic() - answer.asked_at, answer.attempt)
+            self._close_vanished_calls(live, answer.asked_at)
+            self._close_unended_rows(live)
+            self._lag_looked = answer.resync
+            self.services.timers.schedule(_LAG_LOOK_S, self.actor_ref, _LagLook(answer.resync))
         for uuid, application in answer.channels:
             # Any channel with an application may be ours, even one handed off to a
             # queue (then listened to for its CDR, never touched).
             if uuid in self.calls or not application:
                 continue
+            if not first:
+                logger.info("call %s was not in the first listing: taking it over", uuid)
             self.counters["calls_adopted"] += 1
             ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={})
             self._own(uuid, ref)

@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fakeswitch import dialplan, wire
+from fakeswitch.channel import now_us
 
 if TYPE_CHECKING:
     from fakeswitch.channel import Channel
@@ -70,7 +71,8 @@ async def api_show(sw: Switch, arg: str) -> str:
     words = arg.split()
     if not words or words[0] not in ("channels", "calls"):
         return "-USAGE: show channels|calls [as json]\n"
-    rows = [_row(c) for c in sw.channels.values() if c.alive]
+    lag_us = sw.server.faults.listing_lag_s * 1_000_000 if sw.server is not None else 0
+    rows = [_row(c) for c in sw.channels.values() if c.alive and now_us() - c.created_us >= lag_us]
     if words[-2:] == ["as", "json"]:
         if not rows:
             return json.dumps({"row_count": 0}, separators=(",", ":")) + "\n"

@@ -17,6 +17,8 @@ read by the event-loop thread on each frame).
   than the body, then close), ``"garbage"`` (header lines without a colon) or
   ``"truncated"`` (half the frame, then close); one-shot.
 * ``split_at``: write every frame in chunks of this many bytes (a flush between each).
+* ``listing_lag_s``: ``show channels`` leaves out channels younger than this (the real
+  switch lists from its core database, which a queue fills a little after the fact).
 * ``stop_reading``: stop reading client input (the client's writes back up); input
   already read waits unhandled until it is cleared.
 """
@@ -43,6 +45,7 @@ class Faults:
         self.malformed: str | None = None
         self.split_at: int | None = None
         self.stop_reading = False
+        self.listing_lag_s = 0.0
         self._resume = None  # asyncio.Event, created lazily on the loop
 
     def error_for(self, word: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from actors.esl_reader import EventReader
 from ivr.flow import LOST_HANGUP_CAUSE, Enter
 from ivr.icall import IcallFlow
-from storage.models import CallStep
+from storage.models import CallStep, utc_now
 from tests.e2e.conftest import WAIT_S
 from tests.e2e.test_branches import EXTN_MENU, TRANSFERRING, bridge_commands, cc_menu
 from tests.ivr.calls import make_config
@@ -234,6 +234,28 @@ def test_a_call_parked_while_the_link_was_down_is_adopted(harness):
     h.service.reader.stop()
 
 
+def test_a_call_parked_just_before_the_link_came_up_and_missing_from_its_listing_is_adopted(harness):
+    """The switch lists channels from its core database, filled a little after the
+    fact: a call parked just before the event link came up (its CHANNEL_PARK never
+    seen) can be missing from the resync's listing. A second listing finds it; with
+    one listing only, the caller waited in silence for ever (seen on the lab switch)."""
+    h = harness()
+    h.service.reader.stop()
+    h.service.link_up.clear()
+    h.switch.faults.listing_lag_s = 30.0  # the first listing leaves the call out
+    uuid = h.place("5551151", "1")
+    assert h.switch.wait_parked(uuid, timeout=WAIT_S)
+    resyncs = h.service.stats()["resyncs"]
+    restart_reader(h)
+    assert wait_until(lambda: h.service.stats()["resyncs"] == resyncs + 1, WAIT_S)
+    assert h.service.stats()["calls_adopted"] == 0, "the lagging listing left the call out"
+    h.switch.faults.listing_lag_s = 0.0  # the core database has caught up
+    r = h.finish(uuid)
+    assert r.commands == [WELCOME, MAIN_MENU, ("transfer", "fifo_hst XML new_sales")]
+    assert h.service.stats()["calls_adopted"] == 1
+    h.service.reader.stop()
+
+
 def test_a_listing_that_fails_is_asked_again_until_it_comes_while_new_calls_flow(harness, in_main_menu,
                                                                                  caplog):
     """A switch too busy to list its channels after a reconnect: the supervisor asks
@@ -314,10 +336,13 @@ def test_a_call_that_hung_up_while_the_link_was_down_still_gets_its_cdr(harness,
     h.service.reader.stop()
     h.switch.hangup(uuid, "NORMAL_CLEARING")
     assert h.switch.wait_hangup(uuid, timeout=WAIT_S)
+    hung_up_at = utc_now()
     restart_reader(h)
     r = h.finish(uuid)
     assert r.row["hangup_cause"] == LOST_HANGUP_CAUSE
-    assert r.row["ended_at"] is None and r.row["final_state"] == "main_menu_wait_dtmf"
+    assert r.row["final_state"] == "main_menu_wait_dtmf"
+    # The best end known: when icall found the channel gone (it used to stay empty).
+    assert hung_up_at <= r.row["ended_at"] <= utc_now()
     h.service.reader.stop()
 
 
