@@ -55,6 +55,11 @@ UNWANTED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_CREATE", "C
                    "CHANNEL_OUTGOING", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA",
                    "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH",
                    "DTMF", "NOTALK", "TALK")
+# Once the flow has handed the call on (its transfer written), no completion matters to
+# it: the destination's own apps (answer, playback, hangup...) would each cost the switch
+# a serialised event of the whole channel, for nothing. A CHANNEL_PARK (the call back in
+# the IVR) subscribes them again.
+HANDED_OFF_EVENTS = ("CHANNEL_EXECUTE_COMPLETE",)
 _EVENT_TYPES = ("text/event-plain", "text/event-json")
 _REPLY_TYPES = ("command/reply", "api/response")
 
@@ -105,6 +110,7 @@ class ChannelLink:
         self._channel: Event | None = None  # the connect data, until the actor takes it
         self._hung_up = False
         self._retired = False
+        self._narrowed = False  # HANDED_OFF_EVENTS unsubscribed
         self.uuid = ""
         self.closed = False
         sock.settimeout(send_timeout_s)  # bounds writes; reads happen only when readable
@@ -156,6 +162,11 @@ class ChannelLink:
             event = event_of(frame)
             if event.name == "CHANNEL_HANGUP_COMPLETE":
                 self._hung_up = True
+            elif event.name == "CHANNEL_PARK" and self._narrowed:
+                # Back in the IVR: its commands' completions matter again, and the
+                # subscription goes out before any of them (one socket, in order).
+                self._narrowed = False
+                self._write(f"event plain {' '.join(HANDED_OFF_EVENTS)}\n\n", self._expect_ok("event"))
             self._deliver(EslEvent(event, time.monotonic()))
         elif kind in _REPLY_TYPES:
             if not self._waiters:
@@ -250,6 +261,13 @@ class ChannelLink:
                 future.set(frame.body.decode("utf-8", "replace"))
         self._write(f"api {command}\n\n", answer)
         return future
+
+    def handed_off(self) -> None:
+        """The flow handed the call on: leave out what only the destination's apps
+        send from now on (HANDED_OFF_EVENTS)."""
+        if not self._narrowed:
+            self._narrowed = True
+            self._write(f"nixevent {' '.join(HANDED_OFF_EVENTS)}\n\n", self._expect_ok("nixevent"))
 
     def exit(self) -> None:
         """Let the socket go: the switch answers `+OK bye` and closes it."""

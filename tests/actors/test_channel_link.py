@@ -117,3 +117,37 @@ def test_a_socket_closed_before_the_hangup_fails_pending_commands_and_tells_the_
     failed = [m for m in inbox.told if isinstance(m, CommandFailed)]
     assert failed and failed[0].event_uuid == "e1" and failed[0].uncertain
     assert isinstance(inbox.told[-1], SocketClosed)
+
+
+def raw_frames(stream: bytes) -> list[bytes]:
+    """The stream cut into whole frames (header block, blank line, Content-Length body)."""
+    frames, at = [], 0
+    while at < len(stream):
+        end = stream.index(b"\n\n", at) + 2
+        length = 0
+        for line in stream[at:end].split(b"\n"):
+            if line.startswith(b"Content-Length: "):
+                length = int(line.split(b": ", 1)[1])
+        frames.append(stream[at:end + length])
+        at = end + length
+    return frames
+
+
+def test_after_the_hand_off_completions_are_left_out_until_the_call_parks_again():
+    """The destination's own apps (answer, a playback, hangup) would each cost the
+    switch a whole channel's event for a flow that no longer reads them."""
+    capture = Capture("outbound_async_full_linger")
+    s2c, link, inbox, theirs, ready = recorded_session(capture)
+    theirs.setblocking(False)
+    theirs.recv(65536)  # begin()'s commands
+    link.feed(through_replies(s2c, 5))
+    link.attach(inbox)  # type: ignore[arg-type]
+    link.handed_off()
+    link.handed_off()  # once is enough
+    assert theirs.recv(65536) == b"nixevent CHANNEL_EXECUTE_COMPLETE\n\n"
+    with pytest.raises(BlockingIOError):
+        theirs.recv(65536)
+    park = next(f for f in raw_frames(s2c) if b"text/event-plain" in f and b"Event-Name: CHANNEL_PARK" in f)
+    link.feed(park)
+    assert theirs.recv(65536) == b"event plain CHANNEL_EXECUTE_COMPLETE\n\n", "before the flow's commands"
+    assert [m.event.name for m in inbox.told if isinstance(m, EslEvent)][-1] == "CHANNEL_PARK"
