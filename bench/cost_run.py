@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -97,8 +96,9 @@ def start_controller(args: argparse.Namespace, workdir: Path, switch_port: int,
     config = write_config(workdir, switch_port, crm_url, "", metrics_port, overrides)
     icall = [ICALL]
     if args.icall_root:  # another checkout's code (an earlier commit), this venv
-        os.environ["PYTHONPATH"] = args.icall_root
-        icall = [PYTHON, "-m", "service.cli"]
+        # Not `-m`: that puts the current folder (this checkout) first on the path.
+        icall = [PYTHON, "-c", f"import sys; sys.path.insert(0, {args.icall_root!r}); "
+                 "from service.cli import main; sys.exit(main())"]
     subprocess.run([*icall, "--config", str(config), "db", "upgrade"], check=True, timeout=60,
                    capture_output=True)
     child = Child("icall", [*icall, "--config", str(config), "run"], workdir)
@@ -190,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="run icall from this source tree (e.g. `git archive` of an earlier commit)")
     parser.add_argument("--json", help="append the result to this file (one JSON a line)")
     args = parser.parse_args(argv)
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt  # through run's `finally`: its children are stopped
+    signal.signal(signal.SIGTERM, interrupted)
     result = run(args)
     print(json.dumps(result, indent=1))
     if args.json:
