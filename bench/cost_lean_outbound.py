@@ -1,8 +1,8 @@
 """A lean outbound-mode controller of the icall flow, for bench.cost_run: one thread,
 one selector over every call's socket, bench.baseline_controller's flow logic as is.
 
-Each connection the switch's `socket` app makes is taken with `connect`, `myevents
-plain`, a `nixevent` of what no step reads (icall's list) and `linger 10`; its connect data starts the flow (as the CHANNEL_PARK does
+Each connection the switch's `socket` app makes is taken with `connect`, icall's
+subscription (actors.channel_link.SUBSCRIPTION) and `linger 10`; its connect data starts the flow (as the CHANNEL_PARK does
 inbound); its commands go on the same socket, unanswered replies read and dropped;
 `exit` after CHANNEL_HANGUP_COMPLETE. No actors, no database, no checkpoints.
 
@@ -21,13 +21,13 @@ import sys
 import threading
 from urllib.parse import unquote
 
-from actors.channel_link import UNWANTED_EVENTS
+from actors.channel_link import SUBSCRIPTION
 from bench.baseline_controller import Controller
 from bench.cost_proxy import frames
 
-# What it asks for: its channel's events, less those no step of the flow reads (the
-# same list as icall's, taken from it so the two stay alike).
-TAKE = ("connect\n\nmyevents plain\n\nnixevent " + " ".join(UNWANTED_EVENTS) + "\n\nlinger 10\n\n").encode()
+# What it asks for: its channel's events that a step of the flow reads (icall's own
+# subscription, taken from it so the two stay alike).
+TAKE = "".join(f"{c}\n\n" for c in ("connect", *SUBSCRIPTION, "linger 10")).encode()
 
 
 class Plain:

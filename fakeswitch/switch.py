@@ -340,9 +340,12 @@ class Switch:
             return
         if command == "execute":
             loops = int(message.get("loops", "1") or 1)
+            arg = message.get("execute-app-arg", "")
+            kind = next((v for k, v in message.items() if k.lower() == "content-type"), "")
+            if not arg and kind.lower() == "text/plain":
+                arg = message.get("_body", "")  # as switch_ivr_parse_event takes it
             for _ in range(loops):
-                await self.execute(chan, message.get("execute-app-name", ""),
-                                   message.get("execute-app-arg", ""),
+                await self.execute(chan, message.get("execute-app-name", ""), arg,
                                    message.get("Event-UUID"), record=True)
         pre = [("Command", message.get("_command", f"sendmsg {chan.uuid}"))]
         pre += [(k, v) for k, v in message.items() if not k.startswith("_")]
