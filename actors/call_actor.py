@@ -374,6 +374,9 @@ class CallActor(mailbox.Actor):
             if known:  # its records written again, and this actor's numbering after them
                 self._write_recent(known)
         if verdict.action == resume.START:
+            # A new call on its own socket: every event of it comes to this actor, as
+            # from an inbound park (no queue's late events to linger for, unless seen).
+            self._saw_whole_call = self.link is not None and not checkpoint
             self._apply(self.flow.start(channel))
         elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
             self._apply(self.flow.resume(verdict.checkpoint, channel))
@@ -608,11 +611,13 @@ class CallActor(mailbox.Actor):
     def _first_linger_s(self) -> float:
         """When a finished call first looks whether it may stop. One that went through
         a queue waits `[ivr] hangup_linger_s` for the queue's late events, and so does
-        one this actor did not see whole (resumed, adopted: it may have been queued) or
-        on its own socket. Any other call expects nothing more after its hangup: it
-        stops once its writes are acknowledged (the CDR is committed at once), so its
-        thread and memory are not held for seconds (at 20 calls/s and 5 s, 100 idle
-        actors beside the live calls)."""
+        one this actor did not see whole (resumed, adopted, offered again on a new
+        socket: it may have been queued). Any other call, a new one on its own socket
+        too, expects nothing more after its hangup: it stops once its writes are
+        acknowledged (the CDR is committed at once), so its thread and memory are not
+        held for seconds (at 20 calls/s and 5 s, 100 idle actors beside the live calls),
+        nor its socket: a lingering socket keeps the switch's session and its listener
+        thread up (measured on the lab switch: 9 ms of the switch's CPU a call)."""
         linger_s = self.services.config.ivr.hangup_linger_s
         if self.flow.queue_seen or not self._saw_whole_call:
             return linger_s

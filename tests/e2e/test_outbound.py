@@ -133,3 +133,13 @@ def test_once_handed_off_a_calls_socket_no_longer_takes_completions(outbound, re
     assert socket_of_call().sub.wants_name("CHANNEL_HANGUP_COMPLETE", None), "the CDR's event still comes"
     r = h.finish(uuid)
     assert r.row["hangup_cause"] == "NORMAL_CLEARING"
+
+
+def test_a_new_call_on_its_own_socket_lets_it_go_once_its_cdr_is_in_not_after_the_linger(outbound, switch):
+    """A lingering socket holds the switch's session and its listener thread: only a
+    call that was queued (mod_fifo's late events) or taken over waits hangup_linger_s."""
+    h = outbound(ICALL_IVR_HANGUP_LINGER_S="30")
+    h.finish(h.place("5551001", "1"))
+    assert wait_until(lambda: not any(getattr(listener, "session_uuid", None)
+                                      for listener in list(switch.switch.listeners)), 5), \
+        "the switch still holds the call's socket"
