@@ -53,12 +53,22 @@ def sessions_since_start() -> int:
     return -1
 
 
-def outbound_dialer(port: int):
-    """bench.callers' Driver, its calls sent through the icall_out extension's apps
-    inline, to `port`."""
-    apps = ("set:acc_out=1", "answer", "set:socket_resume=true",
-            f"socket:127.0.0.1:{port} async full", f"socket:127.0.0.1:{port} async full",
-            "transfer:fifo_sales XML new_sales")
+# Inbound calls carry this variable (not the lab's ivr_app) and names of their own: on a
+# switch others use too, neither controller takes their parked calls nor the driver
+# their events.
+FLOW_VARIABLE = "cost_app"
+NAME_PREFIX = "cost-"
+
+
+def dialer(mode: str, port: int):
+    """bench.callers' Driver, its calls sent through the apps of the lab's extension
+    inline: outbound `icall_out`'s, to `port`; inbound `fsm`'s, with FLOW_VARIABLE."""
+    if mode == "out":
+        apps = ("set:acc_out=1", "answer", "set:socket_resume=true",
+                f"socket:127.0.0.1:{port} async full", f"socket:127.0.0.1:{port} async full",
+                "transfer:fifo_sales XML new_sales")
+    else:  # socket_resume only for the driver's filter (bench.callers)
+        apps = (f"set:{FLOW_VARIABLE}=icall", "set:socket_resume=true", "answer", "park")
     url = "'loopback/" + "\\,".join(apps) + "/default/inline'"
 
     class Inline:
@@ -68,11 +78,30 @@ def outbound_dialer(port: int):
             self.commands = commands
 
         def sendRecv(self, text: str):  # noqa: N802 (python-ESL's name)
-            return self.commands.sendRecv(text.replace("loopback/icall_out/default", url))
+            text = text.replace("loopback/icall_out/default", url)
+            return self.commands.sendRecv(text.replace("_name=bench-", "_name=" + NAME_PREFIX))
+
+    class Named:
+        """An event as the driver reads it: our names as it knows them, others' hidden."""
+
+        def __init__(self, event):
+            self.event = event
+
+        def getHeader(self, name: str):  # noqa: N802
+            value = self.event.getHeader(name)
+            if name == "Caller-Caller-ID-Name" and value:
+                return "bench-" + value[len(NAME_PREFIX):] if value.startswith(NAME_PREFIX) else "other"
+            return value
+
+        def getBody(self):  # noqa: N802
+            return self.event.getBody()
 
     class Dialer(callers.Driver):
         def __init__(self, commands, args):
             super().__init__(Inline(commands), args)
+
+        def on_event(self, event) -> None:
+            super().on_event(Named(event))
     return Dialer
 
 
@@ -80,8 +109,10 @@ def start_controller(args: argparse.Namespace, workdir: Path, switch_port: int,
                      listen_port: int, crm_url: str) -> Child:
     crm = ",".join(f"{k}={v}" for k, v in CRM_TABLE.items())
     if args.controller == "lean" and args.mode == "in":
-        child = Child("lean", [PYTHON, "-m", "bench.baseline_controller", "--port", str(switch_port),
-                               "--crm", crm], workdir)
+        code = ("import sys; import bench.baseline_controller as lean; "
+                f"lean.FILTERS = ('filter variable_{FLOW_VARIABLE} icall', *lean.FILTERS[1:]); "
+                "sys.exit(lean.main(sys.argv[1:]))")
+        child = Child("lean", [PYTHON, "-c", code, "--port", str(switch_port), "--crm", crm], workdir)
         child.wait_line("READY", 30)
         return child
     if args.controller == "lean":
@@ -90,7 +121,7 @@ def start_controller(args: argparse.Namespace, workdir: Path, switch_port: int,
         child.wait_line("READY", 30)
         return child
     metrics_port = free_port()
-    overrides = ["crm.cache_ttl_s=0", *args.set]
+    overrides = ["crm.cache_ttl_s=0", f"ivr.flow_variable={FLOW_VARIABLE}", *args.set]
     if args.mode == "out":
         overrides.append(f"outbound.listen=127.0.0.1:{listen_port}")
     config = write_config(workdir, switch_port, crm_url, "", metrics_port, overrides)
@@ -138,9 +169,8 @@ def run(args: argparse.Namespace) -> dict:
         driver_args = argparse.Namespace(port=8021, password="ClueCon", cps=args.cps, calls=args.concurrent,
                                          duration=args.calls / args.cps - 0.5 / args.cps,
                                          drain_s=120.0, time_scale=1.0,
-                                         dest="fsm" if args.mode == "in" else "icall_out")
-        if args.mode == "out":
-            callers.Driver = outbound_dialer(proxy_port)  # type: ignore[misc]
+                                         dest="icall_out")
+        callers.Driver = dialer(args.mode, proxy_port)  # type: ignore[misc]
         result = callers.run(driver_args, threading.Event())
         time.sleep(1.0)  # the last hangups' events and lingers
         fs1, ctl1, t1 = cpu_s(fs_pid), cpu_s(control.pid), time.monotonic()
