@@ -28,6 +28,7 @@ from actors.logcontext import set_call_uuid
 from actors.loop_threads import LoopThreads
 from actors.messages import (
     HANGUP_COMMAND,
+    SETVAR_COMMAND,
     AckBox,
     CallDeclined,
     CallFailed,
@@ -58,6 +59,7 @@ from ivr.effects import (
     ReadChannel,
     Record,
     StartTimer,
+    with_records,
 )
 from ivr.event import Event, channel_data_event
 from ivr.flow import (
@@ -418,6 +420,9 @@ class CallActor(mailbox.Actor):
             if known:  # its records written again, and this actor's numbering after them
                 self._write_recent(known)
         if verdict.action == resume.START:
+            # A new call on its own socket: every event of it comes to this actor, as
+            # from an inbound park (no queue's late events to linger for, unless seen).
+            self._saw_whole_call = self.link is not None and not checkpoint
             self._apply(self.flow.start(channel))
         elif verdict.action == resume.RESUME and verdict.checkpoint is not None:
             self._apply(self.flow.resume(verdict.checkpoint, channel))
@@ -526,7 +531,8 @@ class CallActor(mailbox.Actor):
         for seq, kind, fields in checkpoint.get("r") or ():
             if seq in self._unacked or not isinstance(fields, dict):
                 continue
-            write = DbWrite(self.uuid, int(seq), str(kind), fields, reply_to=self._acks)
+            write = DbWrite(self.uuid, int(seq), str(kind), {"uuid": self.uuid, **fields},
+                            reply_to=self._acks)
             self._unacked[write.seq] = write
             self._write(write)
         self._seq = max(self._seq, int(checkpoint.get("n") or 0))
@@ -600,6 +606,10 @@ class CallActor(mailbox.Actor):
         Commander can time it (see actors.telemetry). The batch's commands go to the
         switch together, in order, after the rest (one message, one write)."""
         commands: list[ChannelCommand] = []
+        handed_off = False
+        for effect in effects:  # first the writes: the batch's checkpoint carries them
+            if isinstance(effect, Record) and not self.abandoned:
+                self._record(effect)
         for effect in effects:
             if self.abandoned:
                 logger.warning("replaced while hung: %d effects dropped", len(effects))
@@ -608,13 +618,17 @@ class CallActor(mailbox.Actor):
                 commands.append(ChannelCommand(self.uuid, effect.app, effect.arg, effect.event_uuid,
                                                effect.lock, self.actor_ref, since))
                 since = None
-            elif isinstance(effect, Checkpoint) and effect.beside:
-                self._send(commands)  # an api on the same connection: after them
-                commands = []
-                self._switch().api(f"uuid_setvar {self.uuid} {CHECKPOINT_VARIABLE} {effect.text}")
+            elif isinstance(effect, Checkpoint) and not effect.handoff:
+                # An api in the call's command stream, in order: set before the commands
+                # behind it reach the channel. Nobody waits on it.
+                text = resume.setvar_value(self._with_records(effect.text))
+                commands.append(ChannelCommand(self.uuid, SETVAR_COMMAND, f"{CHECKPOINT_VARIABLE} {text}",
+                                               effect.event_uuid))
             elif isinstance(effect, Checkpoint):
+                handed_off = True
                 # Nobody waits on it: a refusal (the channel just left) needs no answer.
-                commands.append(ChannelCommand(self.uuid, "set", f"{CHECKPOINT_VARIABLE}={effect.text}",
+                commands.append(ChannelCommand(self.uuid, "set",
+                                               f"{CHECKPOINT_VARIABLE}={self._with_records(effect.text)}",
                                                effect.event_uuid, lock=True))
             elif isinstance(effect, Hangup):
                 commands.append(ChannelCommand(self.uuid, HANGUP_COMMAND, effect.cause,
@@ -623,7 +637,7 @@ class CallActor(mailbox.Actor):
             elif isinstance(effect, LookupCaller):
                 self._tell(self.services.crm, CrmLookup(self.uuid, effect.caller_id, self.actor_ref))
             elif isinstance(effect, Record):
-                self._record(effect)
+                pass  # written above
             elif isinstance(effect, StartTimer):
                 self._schedule(effect.delay_s, TimerFired(effect.name, effect.generation), effect.name)
             elif isinstance(effect, CancelTimer):
@@ -637,6 +651,17 @@ class CallActor(mailbox.Actor):
             else:
                 raise TypeError(f"unknown effect {effect!r}")
         self._send(commands)
+        if handed_off and self.link is not None:
+            self.link.handed_off()
+
+    def _with_records(self, checkpoint: str) -> str:
+        """The checkpoint carrying the writes not acknowledged yet (most often only its
+        own batch's: the DbWriter commits within [database] commit_interval_ms, a
+        step takes seconds), each without the call's uuid (`_write_recent` puts it back)."""
+        self._settle_acks()
+        records = [[w.seq, w.kind, {k: v for k, v in w.fields.items() if k != "uuid"}]
+                   for w in sorted(self._unacked.values(), key=lambda w: w.seq)]
+        return with_records(checkpoint, records)
 
     def _switch(self) -> Any:
         """Where this call's api asks go: its own socket in outbound mode, else its
@@ -693,11 +718,13 @@ class CallActor(mailbox.Actor):
     def _first_linger_s(self) -> float:
         """When a finished call first looks whether it may stop. One that went through
         a queue waits `[ivr] hangup_linger_s` for the queue's late events, and so does
-        one this actor did not see whole (resumed, adopted: it may have been queued) or
-        on its own socket. Any other call expects nothing more after its hangup: it
-        stops once its writes are acknowledged (the CDR is committed at once), so its
-        thread and memory are not held for seconds (at 20 calls/s and 5 s, 100 idle
-        actors beside the live calls)."""
+        one this actor did not see whole (resumed, adopted, offered again on a new
+        socket: it may have been queued). Any other call, a new one on its own socket
+        too, expects nothing more after its hangup: it stops once its writes are
+        acknowledged (the CDR is committed at once), so its thread and memory are not
+        held for seconds (at 20 calls/s and 5 s, 100 idle actors beside the live calls),
+        nor its socket: a lingering socket keeps the switch's session and its listener
+        thread up (measured on the lab switch: 9 ms of the switch's CPU a call)."""
         linger_s = self.flow.ctx.config.ivr.hangup_linger_s
         if self.flow.queue_seen or not self._saw_whole_call:
             return linger_s

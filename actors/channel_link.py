@@ -41,7 +41,13 @@ from typing import Any
 
 import pykka
 
-from actors.esl import execute_message, hangup_message, sendmsg_head
+from actors.esl import (
+    CUSTOM_SUBCLASSES,
+    SUBSCRIBED_EVENTS,
+    execute_message,
+    hangup_message,
+    sendmsg_head,
+)
 from actors.esl_wire import Disconnected, Frame, FrameParser, event_of
 from actors.messages import CommandFailed, EslEvent
 from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
@@ -53,15 +59,21 @@ logger = logging.getLogger(__name__)
 # events, bounded so that a lost `exit` never leaves a socket open on the switch
 # (a bare `linger` is forever).
 LINGER_S = 10
-# `myevents` subscribes this channel to ~20 event types; a flow reads five of them (the
-# inbound subscription's, actors.esl.SUBSCRIBED_EVENTS) and the queue's fifo::info,
-# which myevents leaves out. The rest would cost the switch and this process a parse
-# each, several per command: they are unsubscribed (`nixevent`) right after myevents.
-UNWANTED_EVENTS = ("CHANNEL_ANSWER", "CHANNEL_APPLICATION", "CHANNEL_CREATE", "CHANNEL_DATA",
-                   "CHANNEL_DESTROY", "CHANNEL_EXECUTE", "CHANNEL_ORIGINATE", "CHANNEL_UUID",
-                   "CHANNEL_OUTGOING", "CHANNEL_PROGRESS", "CHANNEL_PROGRESS_MEDIA",
-                   "CHANNEL_STATE", "CHANNEL_UNBRIDGE", "CHANNEL_UNPARK", "DETECTED_SPEECH",
-                   "DTMF", "NOTALK", "TALK")
+# `myevents` binds the socket to this channel's events and subscribes ~20 types; a flow
+# reads five of them (the inbound subscription's, actors.esl.SUBSCRIBED_EVENTS) and the
+# queue's fifo::info, which myevents leaves out. The rest would cost the switch and this
+# process a parse each, several per command. So after myevents every type is dropped
+# (`nixevent ALL`: the channel binding stays) and the wanted ones subscribed: shorter
+# than naming the ~18 unwanted ones, and the switch reads a command's header block one
+# byte at a time (mod_event_socket.c, read_packet), a system call or two a byte.
+WANTED_EVENTS = tuple(name for name in SUBSCRIBED_EVENTS if name != "HEARTBEAT")
+SUBSCRIPTION = ("myevents plain", "nixevent ALL",
+                f"event plain {' '.join(WANTED_EVENTS)} CUSTOM {' '.join(CUSTOM_SUBCLASSES)}")
+# Once the flow has handed the call on (its transfer written), no completion matters to
+# it: the destination's own apps (answer, playback, hangup...) would each cost the switch
+# a serialised event of the whole channel, for nothing. A CHANNEL_PARK (the call back in
+# the IVR) subscribes them again.
+HANDED_OFF_EVENTS = ("CHANNEL_EXECUTE_COMPLETE",)
 _EVENT_TYPES = ("text/event-plain", "text/event-json")
 # Linux's TCP states (tcp_states.h) as TCP_INFO's first byte reports them.
 _TCP_ESTABLISHED = 1
@@ -127,6 +139,7 @@ class ChannelLink:
         self._hung_up = False
         self._socket_app_ended = False  # the switch took the call away from this socket
         self._retired = False
+        self._narrowed = False  # HANDED_OFF_EVENTS unsubscribed
         self.uuid = ""
         self.closed = False
         sock.settimeout(send_timeout_s)  # bounds writes; reads happen only when readable
@@ -136,9 +149,8 @@ class ChannelLink:
     def begin(self) -> None:
         """Take the call: connect, subscribe, linger (pipelined; answered in order)."""
         self._write("connect\n\n", self._connected)
-        self._write("myevents plain\n\n", self._expect_ok("myevents"))
-        self._write(f"nixevent {' '.join(UNWANTED_EVENTS)}\n\n", self._expect_ok("nixevent"))
-        self._write("event plain CUSTOM fifo::info\n\n", self._expect_ok("event"))
+        for command in SUBSCRIPTION:
+            self._write(command + "\n\n", self._expect_ok(command.split(" ", 1)[0]))
         self._write(f"linger {self._linger_s}\n\n", self._expect_ok("linger"))
 
     def feed(self, data: bytes) -> None:
@@ -187,6 +199,11 @@ class ChannelLink:
                 # old socket too, and the caller would hear the welcome twice.
                 logger.debug("call %s: parked by a newer socket: left to it", self.uuid)
                 return
+            elif event.name == "CHANNEL_PARK" and self._narrowed:
+                # Back in the IVR: its commands' completions matter again, and the
+                # subscription goes out before any of them (one socket, in order).
+                self._narrowed = False
+                self._write(f"event plain {' '.join(HANDED_OFF_EVENTS)}\n\n", self._expect_ok("event"))
             self._deliver(EslEvent(event, time.monotonic()))
         elif kind in _REPLY_TYPES:
             if not self._waiters:
@@ -323,6 +340,13 @@ class ChannelLink:
                 future.set(frame.body.decode("utf-8", "replace"))
         self._write(f"api {command}\n\n", answer)
         return future
+
+    def handed_off(self) -> None:
+        """The flow handed the call on: leave out what only the destination's apps
+        send from now on (HANDED_OFF_EVENTS)."""
+        if not self._narrowed:
+            self._narrowed = True
+            self._write(f"nixevent {' '.join(HANDED_OFF_EVENTS)}\n\n", self._expect_ok("nixevent"))
 
     def exit(self) -> None:
         """Let the socket go: the switch answers `+OK bye` and closes it."""

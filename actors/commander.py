@@ -43,8 +43,10 @@ from actors.esl import (
     hangup_message,
     sendmsg_text,
 )
+from actors.esl_wire import Frame
 from actors.messages import (
     HANGUP_COMMAND,
+    SETVAR_COMMAND,
     ChannelCommand,
     ChannelCommands,
     ChannelsListed,
@@ -165,6 +167,10 @@ class Commander(mailbox.Actor):
         texts: list[str] = []
         sending: list[ChannelCommand] = []
         for command in commands:
+            if command.app == SETVAR_COMMAND:  # an api among the sendmsgs, in order
+                texts.append(f"api uuid_setvar {command.call_uuid} {command.arg}")
+                sending.append(command)
+                continue
             try:
                 texts.append(sendmsg_text(command.call_uuid, *_wire(command)))
             except ValueError as exc:  # a header value that would break the frame
@@ -179,14 +185,14 @@ class Commander(mailbox.Actor):
             nonlocal written_at
             written_at = time.monotonic()  # after any reconnect: that delay is icall's too
             replies = session.exchange(texts, reply_timeout_s=self._sendmsg_timeout_s)
-            return [reply.headers.get("Reply-Text", "") for reply in replies]
+            return [_answer(reply) for reply in replies]
 
         answers: list[str] = []
         failure, uncertain = "", False
         try:
             answers = self._call(send, idempotent=False)
         except ReplyLost as exc:  # written; the replies after exc.replies never came
-            answers = [reply.headers.get("Reply-Text", "") for reply in exc.replies]
+            answers = [_answer(reply) for reply in exc.replies]
             failure, uncertain = f"-ERR {exc}", True
         except EslError as exc:  # not connected: nothing was written
             failure = f"-ERR {exc}"
@@ -273,6 +279,13 @@ class ReplyLost(Disconnected):
     def __init__(self, reason: str, replies=()):
         super().__init__(reason)
         self.replies = list(replies)
+
+
+def _answer(reply: Frame) -> str:
+    """A sendmsg's Reply-Text, or an api's response body (`+OK`, `-ERR No such channel!`)."""
+    if reply.content_type == "api/response":
+        return reply.body.decode("utf-8", "replace").strip()
+    return reply.headers.get("Reply-Text", "")
 
 
 def _wire(command: ChannelCommand) -> tuple[list[tuple[str, str]], str | None]:

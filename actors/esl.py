@@ -16,9 +16,10 @@ replies in order, as FreeSWITCH answers a connection's commands one by one
 is bounded by the kernel (actors.timed_recv: one system call a read).
 
 Facts that shape the rest:
-- An argument longer than `MAX_HEADER_ARG` or one that holds a newline goes as a
-  `text/plain` body. FreeSWITCH's `switch_ivr_parse_event` takes the body as the
-  argument when `execute-app-arg` is absent.
+- An argument of `BODY_FROM_BYTES` or more, or one that holds a newline, goes as a
+  `text/plain` body: the switch reads a header block a byte at a time, a body at once,
+  and `switch_ivr_parse_event` takes the body as the argument when `execute-app-arg`
+  is absent.
 - A reply that never comes leaves the link out of step for good: the session closes,
   and what was written after the last reply may or may not have run (`RepliesLost`).
 - Not thread-safe (see DESIGN): one thread only uses an `EslSession`.
@@ -50,10 +51,11 @@ __all__ = ["AuthFailed", "Backoff", "ConnectFailed", "Disconnected", "EslError",
 
 logger = logging.getLogger(__name__)
 
-# Longest execute-app-arg sent as a header line; longer ones go as a body (a header
-# line is read into a fixed buffer by some ESL libraries: libesl's esl_execute stops at
-# 4096 bytes including the header name).
-MAX_HEADER_ARG = 4000
+# An execute-app-arg at least this long goes as a body: the switch reads a
+# command's header block one byte at a time (mod_event_socket.c, read_packet: a recv
+# and a yield per byte) and its body in one read, and the body's two header lines
+# (content-type, content-length) cost about this many bytes.
+BODY_FROM_BYTES = 48
 READ_BYTES = 65536
 _REPLY_TYPES = ("command/reply", "api/response")
 
@@ -293,11 +295,11 @@ def _read_frame(sock: socket.socket, timeout_s: float) -> tuple[dict[str, str], 
 def execute_message(app: str, arg: str, event_uuid: str,
                     lock: bool) -> tuple[list[tuple[str, str]], str | None]:
     """The headers (and body) of a `sendmsg` execute of `app arg` tagged `event_uuid`:
-    an argument too long for a header line, or holding a newline, goes as a text/plain
+    a long argument (BODY_FROM_BYTES), or one holding a newline, goes as a text/plain
     body (FreeSWITCH takes the body as the argument when execute-app-arg is absent)."""
     headers = [("call-command", "execute"), ("execute-app-name", app)]
     body = None
-    if len(arg.encode("utf-8")) > MAX_HEADER_ARG or "\n" in arg:
+    if len(arg.encode("utf-8")) >= BODY_FROM_BYTES or "\n" in arg:
         body = arg
     else:
         headers.append(("execute-app-arg", arg))

@@ -106,6 +106,7 @@ class ChannelCommand:
     """CallActor -> Commander: `sendmsg` to a call's channel, told rather than asked
     through a proxy (nobody waits on it; a proxy call built a future per command).
     `app` "hangup" with `event_uuid` "" is the hangup call-command, `arg` its cause;
+    SETVAR_COMMAND is the api `uuid_setvar <call_uuid> <arg>` (no application runs);
     otherwise `execute` of `app arg`. Failures come back to `reply_to` as CommandFailed."""
 
     call_uuid: str
@@ -120,12 +121,16 @@ class ChannelCommand:
         """Call the Commander's (or a stand-in's) own method for this command."""
         if self.app == HANGUP_COMMAND and not self.event_uuid:
             commander.hangup(self.call_uuid, self.arg, reply_to=self.reply_to, since=self.since)
+        elif self.app == SETVAR_COMMAND:
+            commander.api(f"uuid_setvar {self.call_uuid} {self.arg}")  # nobody waits on it
         else:
             commander.execute(self.call_uuid, self.app, self.arg, self.event_uuid,
                               lock=self.lock, reply_to=self.reply_to, since=self.since)
 
 
 HANGUP_COMMAND = "hangup"
+# Not an application: the api uuid_setvar, in the call's command stream (the checkpoint).
+SETVAR_COMMAND = " uuid_setvar"
 
 
 @dataclass(frozen=True)

@@ -138,10 +138,35 @@ async def api_uuid_setvar(sw: Switch, arg: str) -> str:
     if len(words) < 2:
         return "-USAGE: <uuid> <var> [value]\n"
     if len(words) == 3:
-        chan.set_var(words[1], words[2])
+        chan.set_var(words[1], unescaped(words[2]))
     else:
         chan.variables.pop(words[1], None)
     return "+OK\n"
+
+
+_UNESCAPED = {"n": "\n", "r": "\r", "t": "\t", "s": " "}
+
+
+def unescaped(value: str) -> str:
+    """An api argument as FreeSWITCH's argument splitter leaves it (switch_utils.c,
+    cleanup_separated_string): a backslash escapes a quote, a backslash or one of
+    n r t s; a single quote with another after it opens or closes a quoted run and
+    is dropped; trailing blanks go."""
+    out: list[str] = []
+    i, quoted = 0, False
+    while i < len(value):
+        char = value[i]
+        nxt = value[i + 1] if i + 1 < len(value) else ""
+        if char == "\\" and nxt and (nxt in "'\"\\" or nxt in _UNESCAPED):
+            out.append(_UNESCAPED.get(nxt, nxt))
+            i += 2
+            continue
+        if char == "'" and (quoted or "'" in value[i + 1:]):
+            quoted = not quoted
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out).rstrip(" ")
 
 
 async def api_uuid_getvar(sw: Switch, arg: str) -> str:

@@ -341,14 +341,18 @@ class Switch:
         if command == "execute":
             loops = int(message.get("loops", "1") or 1)
             event_uuid = message.get("Event-UUID")
+            arg = message.get("execute-app-arg", "")
+            kind = next((v for k, v in message.items() if k.lower() == "content-type"), "")
+            if not arg and kind.lower() == "text/plain":
+                arg = message.get("_body", "")  # as switch_ivr_parse_event takes it
             try:
                 for loop in range(loops):
                     # switch_ivr_parse_event: the loop counter is set before each run
                     # and cleared once the loop is over.
                     chan.set_var("current_loop", str(loop + 1))
                     chan.set_var("total_loops", str(loops))
-                    await self.execute(chan, message.get("execute-app-name", ""),
-                                       message.get("execute-app-arg", ""), event_uuid, record=True)
+                    await self.execute(chan, message.get("execute-app-name", ""), arg,
+                                       event_uuid, record=True)
             finally:
                 chan.variables.pop("current_loop", None)
                 chan.variables.pop("total_loops", None)

@@ -135,6 +135,10 @@ class CommandParser:
 
     def _next(self) -> Command | None:
         buf = self._buf
+        # Blank lines before a command are skipped, as the switch does (read_packet):
+        # a client may end a body with one.
+        while buf[:1] in (b"\n", b"\r"):
+            del buf[:1]
         # Tolerate \r\n from telnet-style clients.
         end = buf.find(b"\n\n")
         end_crlf = buf.find(b"\r\n\r\n")
@@ -151,7 +155,8 @@ class CommandParser:
         for line in lines[1:]:
             key, _, value = line.partition(":")
             headers[key.strip()] = value.strip()
-        length = int(headers.get("Content-Length", "0") or 0)
+        # The switch matches the name in any case (mod_event_socket.c, read_packet).
+        length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), "0") or 0)
         if len(buf) - skip < length:
             return None
         body = bytes(buf[skip : skip + length]).decode("utf-8", "replace")

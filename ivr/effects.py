@@ -6,6 +6,7 @@ Keeping them as plain values is what lets a flow be tested without threads.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,14 +85,29 @@ class Finished:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Write the call's checkpoint on its channel (`ivr.resume`): a `set` with event-lock
-    in the call's own command stream, placed before the commands of its batch."""
+    """Write the call's checkpoint on its channel (`ivr.resume`), in the call's own
+    command stream, before the commands of its batch.
 
-    text: str  # compact JSON
+    Written with the api `uuid_setvar`: no application runs for it, so the switch
+    fires no CHANNEL_EXECUTE / EXECUTE_COMPLETE (nor queues a message) for it, and a
+    bridged channel is never handed a queued app. The hand-off's (`handoff`: the
+    transfer that ends the IVR's part) is a `set` with event-lock instead: a successor
+    tells from it being the last application that the transfer behind it never ran
+    (`resume.handoff_never_ran`). The actor adds the records the DbWriter has not
+    acknowledged yet (`"r"`, see `with_records`)."""
+
+    text: str  # compact JSON, without "r"
     event_uuid: str
-    # Written with `uuid_setvar` instead, beside the running application: a bridged
-    # channel must not be handed a queued app (it would run inside the conversation).
-    beside: bool = False
+    handoff: bool = False
+
+
+def with_records(text: str, records: list[list[Any]]) -> str:
+    """The checkpoint `text` carrying `records` ([seq, kind, fields without the call's
+    uuid]) as its "r": what a successor writes again should this process die before
+    the DbWriter commits them."""
+    if not records:
+        return text
+    return text[:-1] + ',"r":' + json.dumps(records, separators=(",", ":")) + "}"
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,8 @@ GUARD_PREFIX = "command:"
 QUEUED_PREFIX = "queued:"
 QUEUED_GRACE_S = 2.0
 # The applications whose completions the event link filters out: no flow waits on
-# one. `set` carries the bridge settings and the checkpoints (a third of a call's
-# events); `answer` is the dialplan's, before it parks the call into the flow, so its
+# one. `set` carries the bridge settings and the hand-off's checkpoint (the others are
+# written by uuid_setvar, which is no application); `answer` is the dialplan's, before it parks the call into the flow, so its
 # completion belonged to no call yet and cost the supervisor a wake-up a call.
 UNAWAITED_APPS = ("set", "answer")
 # The CDR's hangup cause when the channel vanished while the event link was down.
@@ -195,15 +195,14 @@ class Flow:
         self._awaited: dict[str, Command] = {}  # those a state waits for
         self._unguarded: list[str] = []  # awaited, guard timer not yet started
         self._talking: set[str] = set()  # awaited bridges that were answered (CHANNEL_BRIDGE)
-        self._records = 0  # Records emitted: a resumed actor numbers its writes after them
-        # Records of the last two checkpoint intervals, [seq, kind, fields]: they may not
-        # be committed yet when a process dies (the writer gathers commits), so they
-        # ride in the checkpoint and a successor writes them again (idempotent by seq).
-        self._recent: list[list[Any]] = []
-        self._previous: list[list[Any]] = []
+        # Records emitted: a resumed actor numbers its writes after them. Those not yet
+        # committed ride in the channel's checkpoint (the CallActor adds them: it holds
+        # the DbWriter's acks), so a successor writes them again (idempotent by seq).
+        self._records = 0
         self._written: tuple[str, tuple[str, ...]] | None = None  # (state, awaited) checkpointed
-        # The last checkpoint written, as written (its JSON: a few hundred bytes, where the
-        # dict with its records was kilobytes a call); read back only by a dying handler.
+        # The last checkpoint written, as written, without its records (its JSON: a few
+        # hundred bytes); read back only by a dying handler, whose unacknowledged writes
+        # its successor inherits directly.
         self._last_written: str | None = None
         self._resumed: set[str] = set()  # awaited commands a resumed flow did not start itself
         self._queued: set[str] = set()  # ... and found not started, maybe queued (QUEUED_PREFIX)
@@ -387,7 +386,7 @@ class Flow:
         self._written = (self.state, tuple(str(w[0]) for w in waits))  # on the channel already
         sent = bool(checkpoint.get("q"))
         for event_uuid, app, arg, label in waits:
-            self._resume_wait(str(event_uuid), app, arg, label, channel, sent)
+            self._resume_wait(str(event_uuid), app, arg, label, channel, sent, checkpoint)
         return self._outcome()
 
     def resume_after_failure(self, checkpoint: dict[str, Any]) -> None:
@@ -456,9 +455,7 @@ class Flow:
 
     def record(self, kind: str, **fields: Any) -> None:
         self._records += 1
-        record = Record(kind, {"uuid": self.uuid, **fields})
-        self._recent.append([self._records, kind, record.fields])
-        self.emit(record)
+        self.emit(Record(kind, {"uuid": self.uuid, **fields}))
 
     def record_step(self, step: str, value: str = "") -> None:
         """A step of the call, as the seed's db_pbx:log wrote it."""
@@ -572,10 +569,10 @@ class Flow:
     def _mark_handed_off(self) -> None:
         """The caller talks to someone else now: a successor (after a restart) must
         never touch the call, only listen to it until its hangup, which writes the CDR."""
-        snapshot = self._snapshot_with_records()
-        snapshot["h"] = 1
+        snapshot = self.checkpoint()
+        snapshot["h"] = snapshot["a"] = 1
         self._last_written = resume.encode(snapshot)
-        self._effects.append(Checkpoint(self._last_written, self.ctx.new_id(), beside=True))
+        self._effects.append(Checkpoint(self._last_written, self.ctx.new_id()))
 
     def _guard_s(self, command: Command) -> float:
         return command.guard_s if command.guard_s is not None else self.ctx.config.ivr.command_timeout_s
@@ -622,7 +619,7 @@ class Flow:
         self.restore_data(checkpoint.get("d") or {})
 
     def _resume_wait(self, event_uuid: str, app: str, arg: str, label: str | None,
-                     channel: Event, sent: bool) -> None:
+                     channel: Event, sent: bool, checkpoint: dict[str, Any]) -> None:
         ivr = self.ctx.config.ivr
         if app == "bridge":  # its guard covers the ringing, as when it was sent
             command = Command(app, arg, label, guard_s=ivr.ring_timeout_s + ivr.command_timeout_s)
@@ -637,7 +634,7 @@ class Flow:
             # A handler that died in this process had handed it to the command path,
             # which sends it still: it will run, so it is waited for like a running one.
             where = resume.RUNNING
-        elif where == resume.NOT_STARTED and resume.checkpoint_ran_last(channel):
+        elif where == resume.NOT_STARTED and resume.maybe_queued(checkpoint, channel):
             self._queued.add(event_uuid)
             self._effects.append(StartTimer(QUEUED_PREFIX + event_uuid, QUEUED_GRACE_S,
                                             self._generation))
@@ -700,25 +697,18 @@ class Flow:
             # before it, the previous checkpoint leads a successor to the same hangup.
             return
         self._written = key
-        snapshot = self._snapshot_with_records()
+        snapshot = self.checkpoint()
         if final:
             handoff = self._effects[commands[-1]]
             assert isinstance(handoff, Execute)
             snapshot["x"] = [handoff.app, handoff.arg]
             if self._profile_index:
                 snapshot["i"] = self._profile_index
+        else:
+            snapshot["a"] = 1  # written by api: see resume.maybe_queued
         self._last_written = resume.encode(snapshot)
-        checkpoint = Checkpoint(self._last_written, self.ctx.new_id())
+        checkpoint = Checkpoint(self._last_written, self.ctx.new_id(), handoff=final)
         self._effects.insert(commands[0] if commands else len(self._effects), checkpoint)
-
-    def _snapshot_with_records(self) -> dict[str, Any]:
-        """The checkpoint, carrying the records of the last two checkpoint intervals."""
-        snapshot = self.checkpoint()
-        unsaved = self._previous + self._recent
-        if unsaved:
-            snapshot["r"] = unsaved
-        self._previous, self._recent = self._recent, []
-        return snapshot
 
     def _outcome(self) -> list[Effect]:
         self._settle()

@@ -1,14 +1,20 @@
 """Resuming a call from its checkpoint on the channel: what to write, and how to read
 the channel before acting on it. Thread-free, like the rest of `ivr/`.
 
-The checkpoint is the channel variable `icall_ckpt`, compact JSON written by a `set`
-with event-lock, queued just before the commands of the batch that changed the call's
-state (so it rides in the call's own command stream, in order, at no extra round trip):
+The checkpoint is the channel variable `icall_ckpt`, compact JSON written just before
+the commands of the batch that changed the call's state, in the call's own command
+stream: by the api `uuid_setvar` (the switch runs no application for it and fires no
+event), and for the hand-off by a `set` with event-lock (see `handoff_never_ran`):
 
     {"v": 1, "s": state, "g": generation, "p": path, "n": records written so far,
      "w": [[event_uuid, app, arg, label], ...] the commands the state waits on,
      "d": the flow's own data, "h": 1 when handed off, "x": [app, arg] the hand-off,
-     "i": the channel's Caller-Profile-Index when the hand-off was written}
+     "i": the channel's Caller-Profile-Index when the hand-off was written,
+     "a": 1 when written by uuid_setvar, "r": [[seq, kind, fields], ...] the records
+     not yet committed when it was written (a successor writes them again)}
+
+Every later event of the call carries it (`variable_icall_ckpt`), which is why it holds
+no more than that.
 
 Which channel fields are read to know where a call is (FreeSWITCH, `uuid_dump <uuid>
 json`, all read from the live session):
@@ -199,6 +205,25 @@ def running_bound_s(app: str, arg: str, command_timeout_s: float, per_try_s: flo
             return command_timeout_s
         return min(command_timeout_s, tries * (timeout_ms / 1000 + per_try_s))
     return command_timeout_s
+
+
+def maybe_queued(checkpoint: dict[str, Any], channel: Event) -> bool:
+    """An awaited command found not started may be queued on the channel right behind
+    the checkpoint that names it: the checkpoint's `set` ran last, or it was written
+    by uuid_setvar, which leaves no trace among the applications (so whether the
+    commands behind it have reached the channel cannot be told from it). Not when the
+    channel is in a fresh `socket` (outbound mode, offered again): what the closed
+    socket had queued is not run there, so the command is issued again at once."""
+    if checkpoint_ran_last(channel):
+        return True
+    return bool(checkpoint.get("a")) and channel.variable("current_application") != "socket"
+
+
+def setvar_value(text: str) -> str:
+    """`text` as the value of `uuid_setvar <uuid> <name> <value>`: the switch splits
+    that argument on blanks and then strips single quotes and backslash escapes from
+    it (switch_separate_string), so a backslash and a quote are escaped to survive."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def checkpoint_ran_last(channel: Event) -> bool:

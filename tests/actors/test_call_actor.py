@@ -4,7 +4,9 @@ taken for a repeat by the writer's idempotent keys and dropped)."""
 
 from __future__ import annotations
 
+import json
 import queue
+import re
 import time
 import uuid as uuidlib
 from datetime import datetime
@@ -30,15 +32,16 @@ CALL = "5f1c0d7e-0000-4000-8000-000000000001"
 
 
 class Writer(pykka.ThreadingActor):
-    """Stands in for the DbWriter: hands every write to the test, acks it."""
+    """Stands in for the DbWriter: hands every write to the test, acks it (unless
+    `ack` is False: then the test does)."""
 
-    def __init__(self, seen: queue.Queue):
+    def __init__(self, seen: queue.Queue, ack: bool = True):
         super().__init__()
-        self.seen = seen
+        self.seen, self.ack = seen, ack
 
     def on_receive(self, message):
         if isinstance(message, DbWrite):
-            if message.reply_to is not None:  # acked before the test sees it
+            if message.reply_to is not None and self.ack:  # acked before the test sees it
                 message.reply_to.tell(DbAck(message.call_uuid, message.seq))
             self.seen.put(message)
 
@@ -68,6 +71,10 @@ class Commander(pykka.ThreadingActor):
 
     def hangup(self, call_uuid, cause="NORMAL_CLEARING", reply_to=None, since=None):
         self.seen.put((("hangup", cause), since))
+
+    def api(self, command):
+        self.seen.put((("api", command), None))
+        return "+OK"
 
     def on_receive(self, message):
         if isinstance(message, ChannelCommand):  # what a call actor tells the Commander
@@ -112,13 +119,54 @@ def test_a_replacement_resends_inherited_writes_and_numbers_its_own_after_them()
 
 
 def next_command(commands: queue.Queue):
-    """The next command the flow sent, checkpoint writes (`set icall_ckpt=...`) left out:
-    they go before a state's commands and are never timed."""
+    """The next command the flow sent, checkpoint writes (`uuid_setvar ... icall_ckpt`,
+    `set icall_ckpt=...`) left out: they go before a state's commands and are never timed."""
     while True:
         command, since = commands.get(timeout=WAIT_S)
+        if isinstance(command, tuple) and command[0] == "api":
+            continue
         if not command.arg.startswith(CHECKPOINT_VARIABLE + "="):
             return command, since
         assert since is None
+
+
+def setvar_checkpoint(entry) -> dict:
+    """The checkpoint of an `api uuid_setvar <uuid> icall_ckpt <value>` the test Commander
+    saw, its value unescaped as the switch does (resume.setvar_value)."""
+    (kind, command), _ = entry
+    assert kind == "api", entry
+    _, uuid, name, value = command.split(" ", 3)
+    assert (uuid, name) == (CALL, CHECKPOINT_VARIABLE)
+    return json.loads(re.sub(r"\\(.)", r"\1", value))
+
+
+def test_the_checkpoint_goes_by_uuid_setvar_ahead_of_its_batch_carrying_only_unacknowledged_writes():
+    """Every later event of the call carries the checkpoint: a write the DbWriter has
+    acknowledged no longer rides in it, and none carries the call's uuid again."""
+    config = load_config(None, {"ICALL_FREESWITCH_PASSWORD": "x", "ICALL_IVR_HANGUP_LINGER_S": "0"})
+    commands: queue.Queue = queue.Queue()
+    writes: queue.Queue = queue.Queue()
+    timers = TimerService()
+    timers.start()
+    idle = Idle.start()
+    services = CallServices(config=config, supervisor=idle, commander=Commander.start(commands),
+                            db_writer=Writer.start(writes, ack=False), crm=idle, timers=timers)
+    script = CallScript(CALL, caller_id="5551002")
+    try:
+        ref = CallActor.start(CALL, make_flow("icall", CALL, flow_context(config)), services, script.park())
+        first = setvar_checkpoint(commands.get(timeout=WAIT_S))
+        welcome, _ = commands.get(timeout=WAIT_S)
+        assert welcome.app == "playback", "the checkpoint is set before its batch's command"
+        call_row = writes.get(timeout=WAIT_S)
+        assert [[seq, kind] for seq, kind, _ in first["r"]] == [[call_row.seq, "call"]]
+        assert "uuid" not in first["r"][0][2] and first["r"][0][2]["caller_id"] == "5551002"
+        call_row.reply_to.tell(DbAck(CALL, call_row.seq))
+        ref.tell(EslEvent(script.complete(welcome)))
+        second = setvar_checkpoint(commands.get(timeout=WAIT_S))
+        assert second["s"] == "main_menu_wait_dtmf"
+        assert call_row.seq not in [seq for seq, _, _ in second.get("r", [])], "acknowledged: not carried"
+    finally:
+        timers.stop()
 
 
 def test_the_first_command_of_a_park_is_timed_as_takeover_and_of_each_event_as_reaction():

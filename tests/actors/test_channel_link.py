@@ -205,3 +205,51 @@ def test_once_its_socket_app_ended_the_park_of_a_newer_socket_is_left_to_that_so
     names = [(m.event.name, m.event.variable("current_application")) for m in inbox.told]
     assert names == [("CHANNEL_PARK", "socket"), ("CHANNEL_EXECUTE_COMPLETE", None), ("CHANNEL_PARK", "park")]
     far.close()
+
+
+def raw_frames(stream: bytes) -> list[bytes]:
+    """The stream cut into whole frames (header block, blank line, Content-Length body)."""
+    frames, at = [], 0
+    while at < len(stream):
+        end = stream.index(b"\n\n", at) + 2
+        length = 0
+        for line in stream[at:end].split(b"\n"):
+            if line.startswith(b"Content-Length: "):
+                length = int(line.split(b": ", 1)[1])
+        frames.append(stream[at:end + length])
+        at = end + length
+    return frames
+
+
+def test_after_the_hand_off_completions_are_left_out_until_the_call_parks_again():
+    """The destination's own apps (answer, a playback, hangup) would each cost the
+    switch a whole channel's event for a flow that no longer reads them."""
+    capture = Capture("outbound_async_full_linger")
+    s2c, link, inbox, theirs, ready = recorded_session(capture)
+    theirs.setblocking(False)
+    theirs.recv(65536)  # begin()'s commands
+    link.feed(through_replies(s2c, 5))
+    link.attach(inbox)  # type: ignore[arg-type]
+    link.handed_off()
+    link.handed_off()  # once is enough
+    assert theirs.recv(65536) == b"nixevent CHANNEL_EXECUTE_COMPLETE\n\n"
+    with pytest.raises(BlockingIOError):
+        theirs.recv(65536)
+    park = next(f for f in raw_frames(s2c) if b"text/event-plain" in f and b"Event-Name: CHANNEL_PARK" in f)
+    link.feed(park)
+    assert theirs.recv(65536) == b"event plain CHANNEL_EXECUTE_COMPLETE\n\n", "before the flow's commands"
+    assert [m.event.name for m in inbox.told if isinstance(m, EslEvent)][-1] == "CHANNEL_PARK"
+
+
+def test_taking_a_call_costs_the_switch_few_command_bytes():
+    """The switch reads a command's header block a byte at a time (mod_event_socket.c,
+    read_packet: a recv and a yield per byte), so the subscription names what the flow
+    reads (after `nixevent ALL`) rather than the ~18 types it does not."""
+    capture = Capture("outbound_async_full_linger")
+    _s2c, _link, _inbox, theirs, _ready = recorded_session(capture)
+    theirs.setblocking(False)
+    written = theirs.recv(65536)
+    assert written.split(b"\n\n")[:4] == [b"connect", b"myevents plain", b"nixevent ALL",
+                                          b"event plain CHANNEL_PARK CHANNEL_EXECUTE_COMPLETE CHANNEL_BRIDGE "
+                                          b"CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CUSTOM fifo::info"]
+    assert len(written) < 200

@@ -115,3 +115,31 @@ def test_an_outbound_call_over_the_limit_goes_to_the_overflow_destination(outbou
     assert record.transferred_to == "fifo_cellphone"
     assert record.commands == [("transfer", "fifo_cellphone XML new_sales")]
     assert h.service.stats()["calls_overflowed"] == 1
+
+
+def test_once_handed_off_a_calls_socket_no_longer_takes_completions(outbound, real_time_switch):
+    """The destination's own apps (in the lab: answer, a tone, hangup) would each cost
+    the switch a serialised event for a flow that reads none of them."""
+    h = outbound(on=real_time_switch)
+    uuid = h.place("5551001", "1")
+
+    def socket_of_call():
+        return next((listener for listener in list(real_time_switch.switch.listeners)
+                     if getattr(listener, "session_uuid", None) == uuid), None)
+    assert wait_until(lambda: ("transfer", "fifo_hst XML new_sales") in h.switch.call_record(uuid).commands,
+                      WAIT_S)
+    assert wait_until(lambda: (listener := socket_of_call()) is not None
+                      and not listener.sub.wants_name("CHANNEL_EXECUTE_COMPLETE", None), WAIT_S)
+    assert socket_of_call().sub.wants_name("CHANNEL_HANGUP_COMPLETE", None), "the CDR's event still comes"
+    r = h.finish(uuid)
+    assert r.row["hangup_cause"] == "NORMAL_CLEARING"
+
+
+def test_a_new_call_on_its_own_socket_lets_it_go_once_its_cdr_is_in_not_after_the_linger(outbound, switch):
+    """A lingering socket holds the switch's session and its listener thread: only a
+    call that was queued (mod_fifo's late events) or taken over waits hangup_linger_s."""
+    h = outbound(ICALL_IVR_HANGUP_LINGER_S="30")
+    h.finish(h.place("5551001", "1"))
+    assert wait_until(lambda: not any(getattr(listener, "session_uuid", None)
+                                      for listener in list(switch.switch.listeners)), 5), \
+        "the switch still holds the call's socket"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from actors.commander import Commander
-from actors.esl import Disconnected
+from actors.esl import Disconnected, execute_message
 from actors.messages import ChannelCommand, ChannelCommands, CommandFailed
 from actors.telemetry import Cause
 from fakeswitch import FakeSwitch
@@ -266,3 +266,14 @@ def test_a_command_in_a_batch_that_would_break_the_frame_alone_is_refused(replay
     assert failed.event_uuid == "ev-bad" and failed.reply.startswith("-ERR invalid command")
     assert not failed.uncertain
     assert [c.header("Event-UUID") for c in _sendmsgs(server)] == ["ev-good"]
+
+
+def test_a_menus_argument_goes_as_a_body_and_a_sound_files_as_a_header():
+    """The switch reads a command's header block a byte at a time (mod_event_socket.c,
+    read_packet) and its body in one read: an argument longer than the two body
+    header lines it costs goes as a body."""
+    menu = "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]"
+    headers, body = execute_message("play_and_get_digits", menu, "ev-1", lock=False)
+    assert body == menu and "execute-app-arg" not in dict(headers)
+    headers, body = execute_message("playback", "new_sales/1000.wav", "ev-2", lock=False)
+    assert body is None and dict(headers)["execute-app-arg"] == "new_sales/1000.wav"

@@ -29,6 +29,8 @@ import socket
 import pytest
 
 from fakeswitch import FakeSwitch
+from fakeswitch.apis import unescaped
+from ivr.resume import setvar_value
 from tests.captures import CAPTURES
 
 from .conftest import TIMEOUT_S, Frame, RawClient, split_frames
@@ -238,3 +240,11 @@ def test_the_outbound_stand_in_matches_the_recording(name):
     assert notices(replay.ours)[-1][0] == "disconnect"
 
 
+
+
+def test_the_stand_ins_uuid_setvar_unescapes_its_value_as_the_lab_switch_did():
+    """Sent to the lab FreeSWITCH (1.11) with `uuid_setvar`, read back with `uuid_getvar`:
+    its argument splitter drops a backslash before a quote or a backslash, and quotes."""
+    sent = r"""{"a":"[68]\\d\\d","b":"it\'s","c":"q\\"x"}"""
+    assert unescaped(sent) == r"""{"a":"[68]\d\d","b":"it's","c":"q\"x"}"""
+    assert unescaped(setvar_value('{"w":"[68]\\\\d","x":"it\'s"}')) == '{"w":"[68]\\\\d","x":"it\'s"}'

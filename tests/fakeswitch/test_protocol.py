@@ -131,3 +131,13 @@ def test_the_set_veto_leaves_set_completions_at_the_switch_and_passes_the_rest()
     # icall sends no bgapi: other clients' answers stay at the switch.
     assert not sub.passes_filters(Event("BACKGROUND_JOB", [("Event-Name", "BACKGROUND_JOB")]))
     assert not sub.passes_filters(Event("CHANNEL_PARK", [("variable_ivr_app", "other")]))
+
+
+def test_a_sendmsg_body_is_read_by_a_content_length_in_any_case_and_a_blank_line_after_it_is_skipped():
+    """As mod_event_socket.c's read_packet does: the header name is matched in any case,
+    and newlines before a command are dropped (a client may end a body with one)."""
+    arg = "1 1 3 5000 # new_sales/1001.wav new_sales/9004.wav menu_number [1-5]"
+    data = (f"sendmsg\ncall-command: execute\nexecute-app-name: play_and_get_digits\n"
+            f"content-type: text/plain\ncontent-length: {len(arg)}\n\n{arg}\n\napi status\n\n").encode()
+    first, second = CommandParser().feed(data)
+    assert first.body == arg and second.line == "api status"

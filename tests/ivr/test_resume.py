@@ -16,8 +16,8 @@ from ivr.effects import (
     Execute,
     LookupCaller,
     ReadChannel,
-    Record,
     StartTimer,
+    with_records,
 )
 from ivr.event import Event
 from tests.ivr.calls import Driver, make_config
@@ -73,22 +73,23 @@ def test_each_state_change_writes_one_compact_checkpoint_just_before_its_command
     assert all(", " not in t and ": " not in t and len(t) < 1024 for t in texts), texts
 
 
-def test_a_checkpoint_carries_the_records_of_its_last_two_intervals_numbered_as_written():
-    """A dying process may not have committed them yet (the writer gathers commits):
-    a successor writes them again from the channel, by the same numbers."""
+def test_a_flows_checkpoint_leaves_its_records_to_the_actor_and_only_the_hand_off_is_a_set():
+    """Every later event of the call carries the checkpoint: the records ride in it only
+    while uncommitted, which the CallActor knows (its acks), not the flow. Only the
+    hand-off is an application (a successor must see whether it ran); the rest are
+    written by uuid_setvar, marked "a"."""
     driver = Driver()
     driver.choose("1")
-    records = [e for e in driver.effects if isinstance(e, Record)]
-    numbered = {n: (r.kind, r.fields) for n, r in enumerate(records, start=1)}
-    for checkpoint in driver.checkpoints():
-        carried = checkpoint.get("r", [])
-        assert carried, checkpoint["s"]
-        for seq, kind, fields in carried:
-            assert numbered[seq] == (kind, fields)
-        assert max(seq for seq, _, _ in carried) <= checkpoint["n"]
-    first, _, last = driver.checkpoints()
-    # the last carries every record written after the first checkpoint, in order
-    assert [seq for seq, _, _ in last["r"]] == list(range(first["n"] + 1, last["n"] + 1))
+    checkpoints = [e for e in driver.effects if isinstance(e, Checkpoint)]
+    assert [c.handoff for c in checkpoints] == [False, False, True]
+    assert all("r" not in json.loads(c.text) for c in checkpoints)
+    assert [json.loads(c.text).get("a") for c in checkpoints] == [1, 1, None]
+
+
+def test_records_ride_in_a_checkpoint_without_the_calls_uuid():
+    text = with_records('{"v":1,"s":"x"}', [[3, "step", {"step": "MainMenu", "value": ""}]])
+    assert json.loads(text) == {"v": 1, "s": "x", "r": [[3, "step", {"step": "MainMenu", "value": ""}]]}
+    assert with_records('{"v":1}', []) == '{"v":1}'
 
 
 def test_the_checkpoint_before_a_transfer_marks_the_call_handed_off_and_names_the_transfer():
@@ -291,15 +292,38 @@ def test_a_ringing_bridge_is_waited_for_and_a_failed_one_found_ended_offers_the_
 def test_a_bridge_that_never_started_is_sent_again_with_its_settings():
     """Killed between the checkpoint and the bridge's settings: the bridge alone would
     ring without call_timeout or hangup_after_bridge (the caller left parked after the
-    conversation), so its settings go first again."""
+    conversation), so its settings go first again, once a second look finds it still
+    not started (it may have been queued behind the settings)."""
     driver = Driver()
     driver.choose("5")
     driver.complete("play_and_get_digits", extn_number="801", read_result="success")
-    fresh, effects = successor(driver, current_application="set",
-                               current_application_data="ringback=%(2000,4000,440,480)")
+    settings = {"current_application": "set", "current_application_data": "ringback=%(2000,4000,440,480)"}
+    fresh, effects = successor(driver, **settings)
+    assert commands(effects) == []
+    assert fresh.fire([e for e in effects if isinstance(e, StartTimer)][0]) == [ReadChannel()]
+    effects = fresh._take(fresh.flow.on_channel(channel(driver, **settings)))
     assert commands(effects) == [*(("set", s) for s in bridge_settings(driver.config.ivr)),
                                  ("bridge", "user/801")]
     assert all(e.lock for e in effects if isinstance(e, Execute))
+
+
+def test_a_prompt_not_started_behind_a_checkpoint_written_by_api_is_looked_at_again():
+    """uuid_setvar leaves no trace among the channel's applications: the menu behind the
+    checkpoint may be queued (the welcome is the last app seen), so it is not sent at
+    once; a call offered again on a fresh socket (outbound) runs nothing queued before,
+    and gets its menu at once."""
+    driver = Driver()
+    driver.to_main_menu()
+    assert driver.checkpoints()[-1]["a"] == 1
+    fresh, effects = successor(driver, current_application=WELCOME[0], current_application_data=WELCOME[1],
+                               current_application_response="FILE PLAYED")
+    assert commands(effects) == []
+    assert [t.name.split(":")[0] for t in effects if isinstance(t, StartTimer)] == ["queued"]
+    dump = channel(driver, current_application="socket", current_application_data="127.0.0.1:8084 async full")
+    verdict = resume.look(dump, "ivr_app", "icall", "final_loop", offered=True)
+    assert verdict.action == resume.RESUME and verdict.checkpoint is not None
+    fresh = Driver()
+    assert commands(fresh._take(fresh.flow.resume(verdict.checkpoint, dump))) == [MAIN_MENU]
 
 
 def test_an_answered_bridge_marks_the_call_handed_off_beside_the_conversation_and_a_successor_skips_it():
@@ -308,11 +332,10 @@ def test_an_answered_bridge_marks_the_call_handed_off_beside_the_conversation_an
     driver.complete("play_and_get_digits", extn_number="801", read_result="success")
     effects = driver.send(driver.script.bridge())
     marks = [e for e in effects if isinstance(e, Checkpoint)]
-    assert len(marks) == 1 and marks[0].beside, "uuid_setvar: no app queued into a bridge"
+    assert len(marks) == 1 and not marks[0].handoff, "uuid_setvar: no app queued into a bridge"
     assert commands(effects) == []
     mark = json.loads(marks[0].text)
     assert (mark["h"], mark["s"]) == (1, "call_cc")
-    assert ["CallExtn", "801"] in [[r[2].get("step"), r[2].get("value")] for r in mark["r"]]
     dump = channel(driver, current_application="bridge", current_application_data="user/801")
     assert resume.look(dump, "ivr_app", "icall", "final_loop").action == resume.SKIP
 
