@@ -192,7 +192,7 @@ class ChannelLink:
                 self._hung_up = True
             elif event.name == "CHANNEL_EXECUTE_COMPLETE" and event.get("Application") == "socket":
                 self._socket_app_ended = True
-            elif (event.name == "CHANNEL_PARK" and self._socket_app_ended
+            elif (event.name == "CHANNEL_PARK" and self._socket_app_over()
                   and event.variable("current_application") == "socket"):
                 # A later `socket` parked the call: its own connection offers it (the
                 # supervisor's Reoffered). Taken here, it would re-enter the flow on this
@@ -254,8 +254,14 @@ class ChannelLink:
         with self._deliver_lock:
             self._retired = True
             self._ref, self._held = None, []
-        if not self._socket_app_ended:
+        if not self._socket_app_over():
             self.exit()
+
+    def _socket_app_over(self) -> bool:
+        """The `socket` app holding the call on this socket has ended, or will: its
+        completion was seen, or the flow's transfer went out (`_narrowed`), which ends
+        it, and whose completion this socket no longer takes (HANDED_OFF_EVENTS)."""
+        return self._socket_app_ended or self._narrowed
 
     def refuse(self) -> None:
         """This connection may not have the call it claims: `exit`, and shut down (not
@@ -269,12 +275,13 @@ class ChannelLink:
 
     def switch_let_go(self) -> bool:
         """Whether the switch has let the call go from this socket: the socket is
-        closed, or its `socket` app ended. Asked before a second connection may take
+        closed, or its `socket` app ended (or the flow's transfer, which ends it, went
+        out). Asked before a second connection may take
         the call over. The same thread reads both sockets, so the new one's `connect`
         answer may be handled before this one's EOF is read: the kernel's TCP state
         says whether the switch closed it (a FIN queued behind unread events too); on
         a socket without TCP_INFO, a peek sees an EOF with nothing unread before it."""
-        if self.closed or self._socket_app_ended:
+        if self.closed or self._socket_app_over():
             return True
         try:
             state = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]

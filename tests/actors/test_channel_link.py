@@ -235,10 +235,27 @@ def test_after_the_hand_off_completions_are_left_out_until_the_call_parks_again(
     assert theirs.recv(65536) == b"nixevent CHANNEL_EXECUTE_COMPLETE\n\n"
     with pytest.raises(BlockingIOError):
         theirs.recv(65536)
-    park = next(f for f in raw_frames(s2c) if b"text/event-plain" in f and b"Event-Name: CHANNEL_PARK" in f)
+    # Parked again by the dialplan's `park` (not by a newer `socket`, whose park is left
+    # to that socket's own connection).
+    park = event_frame("CHANNEL_PARK", variable_current_application="park")
     link.feed(park)
     assert theirs.recv(65536) == b"event plain CHANNEL_EXECUTE_COMPLETE\n\n", "before the flow's commands"
     assert [m.event.name for m in inbox.told if isinstance(m, EslEvent)][-1] == "CHANNEL_PARK"
+
+
+def test_a_handed_off_socket_leaves_a_newer_sockets_park_to_it_and_has_let_its_call_go():
+    # The transfer that handed the call off ends the `socket` app, whose completion this
+    # socket no longer takes: a newer `socket` (a transfer back to the IVR) is the
+    # switch's own hand-over, and its park belongs to that socket alone.
+    link, far = tcp_link()
+    inbox = Inbox()
+    link.attach(inbox)  # type: ignore[arg-type]
+    assert not link.switch_let_go()
+    link.handed_off()
+    assert link.switch_let_go()
+    link.feed(event_frame("CHANNEL_PARK", variable_current_application="socket"))
+    assert [m for m in inbox.told if isinstance(m, EslEvent)] == []
+    far.close()
 
 
 def test_taking_a_call_costs_the_switch_few_command_bytes():
