@@ -214,7 +214,7 @@ class CallActor(mailbox.Actor):
     def __init__(self, uuid: str, flow: Flow, services: CallServices, first_event: Event | None,
                  inherited_writes: tuple[DbWrite, ...] = (), last_seq: int = 0,
                  parked_read_at: float = 0.0, takeover: dict[str, Any] | None = None,
-                 link: Any = None, close_row_if_gone: bool = False):
+                 link: Any = None, close_row_if_gone: bool = False, may_listen: bool = True):
         """`first_event` starts the flow; None means the flow resumes a call whose
         previous actor died, `inherited_writes` are that actor's unacknowledged writes
         (sent again from here) and `last_seq` the number of its last write: numbering
@@ -234,6 +234,10 @@ class CallActor(mailbox.Actor):
         self._declined = False
         self._claimed = False  # see _claim
         self._close_row_if_gone = close_row_if_gone
+        # May take an outbound call it finds handed off as one to listen to (a process's
+        # first look after its start); a later look (a reconnect's, the lag listing's)
+        # would take calls that another worker holds on its own socket.
+        self._may_listen = may_listen
         self._watching = False  # the event link lets this call's events through for it
         self.uuid = uuid
         self.flow = flow
@@ -407,7 +411,7 @@ class CallActor(mailbox.Actor):
             return
         on_channel = resume.decode(channel.variable(CHECKPOINT_VARIABLE))
         if (self.link is None and channel.variable(ivr.flow_variable) != ivr.flow
-                and (self._close_row_if_gone or checkpoint or on_channel is not None)):
+                and (self._close_row_if_gone or checkpoint or (on_channel is not None and self._may_listen))):
             self._listen_outbound(channel, checkpoint or on_channel or {})
             return
         verdict = resume.look(channel, ivr.flow_variable, ivr.flow, self.flow.final_state,
@@ -453,7 +457,8 @@ class CallActor(mailbox.Actor):
             return
         found = checkpoint
         logger.info("taking over: listening (an outbound call handed off, in %s)", app or "no application")
-        self._claim()
+        # No claim: a listener commands nothing, and a worker that holds the call on its
+        # own socket (its prompt is the channel's application, not `socket`) keeps it.
         if found:
             self._write_recent(found)
         self.flow.resume_after_failure(found)

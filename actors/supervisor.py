@@ -466,9 +466,16 @@ class Supervisor(mailbox.Actor):
             if uuid in self.calls or not application:
                 continue
             if not first:
+                # Only what the lag hid: a call parked before the link came up, never
+                # touched (its app is still the dialplan's park). Anything else started
+                # since the first listing has an owner, or is another worker's, whose
+                # next `socket` must not find an adopting actor in its way.
+                if application != "park":
+                    continue
                 logger.info("call %s was not in the first listing: taking it over", uuid)
             self.counters["calls_adopted"] += 1
-            ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={})
+            ref = CallActor.start(uuid, self.make_flow(uuid), self.services, None, takeover={},
+                                  may_listen=self.counters["resyncs"] == 1)
             self._own(uuid, ref)
             self.unfinished.add(uuid)
         if self._adopted is not None:
