@@ -23,7 +23,6 @@ from typing import Any
 import pykka
 
 from actors import mailbox
-from actors.channel_link import Reoffered, SocketClosed
 from actors.logcontext import set_call_uuid
 from actors.loop_threads import LoopThreads
 from actors.messages import (
@@ -42,12 +41,14 @@ from actors.messages import (
     CrmLookup,
     DbWrite,
     EslEvent,
+    Reoffered,
+    SocketClosed,
     TimerFired,
     WriterReplaced,
 )
-from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
+from actors.reporting import NO_TELEMETRY, Cause, Telemetry
 from actors.timers import Timer, TimerService
-from ivr import outbound, resume
+from ivr import resume, socket_calls
 from ivr.config import Config
 from ivr.effects import (
     CancelTimer,
@@ -319,7 +320,7 @@ class CallActor(mailbox.Actor):
             elif message.name == _SOCKET_GONE:
                 if message.generation == self._socket_generation and not self.flow.finished:
                     logger.warning("the call did not come back on a new socket: it is out of reach")
-                    self._apply(self.flow.on_channel_gone(outbound.SOCKET_LOST_CAUSE))
+                    self._apply(self.flow.on_channel_gone(socket_calls.SOCKET_LOST_CAUSE))
             else:
                 self._apply(self.flow.on_timer(message.name, message.generation))
         elif isinstance(message, CommandFailed):
@@ -432,7 +433,7 @@ class CallActor(mailbox.Actor):
             self._apply(self.flow.resume(verdict.checkpoint, channel))
         elif verdict.action == resume.REENTER and verdict.checkpoint is not None:
             self.flow.resume_after_failure(verdict.checkpoint)
-            self._apply(self.flow.on_event(outbound.park_of(channel)))
+            self._apply(self.flow.on_event(socket_calls.park_of(channel)))
         elif found:
             # Ours, handed off: never touched again, but listened to until its hangup,
             # which writes the CDR (and its queue's events their rows).
@@ -608,7 +609,7 @@ class CallActor(mailbox.Actor):
 
     def _apply(self, effects: list[Any], since: Cause | None = None) -> None:
         """Carry `effects` out; the first command sent carries `since`, so the
-        Commander can time it (see actors.telemetry). The batch's commands go to the
+        Commander can time it (see actors.reporting). The batch's commands go to the
         switch together, in order, after the rest (one message, one write)."""
         commands: list[ChannelCommand] = []
         handed_off = False

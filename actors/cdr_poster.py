@@ -52,7 +52,7 @@ from actors import mailbox
 from actors.http_deadline import RequestDeadlines, watched_pool
 from actors.messages import CdrQueued
 from actors.reconfigure import Reconfigure
-from actors.telemetry import NO_TELEMETRY, Telemetry
+from actors.reporting import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import close_quietly, open_database, redact
 from storage.models import CdrOutbox, utc_now

@@ -20,7 +20,7 @@ transfer took the call away, then back into the IVR). Anything else is an impost
 (`refuse`).
 
 Threads: `feed`, `closed_by_peer` and the frame handling run in the outbound server's
-thread (actors.outbound), which reads every call's socket; `execute`, `hangup`, `api`
+thread (actors.outbound_server), which reads every call's socket; `execute`, `hangup`, `api`
 and `exit` in whichever thread sends (the call's actor, the supervisor); `attach`,
 `switch_let_go`, `refuse` and `send_away` in the supervisor's. Writes go out under
 `_write_lock`; events go to the call's actor under `_deliver_lock`, so none overtakes
@@ -36,7 +36,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pykka
@@ -49,8 +48,8 @@ from actors.esl import (
     sendmsg_head,
 )
 from actors.esl_wire import Disconnected, Frame, FrameParser, event_of
-from actors.messages import CommandFailed, EslEvent
-from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
+from actors.messages import CommandFailed, EslEvent, SocketClosed
+from actors.reporting import NO_TELEMETRY, Cause, Telemetry
 from ivr.event import Event
 
 logger = logging.getLogger(__name__)
@@ -80,29 +79,6 @@ _TCP_ESTABLISHED = 1
 _REPLY_TYPES = ("command/reply", "api/response")
 
 Waiter = Callable[[Frame | None], None]  # None: the link closed before the reply
-
-
-@dataclass(frozen=True)
-class OutboundCall:
-    """Outbound server to supervisor: `link` has connected; its call wants an actor."""
-
-    link: ChannelLink
-
-
-@dataclass(frozen=True)
-class SocketClosed:
-    """Link to the call's actor: the socket closed before the call's hangup came. The
-    switch runs the dialplan after `socket`, which may offer the call again."""
-
-
-@dataclass(frozen=True)
-class Reoffered:
-    """Supervisor to a call's actor: the call came back on `link` (the dialplan's next
-    `socket`, or a transfer back into the IVR); `flow` is a fresh flow to take it over
-    with, the actor keeping its own write numbering."""
-
-    link: ChannelLink
-    flow: Any
 
 
 class _LetGoIfRefused:

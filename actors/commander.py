@@ -53,7 +53,7 @@ from actors.messages import (
     CommandFailed,
     ListChannels,
 )
-from actors.telemetry import NO_TELEMETRY, Cause, Telemetry
+from actors.reporting import NO_TELEMETRY, Cause, Telemetry
 
 logger = logging.getLogger(__name__)
 

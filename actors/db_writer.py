@@ -50,7 +50,7 @@ from peewee import DatabaseError
 from actors import mailbox
 from actors.db_spool import SpoolKeeper
 from actors.messages import CdrQueued, DbAck, DbWrite
-from actors.telemetry import NO_TELEMETRY, Telemetry
+from actors.reporting import NO_TELEMETRY, Telemetry
 from actors.timers import TimerService
 from actors.write_intake import COMMITTED_AT_ONCE, Drain, WriteIntake
 from storage.db import close_quietly, open_database, redact, rejected_by_value

@@ -115,7 +115,7 @@ class ChannelCommand:
     event_uuid: str = ""
     lock: bool = False
     reply_to: Any = None
-    since: Any = None  # actors.telemetry.Cause: what caused it, for the reaction metric
+    since: Any = None  # actors.reporting.Cause: what caused it, for the reaction metric
 
     def deliver(self, commander: Any) -> None:
         """Call the Commander's (or a stand-in's) own method for this command."""
@@ -259,3 +259,29 @@ class LinkChanged:
 class CdrQueued:
     """DbWriter -> CdrPoster: CDRs were committed to the outbox; post them now rather
     than at the next poll."""
+
+
+# --- outbound mode: a call on its own socket (actors.channel_link)
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    """Outbound server to supervisor: `link` has connected; its call wants an actor."""
+
+    link: Any  # actors.channel_link.ChannelLink
+
+
+@dataclass(frozen=True)
+class SocketClosed:
+    """Link to the call's actor: the socket closed before the call's hangup came. The
+    switch runs the dialplan after `socket`, which may offer the call again."""
+
+
+@dataclass(frozen=True)
+class Reoffered:
+    """Supervisor to a call's actor: the call came back on `link` (the dialplan's next
+    `socket`, or a transfer back into the IVR); `flow` is a fresh flow to take it over
+    with, the actor keeping its own write numbering."""
+
+    link: Any  # actors.channel_link.ChannelLink
+    flow: Any

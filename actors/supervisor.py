@@ -31,7 +31,7 @@ import pykka
 
 from actors import mailbox
 from actors.call_actor import CallActor, CallServices
-from actors.channel_link import ChannelLink, OutboundCall, Reoffered
+from actors.channel_link import ChannelLink
 from actors.messages import (
     CallDeclined,
     CallFailed,
@@ -44,6 +44,8 @@ from actors.messages import (
     EslEvent,
     LinkChanged,
     ListChannels,
+    OutboundCall,
+    Reoffered,
     ServiceDied,
     WriterReplaced,
 )
@@ -254,7 +256,7 @@ class Supervisor(mailbox.Actor):
 
     def _start_outbound(self, link: ChannelLink) -> None:
         """A call on its own socket (outbound mode): its actor looks at the connect
-        data and starts, resumes or re-enters the flow (ivr.outbound)."""
+        data and starts, resumes or re-enters the flow (ivr.socket_calls)."""
         uuid = link.uuid
         if self.stopping:  # told before the listener closed: the switch gets it back
             link.exit()

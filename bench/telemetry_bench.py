@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from prometheus_client import generate_latest  # noqa: E402
 
 from actors.crm.fetcher import lookup_outcome  # noqa: E402
-from actors.telemetry import Cause  # noqa: E402
+from actors.reporting import Cause  # noqa: E402
 from fakeswitch import FakeSwitch  # noqa: E402
 from fakeswitch.fake_cdr import FakeCdrSink  # noqa: E402
 from fakeswitch.fake_crm import FakeCrm  # noqa: E402

@@ -22,13 +22,13 @@ import pykka
 
 from actors.call_actor import CallServices
 from actors.cdr_poster import CdrPoster
-from actors.channel_link import ChannelLink, OutboundCall
+from actors.channel_link import ChannelLink
 from actors.commander import Commander
 from actors.crm import CrmFetcher
 from actors.db_writer import DbWriter, process_claim
 from actors.esl_reader import EventReader
-from actors.messages import LinkChanged, ServiceDied
-from actors.outbound import OutboundServer
+from actors.messages import LinkChanged, OutboundCall, ServiceDied
+from actors.outbound_server import OutboundServer
 from actors.reconfigure import Reconfigure
 from actors.routes import CallRoutes
 from actors.supervisor import Supervisor, supervised

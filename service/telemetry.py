@@ -1,6 +1,6 @@
 """The service's Prometheus metrics: every metric icall exports is declared here.
 
-`PrometheusTelemetry` is the `actors.telemetry.Telemetry` the service hands its
+`PrometheusTelemetry` is the `actors.reporting.Telemetry` the service hands its
 actors. It owns one `CollectorRegistry` per Service (never the process-wide default
 registry, so tests that run several services in one process do not collide).
 
@@ -29,7 +29,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from actors.telemetry import Cause, Reading, Telemetry
+from actors.reporting import Cause, Reading, Telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class PrometheusTelemetry(Telemetry):
             "completed, or a time condition could not be carried out",
             registry=self.registry)
 
-    # --- observations (the calling thread is in actors.telemetry.Telemetry)
+    # --- observations (the calling thread is in actors.reporting.Telemetry)
 
     def command_written(self, cause: Cause, written_at: float) -> None:
         self._by_cause[cause.kind].observe(max(0.0, written_at - cause.at))

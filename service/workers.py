@@ -55,7 +55,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from actors.outbound import listening_socket
+from actors.outbound_server import listening_socket
 from ivr.config import Config
 from storage.spool import worker_spool_path
 

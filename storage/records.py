@@ -71,7 +71,7 @@ CDR_COLUMNS = (
 _FILLED_COLUMNS = (*CALL_START_COLUMNS, "claimed_by")
 _OVERWRITTEN_COLUMNS = (*CDR_COLUMNS, "node", "claimed_by")
 # Every cause icall writes for an end it did not see starts so (ivr.flow's
-# LOST_HANGUP_CAUSE and UNSEEN_HANGUP_CAUSE, ivr.outbound's SOCKET_LOST_CAUSE, and
+# LOST_HANGUP_CAUSE and UNSEEN_HANGUP_CAUSE, ivr.socket_calls' SOCKET_LOST_CAUSE, and
 # ENDED_UNSEEN_CAUSE below); FreeSWITCH's causes are single upper-case words.
 UNSEEN_CAUSE_PREFIX = "UNKNOWN ("
 # The cause of a close record: the call ended while no icall watched it.

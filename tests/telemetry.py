@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from actors.telemetry import Cause, Reading, Telemetry
+from actors.reporting import Cause, Reading, Telemetry
 
 
 class RecordingTelemetry(Telemetry):

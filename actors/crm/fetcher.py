@@ -36,7 +36,7 @@ from actors.crm.guards import AnswerCache, CircuitBreaker, DeadlineWatch, Pendin
 from actors.crm.http_client import CrmClient
 from actors.messages import CrmAnswer, CrmLookup
 from actors.reconfigure import Reconfigure
-from actors.telemetry import NO_TELEMETRY, Telemetry
+from actors.reporting import NO_TELEMETRY, Telemetry
 from ivr.config import Config
 from storage.db import redact
 

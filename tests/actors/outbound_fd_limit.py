@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from actors.outbound import OutboundServer
+from actors.outbound_server import OutboundServer
 from tests.waiting import wait_until
 
 HELD_S = 2.0
@@ -30,8 +30,8 @@ class Counting(logging.Handler):
 
 def main() -> None:
     counting = Counting()
-    logging.getLogger("actors.outbound").addHandler(counting)
-    logging.getLogger("actors.outbound").setLevel(logging.INFO)
+    logging.getLogger("actors.outbound_server").addHandler(counting)
+    logging.getLogger("actors.outbound_server").setLevel(logging.INFO)
     calls: list = []
     server = OutboundServer(("127.0.0.1", 0), calls.append, send_timeout_s=2)
     server.start()

@@ -16,7 +16,7 @@ import pykka
 
 from actors.call_actor import CallActor, CallServices
 from actors.messages import ChannelCommand, ChannelCommands, DbAck, DbWrite, EslEvent
-from actors.telemetry import Cause
+from actors.reporting import Cause
 from actors.timers import TimerService
 from ivr.config import load_config
 from ivr.effects import CrmAnswer, Execute

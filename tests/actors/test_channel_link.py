@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from actors.channel_link import ChannelLink, SocketClosed
-from actors.messages import CommandFailed, EslEvent
+from actors.channel_link import ChannelLink
+from actors.messages import CommandFailed, EslEvent, SocketClosed
 from fakeswitch.wire import event_plain
 from tests.esl.replay import Capture
 from tests.waiting import wait_until

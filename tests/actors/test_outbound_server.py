@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from actors.channel_link import ChannelLink
-from actors.outbound import OutboundServer
+from actors.outbound_server import OutboundServer
 from ivr.config import networks
 from service.telemetry import PrometheusTelemetry
 from tests.service.test_telemetry import sample, scrape
@@ -50,7 +50,7 @@ def links_of(server: OutboundServer) -> list[ChannelLink]:
 def test_a_peer_outside_the_allow_list_is_closed_at_accept_warned_once_and_counted(serve, caplog):
     telemetry = PrometheusTelemetry()
     server, calls = serve(allow=networks("10.9.9.9, 192.168.0.0/16"), telemetry=telemetry)
-    caplog.set_level(logging.WARNING, logger="actors.outbound")
+    caplog.set_level(logging.WARNING, logger="actors.outbound_server")
     peers = [SocketPeer(server.port) for _ in range(3)]
     for peer in peers:
         assert peer.wait_closed(WAIT_S), "a peer not allowed was kept"
@@ -75,7 +75,7 @@ def test_by_default_a_local_peer_is_let_in(serve):
 
 def test_a_connection_that_never_answers_connect_is_closed_and_holds_nothing(serve, caplog):
     server, calls = serve(connect_timeout_s=0.3)
-    caplog.set_level(logging.WARNING, logger="actors.outbound")
+    caplog.set_level(logging.WARNING, logger="actors.outbound_server")
     peer = SocketPeer(server.port)
     assert peer.wait_for("connect", WAIT_S)
     assert wait_until(lambda: len(links_of(server)) == 1, WAIT_S)

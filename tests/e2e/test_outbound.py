@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fakeswitch import FakeSwitch
-from ivr.outbound import SOCKET_LOST_CAUSE
+from ivr.socket_calls import SOCKET_LOST_CAUSE
 from storage.models import CdrOutbox
 from tests.e2e.conftest import USERS, WAIT_S
 from tests.e2e.outbound_harness import OutboundHarness

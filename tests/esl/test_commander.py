@@ -10,7 +10,7 @@ import pytest
 from actors.commander import Commander
 from actors.esl import Disconnected, execute_message
 from actors.messages import ChannelCommand, ChannelCommands, CommandFailed
-from actors.telemetry import Cause
+from actors.reporting import Cause
 from fakeswitch import FakeSwitch
 from tests.esl.conftest import Collector, link_threads, make_config
 from tests.esl.replay import Capture, Knobs

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.telemetry import Cause
+from actors.reporting import Cause
 from service.telemetry import READINGS, PrometheusTelemetry
 
 

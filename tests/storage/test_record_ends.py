@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from actors.messages import DbWrite
 from ivr.flow import LOST_HANGUP_CAUSE, UNSEEN_HANGUP_CAUSE
-from ivr.outbound import SOCKET_LOST_CAUSE
+from ivr.socket_calls import SOCKET_LOST_CAUSE
 from storage.models import Call, CdrOutbox, utc_from_epoch, utc_now
 from storage.records import (
     ENDED_UNSEEN_CAUSE,

@@ -33,7 +33,7 @@ from typing import Any
 
 from actors.channel_link import LINGER_S, ChannelLink
 from actors.esl_wire import Disconnected
-from actors.telemetry import NO_TELEMETRY, Telemetry
+from actors.reporting import NO_TELEMETRY, Telemetry
 from ivr.config import LOOPBACK, Networks, networks
 
 logger = logging.getLogger(__name__)
