@@ -458,8 +458,12 @@ class CallActor(mailbox.Actor):
             return
         found = checkpoint
         logger.info("taking over: listening (an outbound call handed off, in %s)", app or "no application")
-        # No claim: a listener commands nothing, and a worker that holds the call on its
-        # own socket (its prompt is the channel's application, not `socket`) keeps it.
+        # Claimed only when this process's start found its row open (its holder is gone:
+        # the end this listener may have to write unseen is then its own to write); from
+        # a channel alone it may be a live worker's (its prompt is the channel's
+        # application, not `socket`), which keeps its claim.
+        if self._close_row_if_gone:
+            self._claim()
         if found:
             self._write_recent(found)
         self.flow.resume_after_failure(found)

@@ -175,7 +175,10 @@ class LabIcall:
             rows = self.rows(uuid)
             return bool(rows) and rows[0]["hangup_cause"] is not None and uuid in cdr.unique_keys()
 
-        assert wait_until(ended, CALL_TIMEOUT_S), f"call {uuid}: no ended row and CDR ({self.rows(uuid)})"
+        logs = "\n".join(line for process in self.processes for line in process.stderr().splitlines()
+                         if uuid in line or "resync" in line or "left open" in line)
+        assert wait_until(ended, CALL_TIMEOUT_S), \
+            f"call {uuid}: no ended row and CDR ({self.rows(uuid)})\n{logs}"
         return self.rows(uuid)[0]
 
     def log_of(self, uuid: str) -> str:
