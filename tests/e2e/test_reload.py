@@ -109,7 +109,8 @@ def test_a_reload_under_load_touches_no_live_call_and_the_next_calls_use_the_new
     # The calls after the reload: the new prompt, the new goodbye, the new CRM.
     assert results[after].commands == [WELCOME, NEW_MAIN_MENU, TRANSFERRING, *bridge_commands("801")]
     assert results[new_menu].commands == [WELCOME, NEW_MAIN_MENU, ("playback", "new_sales/9013.wav")]
-    assert [r.query["caller_id"] for r in second_crm.requests] == [["5551002"], ["5551050"]]
+    # Two calls placed after the reload ask at about the same time: in either order.
+    assert sorted(r.query["caller_id"] for r in second_crm.requests) == [["5551002"], ["5551050"]]
     assert len(crm.requests) == first_crm_asked, "the old CRM was asked nothing after the reload"
     registry = h.service.telemetry.registry
     assert registry.get_sample_value("icall_config_generation") == 2
