@@ -13,7 +13,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The real-switch suite (tests/freeswitch) against the FreeSWITCH at ICALL_FREESWITCH
-# (host:port[:password]; by default the lab's, ../shared/freeswitch/README.md). It needs
+# (host:port[:password]; by default the lab switch, README "On a real FreeSWITCH"). It needs
 # the switch to itself while it runs. Without the variable, `make test` skips it.
 ICALL_FREESWITCH ?= 127.0.0.1:8021:ClueCon
 test-freeswitch: setup

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 # The extensions by what they do when bridged. The stand-in's (bench.side_by_side
 # starts it so): 801 answers and talks, 802 rings without answer, 803 is not registered.
-# The lab's real FreeSWITCH (../shared/freeswitch/README.md): 803 is a callee that
+# The lab's real FreeSWITCH (README, "On a real FreeSWITCH"): 803 is a callee that
 # answers (and talks 60 s: the callers hang up first), 801 and 802 are never registered.
 STAND_IN_EXTENSIONS = {"answers": "801", "fails": "802", "unregistered": "803"}
 REAL_SWITCH_EXTENSIONS = {"answers": "803", "fails": "802", "unregistered": "801"}

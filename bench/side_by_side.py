@@ -7,7 +7,7 @@ and each controller, one at a time and each with fresh processes:
               recorded lengths), 801 answers and talks --talk-s, 802 rings --ring-s
               unanswered, 803 is not registered;
               or, with --switch HOST:PORT[:PASSWORD], a real FreeSWITCH configured as
-              ../shared/freeswitch/README.md says (803 answers, 801 and 802 are not
+              the README's "On a real FreeSWITCH" says (803 answers, 801 and 802 are not
               registered; the callers hang up --talk-s into an answered bridge), its
               CPU read from /proc/<pid> of --switch-pid-file
   CRM         python -m fakeswitch.fake_crm with bench.scenarios.crm_table
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=sorted(MODES),
                         help="the pair of controllers of one mode: icall and its lean yardstick")
     parser.add_argument("--switch", type=parse_switch, default=None, metavar="HOST:PORT[:PASSWORD]",
-                        help="a real FreeSWITCH configured as ../shared/freeswitch says, "
+                        help="a real FreeSWITCH configured as the README's lab switch, "
                              "instead of a stand-in started for each run")
     parser.add_argument("--switch-pid-file", default="/opt/fslab/run/freeswitch.pid",
                         help="the real switch's pid file (its CPU is read from /proc)")

@@ -4,7 +4,7 @@ dir, the fake CRM and the fake CDR endpoint on loopback. Without the variable ev
 test here is skipped, saying so. `make test-freeswitch` sets it to the lab's switch.
 
 The switch must be configured as the lab's (extensions `fsm`, `icall_out` and the
-`new_sales` destinations; ../shared/freeswitch/README.md) and must be ours while the
+`new_sales` destinations; README, "On a real FreeSWITCH") and must be ours while the
 suite runs: another inbound controller would take our parked calls too, another
 listener on the outbound port (the dialplan's 127.0.0.1:8084, or
 $ICALL_FREESWITCH_OUTBOUND) half of our outbound ones.

@@ -1,7 +1,7 @@
 """Callers on a real FreeSWITCH, driven only through what it offers: `originate`,
 `uuid_recv_dtmf`, `uuid_kill` and its events.
 
-The switch is configured as the lab's (../shared/freeswitch/README.md, read by people,
+The switch is configured as the lab's (README, "On a real FreeSWITCH", read by people,
 never by the tests): extension `fsm` parks with `ivr_app=icall` (inbound mode),
 `icall_out` hands the call to `socket 127.0.0.1:8084 async full` twice, then
 transfers it to `fifo_sales` (outbound mode); 803 answers, 801 and 802 are never
